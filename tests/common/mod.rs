@@ -1,0 +1,340 @@
+//! Shared harness for integration tests: real `redis-server`, `redis-sentinel` and `keyhop`
+//! processes on loopback ports picked per test, killed when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago. Ports come from a per-process window that
+/// differs between test binaries (so parallel binaries rarely collide) and are checked by binding.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+    for _ in 0..5000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (base - 20000 + n * 7) % 40000;
+        if port < 20000 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private temporary directory, removed on drop.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("keyhop-test-").tempdir().expect("create a temp dir")
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub name: String,
+}
+
+impl Proc {
+    /// The process id, if still running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL now and wait for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal by number (e.g. 15 for SIGTERM, 19 SIGSTOP, 18 SIGCONT).
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+        }
+    }
+
+    /// `host:port` of this process's listener.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `port` answers `PING` with `+PONG` (or a NOAUTH/LOADING error: the server is up).
+pub fn wait_for_ping(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH")))
+    })
+}
+
+fn need(bin: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p.to_string_lossy().into_owned();
+        }
+    }
+    panic!("{bin} not found: install it with `apt-get install -y redis-server redis-sentinel redis-tools`");
+}
+
+/// Starts `redis-server` on a free port with `extra` arguments (e.g. `["--replicaof", "127.0.0.1", "7001"]`).
+pub fn redis_server(extra: &[&str]) -> Proc {
+    for _attempt in 0..5 {
+        let port = free_port();
+        let child = Command::new(need("redis-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--logfile", ""])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let mut p = Proc { child: Some(child), port, name: format!("redis:{port}") };
+        if wait_for_ping(port, Duration::from_secs(5)) {
+            return p;
+        }
+        p.kill();
+    }
+    panic!("could not start redis-server on a free port");
+}
+
+/// Starts a replica of the server on `master_port` and waits until its link is up.
+pub fn redis_replica(master_port: u16, extra: &[&str]) -> Proc {
+    let mp = master_port.to_string();
+    let mut args = vec!["--replicaof", "127.0.0.1", mp.as_str()];
+    args.extend_from_slice(extra);
+    let p = redis_server(&args);
+    let up = wait_until(Duration::from_secs(10), || {
+        cmd(p.port, &["INFO", "replication"]).contains("master_link_status:up")
+    });
+    assert!(up, "replica on {} never linked to master {master_port}", p.port);
+    p
+}
+
+/// Starts a sentinel monitoring `masters` (name, port) with quorum `quorum`,
+/// `down-after-milliseconds 1000` and `failover-timeout 3000`. `dir` must outlive it.
+pub fn redis_sentinel(dir: &Path, masters: &[(&str, u16)], quorum: u32) -> Proc {
+    for _attempt in 0..5 {
+        let port = free_port();
+        let file: PathBuf = dir.join(format!("sentinel-{port}.conf"));
+        let mut conf = format!("port {port}\nbind 127.0.0.1\ndir {}\n", dir.display());
+        for (name, mport) in masters {
+            conf.push_str(&format!(
+                "sentinel monitor {name} 127.0.0.1 {mport} {quorum}\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n\
+                 sentinel parallel-syncs {name} 1\n"
+            ));
+        }
+        std::fs::write(&file, conf).expect("write sentinel config");
+        let child = Command::new(need("redis-sentinel"))
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-sentinel");
+        let mut p = Proc { child: Some(child), port, name: format!("sentinel:{port}") };
+        if wait_for_ping(port, Duration::from_secs(5)) {
+            return p;
+        }
+        p.kill();
+    }
+    panic!("could not start redis-sentinel on a free port");
+}
+
+/// Path of the keyhop binary under test.
+pub fn keyhop_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keyhop")
+}
+
+/// Starts keyhop with `config` (TOML; the string `{listen}` is replaced by a free port's address)
+/// and waits until it answers PING. Its stderr goes to `dir/keyhop.log`.
+pub fn keyhop(dir: &Path, config: &str) -> Proc {
+    keyhop_with_args(dir, config, &[])
+}
+
+/// Like [`keyhop`], with extra command-line arguments.
+pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
+    for _attempt in 0..5 {
+        let port = free_port();
+        let text = config.replace("{listen}", &format!("127.0.0.1:{port}"));
+        let path = dir.join("keyhop.toml");
+        std::fs::write(&path, text).expect("write keyhop config");
+        let log = std::fs::File::create(dir.join("keyhop.log")).expect("create keyhop log");
+        let child = Command::new(keyhop_bin())
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn keyhop");
+        let mut p = Proc { child: Some(child), port, name: format!("keyhop:{port}") };
+        if wait_for_ping(port, Duration::from_secs(10)) {
+            return p;
+        }
+        p.kill();
+        eprintln!("keyhop did not come up; log:\n{}", std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default());
+    }
+    panic!("could not start keyhop on a free port");
+}
+
+/// A minimal blocking RESP connection for tests that need raw bytes.
+pub struct Raw {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+}
+
+/// A decoded RESP2 reply, for assertions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// The bulk string as UTF-8 (lossy); panics if not a bulk.
+    pub fn text(&self) -> String {
+        match self {
+            Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+            Reply::Status(s) => s.clone(),
+            other => panic!("expected a bulk or status reply, got {other:?}"),
+        }
+    }
+}
+
+impl Raw {
+    /// Connects to 127.0.0.1:`port` with a 10 s read timeout.
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("set timeout");
+        s.set_nodelay(true).expect("nodelay");
+        Raw { reader: BufReader::new(s.try_clone().expect("clone")), writer: s }
+    }
+
+    /// Sends one command encoded as a RESP array.
+    pub fn send(&mut self, args: &[&[u8]]) {
+        self.writer.write_all(&encode(args)).expect("write");
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    /// Sends a command and reads its reply.
+    pub fn call(&mut self, args: &[&str]) -> Reply {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        self.send(&a);
+        self.read()
+    }
+
+    /// Reads one reply (panics on timeout or EOF).
+    pub fn read(&mut self) -> Reply {
+        self.try_read().expect("read a reply")
+    }
+
+    /// Reads one reply, or the I/O error / EOF.
+    pub fn try_read(&mut self) -> std::io::Result<Reply> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        let line = line.trim_end_matches("\r\n").trim_end_matches('\n');
+        let (kind, rest) = line.split_at(1);
+        let bad = |_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad line {line:?}"));
+        Ok(match kind {
+            "+" => Reply::Status(rest.to_string()),
+            "-" => Reply::Error(rest.to_string()),
+            ":" => Reply::Int(rest.parse().map_err(bad)?),
+            "$" => {
+                let n: i64 = rest.parse().map_err(bad)?;
+                if n < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut buf = vec![0u8; n as usize + 2];
+                    self.reader.read_exact(&mut buf)?;
+                    buf.truncate(n as usize);
+                    Reply::Bulk(Some(buf))
+                }
+            }
+            "*" => {
+                let n: i64 = rest.parse().map_err(bad)?;
+                if n < 0 {
+                    Reply::Array(None)
+                } else {
+                    let mut items = Vec::with_capacity(n as usize);
+                    for _ in 0..n {
+                        items.push(self.try_read()?);
+                    }
+                    Reply::Array(Some(items))
+                }
+            }
+            _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad reply line {line:?}"))),
+        })
+    }
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Runs one command on 127.0.0.1:`port` over a fresh connection and renders the reply as text
+/// (bulk/status text, `(error) ...`, integers, arrays joined by newlines). Handy for checks.
+pub fn cmd(port: u16, args: &[&str]) -> String {
+    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else { return String::from("(connect failed)") };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut raw = Raw { reader: BufReader::new(s.try_clone().expect("clone")), writer: s };
+    match raw.call(args) {
+        Reply::Status(s) => s,
+        Reply::Error(e) => format!("(error) {e}"),
+        Reply::Int(i) => i.to_string(),
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Reply::Bulk(None) | Reply::Array(None) => "(nil)".into(),
+        Reply::Array(Some(items)) => items.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join("\n"),
+    }
+}
