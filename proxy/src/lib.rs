@@ -1,1 +1,142 @@
-pub fn x() {}
+//! keyhop's data plane: listener, client sessions, RESP framing, backend pools, fan-out and merge.
+//!
+//! It reads the routing table the control plane publishes ([`keyhop_router::SharedTable`]) and
+//! never depends on the control plane itself; the binary wires the two together.
+
+pub mod backend;
+pub mod io;
+mod local;
+pub mod merge;
+pub mod resp;
+mod session;
+pub mod settings;
+pub mod stats;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use keyhop_router::{RoutingTable, SharedTable};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+pub use backend::{BackendError, BackendSettings, Backends, StaleHook};
+pub use settings::Settings;
+pub use stats::Stats;
+
+/// State shared by every session.
+pub(crate) struct Shared {
+    pub settings: ArcSwap<Settings>,
+    pub table: SharedTable,
+    pub backends: Backends,
+    pub stats: Stats,
+    pub next_id: AtomicU64,
+}
+
+/// The data plane: accepts clients and serves them from the published routing table.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy serving `table` with `settings`.
+    pub fn new(settings: Settings, table: SharedTable) -> Proxy {
+        let backends = Backends::new(settings.backend.clone());
+        Proxy {
+            shared: Arc::new(Shared {
+                settings: ArcSwap::from_pointee(settings),
+                table,
+                backends,
+                stats: Stats::default(),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Sets the callback run when a backend believed to be master answers -READONLY/-MASTERDOWN.
+    pub fn set_stale_hook(&self, hook: StaleHook) {
+        self.shared.backends.set_stale_hook(hook);
+    }
+
+    /// Counters of the data plane.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The backend pools (for status and metrics).
+    pub fn backends(&self) -> &Backends {
+        &self.shared.backends
+    }
+
+    /// The routing table handle this proxy reads.
+    pub fn table(&self) -> &SharedTable {
+        &self.shared.table
+    }
+
+    /// Replaces the settings that may change at run time (timeouts apply to new connections).
+    pub fn set_settings(&self, settings: Settings) {
+        self.shared.settings.store(Arc::new(settings));
+    }
+
+    /// Called after the control plane published `new`: closes connections to every server that is
+    /// no longer a master or (healthy) replica in it, failing their in-flight requests.
+    pub fn table_changed(&self, old: &RoutingTable, new: &RoutingTable) {
+        let mut keep: HashSet<&str> = HashSet::new();
+        for g in &new.groups {
+            keep.insert(&g.master);
+            keep.extend(g.replicas.iter().filter(|r| r.healthy).map(|r| r.addr.as_str()));
+        }
+        // Demoted masters must stop taking writes even if they are now replicas in the new table.
+        let demoted: HashSet<&str> = old
+            .groups
+            .iter()
+            .zip(new.groups.iter())
+            .filter(|(o, n)| o.name == n.name && o.master != n.master)
+            .map(|(o, _)| o.master.as_str())
+            .collect();
+        self.shared.backends.retain(|addr| keep.contains(addr) && !demoted.contains(addr));
+    }
+
+    /// Accepts clients on `listener` until `shutdown` completes; returns once the listener is
+    /// closed (sessions already running keep going until their clients leave).
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                a = listener.accept() => a,
+            };
+            let (mut stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let settings = self.shared.settings.load();
+            let stats = &self.shared.stats;
+            if Stats::get(&stats.clients_current) >= settings.max_clients as u64 {
+                Stats::add(&stats.clients_rejected, 1);
+                tokio::spawn(async move {
+                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    let _ = stream.shutdown().await;
+                });
+                continue;
+            }
+            io::tune_socket(&stream, settings.client_keepalive);
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let shared = self.shared.clone();
+            stats.clients_current.fetch_add(1, Ordering::Relaxed);
+            Stats::add(&stats.clients_total, 1);
+            tokio::spawn(async move {
+                session::serve(shared.clone(), stream, id, peer).await;
+                shared.stats.clients_current.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+}

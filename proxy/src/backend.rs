@@ -1,0 +1,538 @@
+//! Backend connections: a few shared, pipelined connections per redis-server, established lazily,
+//! re-established with backoff, multiplexing the requests of many clients.
+//!
+//! Each connection is one task that owns the socket: a writer half that drains queued requests and
+//! writes them with one vectored write per batch, and a reader half that finds reply boundaries and
+//! hands each request its replies as one contiguous slice of the read buffer (no copy, no decode).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::io::{tune_socket, write_all_bufs};
+use crate::resp::{self, ReplyScanner};
+
+/// Requests queued per connection before senders wait (backpressure on clients).
+const QUEUE_DEPTH: usize = 4096;
+/// Requests written in one batch at most.
+const MAX_BATCH: usize = 1024;
+/// First and largest pause between failed connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Settings every backend connection uses.
+#[derive(Clone, Debug)]
+pub struct BackendSettings {
+    /// How long a TCP connect (plus AUTH) may take.
+    pub connect_timeout: Duration,
+    /// How long a request may wait for its reply before the connection is declared dead.
+    pub request_timeout: Duration,
+    /// TCP keepalive idle time, if enabled.
+    pub keepalive: Option<Duration>,
+    /// AUTH sent on every new connection.
+    pub password: Option<String>,
+    /// Connections per backend server.
+    pub connections: usize,
+}
+
+/// Why a request got no reply from its backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendError {
+    /// Could not connect (or authenticate); the text says why.
+    Connect(String),
+    /// Still down after a recent failure; requests fail fast until the retry.
+    Down(String),
+    /// No reply within the request timeout; the connection was closed.
+    Timeout(Duration),
+    /// The connection broke with the request in flight.
+    Lost(String),
+    /// The backend was retired (e.g. its master was demoted) before answering.
+    Retired,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Connect(e) => write!(f, "unreachable: {e}"),
+            BackendError::Down(e) => write!(f, "down ({e}); keyhop retries shortly"),
+            BackendError::Timeout(d) => write!(f, "did not answer within {} ms", d.as_millis()),
+            BackendError::Lost(e) => write!(f, "connection lost ({e})"),
+            BackendError::Retired => write!(f, "was retired by a topology change before answering"),
+        }
+    }
+}
+
+/// The bytes of one or more request frames, written back to back.
+#[derive(Debug)]
+pub enum Payload {
+    /// One contiguous slice.
+    One(Bytes),
+    /// Several slices.
+    Many(Vec<Bytes>),
+}
+
+/// The replies to one [`Request`]: contiguous bytes holding `count` reply frames.
+#[derive(Debug, Clone)]
+pub struct Replies {
+    /// All reply frames, back to back.
+    pub data: Bytes,
+    /// End offset of each frame (empty when there is exactly one).
+    pub ends: Vec<usize>,
+}
+
+impl Replies {
+    /// Byte range of replies `first..=last`.
+    pub fn range(&self, first: usize, last: usize) -> std::ops::Range<usize> {
+        if self.ends.is_empty() {
+            return 0..self.data.len();
+        }
+        let start = if first == 0 { 0 } else { self.ends[first - 1] };
+        start..self.ends[last]
+    }
+
+    /// Reply frame `i`.
+    pub fn get(&self, i: usize) -> Bytes {
+        self.data.slice(self.range(i, i))
+    }
+}
+
+/// What a request's sender receives.
+pub type ReplyResult = Result<Replies, BackendError>;
+
+/// One batch of request frames for one backend connection, expecting `count` replies.
+#[derive(Debug)]
+pub struct Request {
+    /// The frames.
+    pub payload: Payload,
+    /// How many replies they produce.
+    pub count: usize,
+    /// Where the replies go.
+    pub reply: oneshot::Sender<ReplyResult>,
+}
+
+/// Called with a backend's address when it answers -READONLY or -MASTERDOWN (stale routing).
+pub type StaleHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A handle to one shared backend connection.
+#[derive(Clone, Debug)]
+pub struct BackendConn {
+    tx: mpsc::Sender<Request>,
+}
+
+impl BackendConn {
+    /// Queues a request (waiting when the queue is full). Gives the request back when the
+    /// connection has been retired, so the caller can route it elsewhere: it was never sent.
+    pub async fn send(&self, req: Request) -> Result<(), Request> {
+        self.tx.send(req).await.map_err(|e| e.0)
+    }
+
+    /// True when both handles lead to the same connection.
+    pub fn same(&self, other: &BackendConn) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+}
+
+/// Live state of a backend, for metrics and readiness.
+#[derive(Debug, Default)]
+pub struct BackendState {
+    /// Connections currently established.
+    pub connected: AtomicU64,
+    /// True after a failed connect, until one succeeds.
+    pub failing: AtomicBool,
+    /// Requests (batches) sent.
+    pub requests: AtomicU64,
+    /// Requests that failed with a [`BackendError`].
+    pub errors: AtomicU64,
+}
+
+/// The connections to one backend server.
+#[derive(Debug)]
+pub struct Pool {
+    /// `host:port`.
+    pub addr: Arc<str>,
+    conns: Vec<BackendConn>,
+    cancel: CancellationToken,
+    /// Live state.
+    pub state: Arc<BackendState>,
+}
+
+impl Pool {
+    /// The connection a client with this id uses (always the same one, so its requests to this
+    /// server keep their order).
+    #[inline]
+    pub fn conn(&self, client_id: u64) -> &BackendConn {
+        &self.conns[(client_id % self.conns.len() as u64) as usize]
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Every backend pool, by address.
+pub struct Backends {
+    pools: DashMap<Arc<str>, Arc<Pool>>,
+    settings: BackendSettings,
+    stale_hook: Mutex<Option<StaleHook>>,
+}
+
+impl Backends {
+    /// An empty registry; pools are created on first use.
+    pub fn new(settings: BackendSettings) -> Backends {
+        Backends { pools: DashMap::new(), settings, stale_hook: Mutex::new(None) }
+    }
+
+    /// Sets the callback for -READONLY/-MASTERDOWN replies.
+    pub fn set_stale_hook(&self, hook: StaleHook) {
+        if let Ok(mut h) = self.stale_hook.lock() {
+            *h = Some(hook);
+        }
+    }
+
+    /// The pool for `addr`, created (with its connection tasks) if needed. Must run in a runtime.
+    pub fn pool(&self, addr: &str) -> Arc<Pool> {
+        if let Some(p) = self.pools.get(addr) {
+            return p.clone();
+        }
+        self.pools
+            .entry(Arc::from(addr))
+            .or_insert_with(|| {
+                let addr: Arc<str> = Arc::from(addr);
+                let cancel = CancellationToken::new();
+                let state = Arc::new(BackendState::default());
+                let hook = self.stale_hook.lock().ok().and_then(|h| h.clone());
+                let conns = (0..self.settings.connections.max(1))
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                        let conn = Connection {
+                            addr: addr.clone(),
+                            settings: self.settings.clone(),
+                            cancel: cancel.clone(),
+                            state: state.clone(),
+                            hook: hook.clone(),
+                        };
+                        tokio::spawn(conn.supervise(rx));
+                        BackendConn { tx }
+                    })
+                    .collect();
+                Arc::new(Pool { addr, conns, cancel, state })
+            })
+            .clone()
+    }
+
+    /// Closes the pools of every address for which `keep` is false: their in-flight and queued
+    /// requests fail, and clients re-resolve on their next request.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<Arc<str>> =
+            self.pools.iter().filter(|p| !keep(p.key())).map(|p| p.key().clone()).collect();
+        for addr in gone {
+            if let Some((_, pool)) = self.pools.remove(&addr) {
+                tracing::info!(backend = %addr, "closing connections to retired backend");
+                pool.cancel.cancel();
+            }
+        }
+    }
+
+    /// Snapshot of every pool (for metrics and status).
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools.iter().map(|p| p.value().clone()).collect()
+    }
+}
+
+/// Fails a request with `err`.
+fn fail(req: Request, err: &BackendError) {
+    let _ = req.reply.send(Err(err.clone()));
+}
+
+/// A request written to the socket and waiting for its replies.
+struct Inflight {
+    count: usize,
+    ends: Vec<usize>,
+    sent_at: Instant,
+    reply: oneshot::Sender<ReplyResult>,
+}
+
+struct Connection {
+    addr: Arc<str>,
+    settings: BackendSettings,
+    cancel: CancellationToken,
+    state: Arc<BackendState>,
+    hook: Option<StaleHook>,
+}
+
+impl Connection {
+    /// Owns one connection slot for its whole life: connects on demand, serves, reconnects.
+    async fn supervise(self, mut rx: mpsc::Receiver<Request>) {
+        let mut backoff = Duration::ZERO;
+        let mut retry_at: Option<(Instant, String)> = None;
+        loop {
+            let first = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                r = rx.recv() => match r { Some(r) => r, None => return },
+            };
+            if let Some((at, why)) = &retry_at
+                && Instant::now() < *at
+            {
+                let err = BackendError::Down(why.clone());
+                self.count_errors(1);
+                fail(first, &err);
+                continue;
+            }
+            match self.connect().await {
+                Err(why) => {
+                    backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                    tracing::warn!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend connect failed");
+                    self.state.failing.store(true, Ordering::Relaxed);
+                    let err = BackendError::Connect(why.clone());
+                    self.count_errors(1);
+                    fail(first, &err);
+                    // Whatever queued up while connecting fails now rather than after the timeout.
+                    while let Ok(r) = rx.try_recv() {
+                        self.count_errors(1);
+                        fail(r, &err);
+                    }
+                    retry_at = Some((Instant::now() + backoff, why));
+                }
+                Ok(stream) => {
+                    backoff = Duration::ZERO;
+                    retry_at = None;
+                    self.state.failing.store(false, Ordering::Relaxed);
+                    self.state.connected.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(backend = %self.addr, "backend connected");
+                    let err = self.serve(stream, first, &mut rx).await;
+                    self.state.connected.fetch_sub(1, Ordering::Relaxed);
+                    if err != BackendError::Retired {
+                        tracing::warn!(backend = %self.addr, error = %err, "backend connection closed");
+                    }
+                }
+            }
+        }
+        // Retired: nothing queued will ever be sent here.
+        rx.close();
+        while let Ok(r) = rx.try_recv() {
+            fail(r, &BackendError::Retired);
+        }
+    }
+
+    fn count_errors(&self, n: u64) {
+        self.state.errors.fetch_add(n, Ordering::Relaxed);
+    }
+
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let timeout = self.settings.connect_timeout;
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&*self.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("connect timed out after {} ms", timeout.as_millis())),
+        };
+        tune_socket(&stream, self.settings.keepalive);
+        if let Some(pw) = &self.settings.password {
+            let stream = stream;
+            let auth = resp::command([b"AUTH".as_slice(), pw.as_bytes()]);
+            let mut stream = stream;
+            let reply = tokio::time::timeout(timeout, async {
+                tokio::io::AsyncWriteExt::write_all(&mut stream, &auth).await?;
+                let mut buf = BytesMut::with_capacity(256);
+                let mut scanner = ReplyScanner::default();
+                loop {
+                    if stream.read_buf(&mut buf).await? == 0 {
+                        return Err(std::io::Error::other("closed during AUTH"));
+                    }
+                    match scanner.scan(&buf) {
+                        Ok(Some(len)) => return Ok(buf.split_to(len)),
+                        Ok(None) => continue,
+                        Err(_) => return Err(std::io::Error::other("bad AUTH reply")),
+                    }
+                }
+            })
+            .await;
+            match reply {
+                Ok(Ok(r)) if r.starts_with(b"+OK") => return Ok(stream),
+                Ok(Ok(r)) => {
+                    let text =
+                        String::from_utf8_lossy(&r).trim_end().trim_start_matches('-').to_string();
+                    return Err(format!("AUTH failed: {text} (check backend_password)"));
+                }
+                Ok(Err(e)) => return Err(format!("AUTH failed: {e}")),
+                Err(_) => return Err("AUTH timed out".into()),
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Serves one established connection until it fails or the backend is retired.
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        first: Request,
+        rx: &mut mpsc::Receiver<Request>,
+    ) -> BackendError {
+        let (rd, mut wr) = stream.into_split();
+        let inflight: Mutex<VecDeque<Inflight>> = Mutex::new(VecDeque::new());
+        let wake = Notify::new();
+        let writer = async {
+            let mut bufs: Vec<Bytes> = Vec::with_capacity(64);
+            let mut next = Some(first);
+            loop {
+                let first = match next.take() {
+                    Some(r) => r,
+                    None => match rx.recv().await {
+                        Some(r) => r,
+                        None => return BackendError::Retired,
+                    },
+                };
+                let now = Instant::now();
+                let mut n = 0u64;
+                {
+                    let Ok(mut q) = inflight.lock() else {
+                        return BackendError::Lost("lock poisoned".into());
+                    };
+                    let mut push = |req: Request| {
+                        match req.payload {
+                            Payload::One(b) => bufs.push(b),
+                            Payload::Many(v) => bufs.extend(v),
+                        }
+                        q.push_back(Inflight {
+                            count: req.count,
+                            ends: Vec::new(),
+                            sent_at: now,
+                            reply: req.reply,
+                        });
+                    };
+                    push(first);
+                    n += 1;
+                    while (n as usize) < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(r) => {
+                                push(r);
+                                n += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                self.state.requests.fetch_add(n, Ordering::Relaxed);
+                wake.notify_one();
+                if let Err(e) = write_all_bufs(&mut wr, &mut bufs).await {
+                    return BackendError::Lost(e.to_string());
+                }
+            }
+        };
+        let reader = self.read_replies(rd, &inflight, &wake);
+        let err = tokio::select! {
+            _ = self.cancel.cancelled() => BackendError::Retired,
+            e = writer => e,
+            e = reader => e,
+        };
+        let failed: Vec<Inflight> = match inflight.lock() {
+            Ok(mut q) => q.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        self.count_errors(failed.len() as u64);
+        for f in failed {
+            let _ = f.reply.send(Err(err.clone()));
+        }
+        err
+    }
+
+    /// Reads replies and completes in-flight requests in order; fails when the oldest request
+    /// waits longer than the request timeout.
+    async fn read_replies(
+        &self,
+        mut rd: OwnedReadHalf,
+        inflight: &Mutex<VecDeque<Inflight>>,
+        wake: &Notify,
+    ) -> BackendError {
+        let timeout = self.settings.request_timeout;
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut scanner = ReplyScanner::default();
+        // Offset in `buf` where the next reply starts (earlier bytes belong to the oldest request).
+        let mut pos = 0usize;
+        let mut last_stale_report: Option<Instant> = None;
+        loop {
+            loop {
+                match scanner.scan(&buf[pos..]) {
+                    Ok(Some(len)) => {
+                        if buf[pos] == b'-' {
+                            self.check_stale(&buf[pos..pos + len], &mut last_stale_report);
+                        }
+                        pos += len;
+                        let Ok(mut q) = inflight.lock() else {
+                            return BackendError::Lost("lock poisoned".into());
+                        };
+                        let Some(front) = q.front_mut() else {
+                            return BackendError::Lost("reply without a request".into());
+                        };
+                        if front.count > 1 {
+                            front.ends.push(pos);
+                        }
+                        if front.count == 1 || front.ends.len() == front.count {
+                            let Some(done) = q.pop_front() else { continue };
+                            drop(q);
+                            let data = buf.split_to(pos).freeze();
+                            pos = 0;
+                            let _ = done.reply.send(Ok(Replies { data, ends: done.ends }));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return BackendError::Lost("malformed reply from backend".into()),
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            let deadline =
+                inflight.lock().ok().and_then(|q| q.front().map(|f| f.sent_at + timeout));
+            tokio::select! {
+                r = rd.read_buf(&mut buf) => match r {
+                    Ok(0) => return BackendError::Lost("closed by the server".into()),
+                    Ok(_) => {}
+                    Err(e) => return BackendError::Lost(e.to_string()),
+                },
+                _ = sleep_until_opt(deadline) => {
+                    let expired = inflight
+                        .lock()
+                        .ok()
+                        .and_then(|q| q.front().map(|f| f.sent_at.elapsed() >= timeout))
+                        .unwrap_or(false);
+                    if expired {
+                        return BackendError::Timeout(timeout);
+                    }
+                }
+                _ = wake.notified(), if deadline.is_none() => {}
+            }
+        }
+    }
+
+    fn check_stale(&self, reply: &[u8], last: &mut Option<Instant>) {
+        if !(reply.starts_with(b"-READONLY") || reply.starts_with(b"-MASTERDOWN")) {
+            return;
+        }
+        if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        if let Some(hook) = &self.hook {
+            hook(&self.addr);
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,396 @@
+//! Commands keyhop answers or orchestrates itself: connection state (PING, ECHO, SELECT, HELLO,
+//! AUTH, CLIENT ...), proxy-wide views (SCAN, RANDOMKEY, TIME) and guarded ones (FLUSHALL).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use keyhop_router::command::{CommandSpec, Local};
+use keyhop_router::{Args, Merge, RoutingTable};
+
+use crate::merge;
+use crate::resp::{self, parse_int};
+use crate::session::{Builder, FrameArgs, MergeKind, Session, Slot, Src, display_name};
+
+/// Bits of a keyhop SCAN cursor that name the group (so at most 1024 groups).
+const GROUP_BITS: u32 = 10;
+
+/// keyhop's SCAN cursor for "continue with `backend_cursor` on `group`"; after a group's last
+/// page it points at the next group, and 0 after the last group.
+pub fn encode_scan_cursor(backend_cursor: u64, group: usize, groups: usize) -> u64 {
+    if backend_cursor == 0 {
+        if group + 1 < groups { (group + 1) as u64 } else { 0 }
+    } else {
+        (backend_cursor << GROUP_BITS) | group as u64
+    }
+}
+
+/// (group, backend cursor) of a keyhop SCAN cursor.
+pub fn decode_scan_cursor(cursor: u64) -> (usize, u64) {
+    ((cursor & ((1 << GROUP_BITS) - 1)) as usize, cursor >> GROUP_BITS)
+}
+
+/// Picks one non-nil RANDOMKEY reply (errors win; all nil gives nil).
+pub fn pick_random_key(parts: &[Bytes], seed: u64) -> Bytes {
+    if let Some(e) = parts.iter().find(|p| merge::is_error(p)) {
+        return e.clone();
+    }
+    let found: Vec<&Bytes> =
+        parts.iter().filter(|p| p.first() == Some(&b'$') && p.as_ref() != resp::NIL).collect();
+    if found.is_empty() {
+        return Bytes::from_static(resp::NIL);
+    }
+    found[(seed % found.len() as u64) as usize].clone()
+}
+
+fn eq_ic(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+
+impl Session {
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: RANDOMKEY's choice of group needs spread, not cryptographic strength.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Handles a `Local` command; returns true when the connection must close.
+    pub(crate) fn local(
+        &mut self,
+        local: Local,
+        table: &RoutingTable,
+        spec: &CommandSpec,
+        args: &FrameArgs,
+        src: Src,
+        b: &mut Builder,
+    ) -> bool {
+        let argc = args.count();
+        match local {
+            Local::Ping => match argc {
+                1 => b.ready(Bytes::from_static(b"+PONG\r\n")),
+                2 => b.ready(resp::bulk(args.arg(1))),
+                _ => b.ready(resp::error(&keyhop_router::command::arity_error(spec))),
+            },
+            Local::Echo => b.ready(resp::bulk(args.arg(1))),
+            Local::Quit => {
+                b.slots_push(Slot::Close(Some(Bytes::from_static(resp::OK))));
+                return true;
+            }
+            Local::Select => match parse_int(args.arg(1)) {
+                Some(0) => b.ready(Bytes::from_static(resp::OK)),
+                Some(n) => b.ready(resp::error(&format!(
+                    "ERR keyhop: SELECT {n} is not supported (keyhop serves database 0 only)"
+                ))),
+                None => b.ready(resp::error(NOT_INTEGER)),
+            },
+            Local::Auth => {
+                let reply = self.auth(args, 1);
+                b.ready(reply);
+            }
+            Local::Hello => {
+                let reply = self.hello(args);
+                b.ready(reply);
+            }
+            Local::Reset => {
+                self.name = None;
+                self.authed = self.shared.settings.load().password.is_none();
+                b.ready(Bytes::from_static(b"+RESET\r\n"));
+            }
+            Local::Client => {
+                let reply = self.client(spec, args);
+                b.ready(reply);
+            }
+            Local::Time => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let mut out = BytesMut::with_capacity(48);
+                resp::push_array_len(&mut out, 2);
+                resp::push_bulk(&mut out, now.as_secs().to_string().as_bytes());
+                resp::push_bulk(&mut out, now.subsec_micros().to_string().as_bytes());
+                b.ready(out.freeze());
+            }
+            Local::Scan => self.scan(table, args, b),
+            Local::RandomKey => {
+                let seed = self.next_random();
+                self.fan_out(b, table.groups.len(), src, MergeKind::RandomKey { seed });
+            }
+            Local::Flush => {
+                if self.shared.settings.load().allow_flush {
+                    self.fan_out(
+                        b,
+                        table.groups.len(),
+                        src,
+                        MergeKind::Router(Merge::AllOk, Vec::new()),
+                    );
+                } else {
+                    b.ready(resp::error(&format!(
+                        "ERR keyhop: {} is refused by the proxy (set allow_flush = true in the config to allow it)",
+                        display_name(spec.name)
+                    )));
+                }
+            }
+            // Served by the first group's server until keyhop has views of its own.
+            Local::Command | Local::Info | Local::Slowlog => self.forward_reply(b, 0, false, src),
+        }
+        false
+    }
+
+    /// AUTH [user] password, with the arguments starting at `first`.
+    fn auth(&mut self, args: &FrameArgs, first: usize) -> Bytes {
+        let settings = self.shared.settings.load();
+        let (user, pass) = match args.count() - first {
+            1 => (None, args.arg(first)),
+            2 => (Some(args.arg(first)), args.arg(first + 1)),
+            _ => return resp::error("ERR syntax error"),
+        };
+        let Some(expected) = &settings.password else {
+            return resp::error(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            );
+        };
+        let user_ok = user.is_none_or(|u| u == b"default");
+        if user_ok & constant_time_eq(pass, expected.as_bytes()) {
+            self.authed = true;
+            Bytes::from_static(resp::OK)
+        } else {
+            resp::error("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    }
+
+    /// HELLO [protover [AUTH user pass] [SETNAME name]] (RESP2 only for now).
+    fn hello(&mut self, args: &FrameArgs) -> Bytes {
+        let argc = args.count();
+        if argc >= 2 {
+            match parse_int(args.arg(1)) {
+                Some(2) => {}
+                Some(3) => {
+                    return Bytes::from_static(
+                        b"-NOPROTO sorry, this protocol version is not supported.\r\n",
+                    );
+                }
+                Some(_) => return Bytes::from_static(b"-NOPROTO unsupported protocol version\r\n"),
+                None => {
+                    return resp::error("ERR Protocol version is not an integer or out of range");
+                }
+            }
+        }
+        let mut i = 2;
+        let mut new_name = None;
+        while i < argc {
+            let opt = args.arg(i);
+            if eq_ic(opt, "AUTH") && i + 2 < argc {
+                let reply = self.auth_pair(args.arg(i + 1), args.arg(i + 2));
+                if reply.first() == Some(&b'-') {
+                    return reply;
+                }
+                i += 3;
+            } else if eq_ic(opt, "SETNAME") && i + 1 < argc {
+                new_name = Some(args.arg(i + 1));
+                i += 2;
+            } else {
+                return resp::error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(opt)
+                ));
+            }
+        }
+        if !self.authed {
+            return Bytes::from_static(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
+        }
+        if let Some(n) = new_name {
+            if let Err(e) = valid_name(n) {
+                return e;
+            }
+            self.name = if n.is_empty() { None } else { Some(Bytes::copy_from_slice(n)) };
+        }
+        let mut out = BytesMut::with_capacity(160);
+        resp::push_array_len(&mut out, 14);
+        for (k, v) in [("server", "redis"), ("version", "7.0.15")] {
+            resp::push_bulk(&mut out, k.as_bytes());
+            resp::push_bulk(&mut out, v.as_bytes());
+        }
+        resp::push_bulk(&mut out, b"proto");
+        resp::push_int(&mut out, 2);
+        resp::push_bulk(&mut out, b"id");
+        resp::push_int(&mut out, self.id as i64);
+        for (k, v) in [("mode", "standalone"), ("role", "master")] {
+            resp::push_bulk(&mut out, k.as_bytes());
+            resp::push_bulk(&mut out, v.as_bytes());
+        }
+        resp::push_bulk(&mut out, b"modules");
+        resp::push_array_len(&mut out, 0);
+        out.freeze()
+    }
+
+    fn auth_pair(&mut self, user: &[u8], pass: &[u8]) -> Bytes {
+        let args: [&[u8]; 3] = [b"AUTH", user, pass];
+        let ranges = {
+            // Re-use the AUTH parser over a tiny frame of our own.
+            let frame = resp::command(args);
+            let mut sc = resp::RequestScanner::default();
+            match sc.scan(&frame) {
+                Ok(Some(_)) => (frame, sc.args),
+                _ => return resp::error("ERR syntax error"),
+            }
+        };
+        let fa = FrameArgs { frame: &ranges.0, ranges: &ranges.1 };
+        self.auth(&fa, 1)
+    }
+
+    fn client(&mut self, spec: &CommandSpec, args: &FrameArgs) -> Bytes {
+        let sub = spec.name.split('|').nth(1).unwrap_or("");
+        match sub {
+            "setname" => {
+                let n = args.arg(2);
+                if let Err(e) = valid_name(n) {
+                    return e;
+                }
+                self.name = if n.is_empty() { None } else { Some(Bytes::copy_from_slice(n)) };
+                Bytes::from_static(resp::OK)
+            }
+            "getname" => match &self.name {
+                Some(n) => resp::bulk(n),
+                None => Bytes::from_static(resp::NIL),
+            },
+            "id" => resp::int(self.id as i64),
+            "setinfo" => {
+                let attr = args.arg(2);
+                let value = args.arg(3);
+                if value.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+                    return resp::error(&format!(
+                        "ERR {} cannot contain spaces, newlines or special characters.",
+                        String::from_utf8_lossy(attr).to_ascii_uppercase()
+                    ));
+                }
+                if eq_ic(attr, "lib-name") {
+                    self.lib_name = Some(Bytes::copy_from_slice(value));
+                } else if eq_ic(attr, "lib-ver") {
+                    self.lib_ver = Some(Bytes::copy_from_slice(value));
+                } else {
+                    return resp::error(&format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(attr)
+                    ));
+                }
+                Bytes::from_static(resp::OK)
+            }
+            "info" | "list" => {
+                let line = self.client_line();
+                resp::bulk(line.as_bytes())
+            }
+            "reply" if eq_ic(args.arg(2), "on") => Bytes::from_static(resp::OK),
+            "help" => {
+                let lines = [
+                    "CLIENT <subcommand> [<arg> ...]. Subcommands supported by keyhop:",
+                    "GETNAME, SETNAME <name>, ID, INFO, LIST, SETINFO <LIB-NAME|LIB-VER> <value>, REPLY ON, HELP",
+                ];
+                let items: Vec<Bytes> =
+                    lines.iter().map(|l| Bytes::from(format!("+{l}\r\n"))).collect();
+                merge::array(&items)
+            }
+            _ => resp::error(&format!(
+                "ERR keyhop: {} is not supported through the proxy",
+                display_name(spec.name)
+            )),
+        }
+    }
+
+    fn client_line(&self) -> String {
+        let name =
+            self.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+        let lib = |v: &Option<Bytes>| {
+            v.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default()
+        };
+        format!(
+            "id={} addr={} laddr={} fd=0 name={} age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 cmd=client|info user=default lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer,
+            self.local,
+            name,
+            lib(&self.lib_name),
+            lib(&self.lib_ver)
+        )
+    }
+
+    /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t] over every group in turn.
+    fn scan(&mut self, table: &RoutingTable, args: &FrameArgs, b: &mut Builder) {
+        let Some(cursor) =
+            std::str::from_utf8(args.arg(1)).ok().and_then(|c| c.parse::<u64>().ok())
+        else {
+            b.ready(resp::error("ERR invalid cursor"));
+            return;
+        };
+        let (group, backend_cursor) = decode_scan_cursor(cursor);
+        if group >= table.groups.len() {
+            b.ready(resp::error("ERR invalid cursor"));
+            return;
+        }
+        let bc = backend_cursor.to_string();
+        let rest = (2..args.count()).map(|i| args.arg(i));
+        let frame = resp::command([args.arg(0), bc.as_bytes()].into_iter().chain(rest));
+        let (send, idx) = self.forward(b, group as u16, true, Src::Owned(frame));
+        if send != u16::MAX {
+            let kind = MergeKind::Scan { group, groups: table.groups.len() };
+            b.slots_push(Slot::Merge(Box::new(crate::session::MergeSlot {
+                kind,
+                parts: vec![(send, idx)],
+            })));
+        }
+    }
+}
+
+/// Redis's rule for client names: no spaces, newlines or special characters.
+fn valid_name(n: &[u8]) -> Result<(), Bytes> {
+    if n.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
+        return Err(resp::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_cursor_walks_groups() {
+        assert_eq!(decode_scan_cursor(0), (0, 0));
+        assert_eq!(encode_scan_cursor(0, 0, 3), 1);
+        assert_eq!(decode_scan_cursor(1), (1, 0));
+        assert_eq!(encode_scan_cursor(0, 2, 3), 0);
+        let c = encode_scan_cursor(12345, 2, 3);
+        assert_eq!(decode_scan_cursor(c), (2, 12345));
+    }
+
+    #[test]
+    fn secrets_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn random_key_choice() {
+        let nil = Bytes::from_static(resp::NIL);
+        let k = Bytes::from_static(b"$1\r\nk\r\n");
+        assert_eq!(pick_random_key(&[nil.clone(), k.clone()], 7), k);
+        assert_eq!(pick_random_key(&[nil.clone(), nil.clone()], 7), nil);
+    }
+}

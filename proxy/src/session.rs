@@ -1,0 +1,658 @@
+//! A client session: read a batch of requests, route each, queue each group's share on its backend
+//! connection, and hand the writer an ordered list of reply slots; the writer fills the slots as
+//! backend replies arrive and writes them back in request order with vectored writes.
+//!
+//! bytes in -> frame (resp) -> command + route (router) -> backend (backend) -> reply -> bytes out.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use keyhop_router::command::{self, Local, RouteError};
+use keyhop_router::{Args, GroupId, Merge, Policy, RoutingTable};
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Shared;
+use crate::backend::{BackendConn, BackendError, Payload, Pool, ReplyResult, Request};
+use crate::io::write_all_bufs;
+use crate::merge;
+use crate::resp::{self, RequestScanner, Scanned};
+use crate::stats::Stats;
+
+/// Batches a session may have waiting for the writer before it stops reading (backpressure).
+const WRITER_QUEUE: usize = 16;
+/// A read buffer's first size; it doubles while reads fill it.
+const READ_CHUNK: usize = 4 * 1024;
+/// Read buffers larger than this are released when they empty, so one big request doesn't pin
+/// memory for the life of an idle connection.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// Most reply bytes gathered from several ready batches before one write.
+const COALESCE_BYTES: usize = 256 * 1024;
+
+/// The arguments of one request frame: byte ranges into the frame.
+pub(crate) struct FrameArgs<'a> {
+    pub frame: &'a [u8],
+    pub ranges: &'a [Range<usize>],
+}
+
+impl Args for FrameArgs<'_> {
+    #[inline]
+    fn count(&self) -> usize {
+        self.ranges.len()
+    }
+    #[inline]
+    fn arg(&self, i: usize) -> &[u8] {
+        &self.frame[self.ranges[i].clone()]
+    }
+}
+
+/// Where a request's bytes are: a range of the batch's read buffer, or bytes keyhop built.
+#[derive(Clone, Debug)]
+pub(crate) enum Src {
+    Range(Range<usize>),
+    Owned(Bytes),
+}
+
+/// One reply position in the client's pipeline.
+pub(crate) enum Slot {
+    /// A reply keyhop made (local answer or error).
+    Ready(Bytes),
+    /// Reply `idx` of outgoing request `send`.
+    Reply { send: u16, idx: u32 },
+    /// Replies of several outgoing requests, merged.
+    Merge(Box<MergeSlot>),
+    /// Write this reply (if any), then close the connection.
+    Close(Option<Bytes>),
+}
+
+/// How the parts of a split or fanned-out command become one reply.
+pub(crate) enum MergeKind {
+    Router(Merge, Vec<(u16, u32)>),
+    Scan { group: usize, groups: usize },
+    RandomKey { seed: u64 },
+}
+
+pub(crate) struct MergeSlot {
+    pub kind: MergeKind,
+    pub parts: Vec<(u16, u32)>,
+}
+
+/// The requests of one batch bound for one backend connection.
+struct Outgoing {
+    conn: BackendConn,
+    group: GroupId,
+    addr: Arc<str>,
+    chunks: Vec<Src>,
+    count: usize,
+}
+
+/// What the reader collects while it routes one batch.
+#[derive(Default)]
+pub(crate) struct Builder {
+    slots: Vec<Slot>,
+    sends: Vec<Outgoing>,
+}
+
+impl Builder {
+    /// Queues `src` for `conn`; returns the slot that will hold its reply.
+    fn send_to(
+        &mut self,
+        conn: &BackendConn,
+        group: GroupId,
+        addr: &Arc<str>,
+        src: Src,
+    ) -> (u16, u32) {
+        let i = match self.sends.iter().position(|o| o.conn.same(conn)) {
+            Some(i) => i,
+            None => {
+                self.sends.push(Outgoing {
+                    conn: conn.clone(),
+                    group,
+                    addr: addr.clone(),
+                    chunks: Vec::new(),
+                    count: 0,
+                });
+                self.sends.len() - 1
+            }
+        };
+        let o = &mut self.sends[i];
+        match (&src, o.chunks.last_mut()) {
+            // Consecutive frames for the same backend travel as one slice of the read buffer.
+            (Src::Range(r), Some(Src::Range(last))) if last.end == r.start => last.end = r.end,
+            _ => o.chunks.push(src),
+        }
+        o.count += 1;
+        (i as u16, (o.count - 1) as u32)
+    }
+
+    pub(crate) fn ready(&mut self, reply: Bytes) {
+        self.slots.push(Slot::Ready(reply));
+    }
+
+    pub(crate) fn slots_push(&mut self, slot: Slot) {
+        self.slots.push(slot);
+    }
+}
+
+/// A batch's replies as the writer receives them.
+pub(crate) struct Batch {
+    slots: Vec<Slot>,
+    pending: Vec<Pending>,
+    table: Option<Arc<RoutingTable>>,
+}
+
+struct Pending {
+    rx: oneshot::Receiver<ReplyResult>,
+    result: Option<ReplyResult>,
+    group: GroupId,
+    addr: Arc<str>,
+}
+
+/// Backend pools for one routing-table epoch, resolved once per epoch instead of per command.
+struct GroupPools {
+    master: Arc<Pool>,
+    replicas: Vec<Arc<Pool>>,
+}
+
+/// Per-client state owned by the reader.
+pub(crate) struct Session {
+    pub shared: Arc<Shared>,
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub name: Option<Bytes>,
+    pub authed: bool,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub rng: u64,
+    table_cache: arc_swap::Cache<keyhop_router::SharedTable, Arc<RoutingTable>>,
+    epoch: u64,
+    pools: Vec<GroupPools>,
+    replica_rr: usize,
+    keys: Vec<usize>,
+}
+
+/// Serves one client connection until it closes.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, id: u64, peer: SocketAddr) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let authed = shared.settings.load().password.is_none();
+    let mut session = Session {
+        table_cache: arc_swap::Cache::new(shared.table.clone()),
+        shared: shared.clone(),
+        id,
+        peer,
+        local,
+        name: None,
+        authed,
+        lib_name: None,
+        lib_ver: None,
+        rng: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        epoch: u64::MAX,
+        pools: Vec::new(),
+        replica_rr: 0,
+        keys: Vec::new(),
+    };
+    // Reader and writer run as two halves of one task: half the tasks, and a client's work stays
+    // on one worker thread.
+    tokio::join!(session.read_loop(rd, tx), write_loop(wr, rx, shared.clone()));
+}
+
+impl Session {
+    async fn read_loop(&mut self, mut rd: OwnedReadHalf, tx: mpsc::Sender<Batch>) {
+        let mut buf = BytesMut::new();
+        let mut scanner = RequestScanner::default();
+        let mut chunk = READ_CHUNK;
+        loop {
+            if buf.capacity() - buf.len() < chunk / 2 {
+                buf.reserve(chunk);
+            }
+            let n = match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            Stats::add(&self.shared.stats.bytes_in, n as u64);
+            if buf.len() == buf.capacity() && chunk < KEEP_BUFFER {
+                chunk *= 2;
+            }
+            let (batch, close) = self.process(&mut buf, &mut scanner).await;
+            if let Some(batch) = batch
+                && tx.send(batch).await.is_err()
+            {
+                break;
+            }
+            if close {
+                break;
+            }
+            if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+                buf = BytesMut::new();
+                chunk = READ_CHUNK;
+            }
+        }
+    }
+
+    /// Routes every complete request in `buf`, sends each backend its share, and returns the
+    /// batch of reply slots (and whether the connection must close after it).
+    async fn process(
+        &mut self,
+        buf: &mut BytesMut,
+        scanner: &mut RequestScanner,
+    ) -> (Option<Batch>, bool) {
+        let table = self.table_cache.load().clone();
+        if table.epoch != self.epoch {
+            self.resolve_pools(&table);
+        }
+        let mut b = Builder::default();
+        let mut off = 0;
+        let mut close = false;
+        let mut commands = 0u64;
+        loop {
+            match scanner.scan(&buf[off..]) {
+                Ok(None) => break,
+                Ok(Some(Scanned::Empty { len })) => off += len,
+                Ok(Some(Scanned::Command { len })) => {
+                    commands += 1;
+                    let args = FrameArgs { frame: &buf[off..off + len], ranges: &scanner.args };
+                    close = self.dispatch(&table, &args, Src::Range(off..off + len), &mut b);
+                    off += len;
+                }
+                Ok(Some(Scanned::Inline { len, frame })) => {
+                    commands += 1;
+                    let mut inline = RequestScanner::default();
+                    if let Ok(Some(Scanned::Command { .. })) = inline.scan(&frame) {
+                        let args = FrameArgs { frame: &frame, ranges: &inline.args };
+                        close = self.dispatch(&table, &args, Src::Owned(frame.clone()), &mut b);
+                    }
+                    off += len;
+                }
+                Err(e) => {
+                    Stats::add(&self.shared.stats.errors_protocol, 1);
+                    tracing::debug!(client = %self.peer, error = ?e, "protocol error; closing client");
+                    b.slots.push(Slot::Close(Some(e.reply())));
+                    close = true;
+                }
+            }
+            if close {
+                break;
+            }
+        }
+        Stats::add(&self.shared.stats.commands, commands);
+        if b.slots.is_empty() {
+            return (None, close);
+        }
+        let data = buf.split_to(off).freeze();
+        if close {
+            buf.clear();
+        }
+        let mut pending = Vec::with_capacity(b.sends.len());
+        for out in b.sends.drain(..) {
+            let payload = if out.chunks.len() == 1 {
+                Payload::One(materialize(&data, &out.chunks[0]))
+            } else {
+                Payload::Many(out.chunks.iter().map(|c| materialize(&data, c)).collect())
+            };
+            let (rtx, rrx) = oneshot::channel();
+            let req = Request { payload, count: out.count, reply: rtx };
+            // A retired connection hands the request back unsent; its reply becomes an error.
+            let _ = out.conn.send(req).await;
+            pending.push(Pending { rx: rrx, result: None, group: out.group, addr: out.addr });
+        }
+        let table = if pending.is_empty() { None } else { Some(table) };
+        (Some(Batch { slots: b.slots, pending, table }), close)
+    }
+
+    fn resolve_pools(&mut self, table: &RoutingTable) {
+        let settings = self.shared.settings.load();
+        let backends = &self.shared.backends;
+        self.pools = table
+            .groups
+            .iter()
+            .map(|g| GroupPools {
+                master: backends.pool(&g.master),
+                replicas: if settings.read_from_replicas {
+                    g.replicas
+                        .iter()
+                        .filter(|r| r.healthy)
+                        .map(|r| backends.pool(&r.addr))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        self.epoch = table.epoch;
+    }
+
+    /// Queues `src` for `group`'s master (or a replica for a read when allowed).
+    pub(crate) fn forward(
+        &mut self,
+        b: &mut Builder,
+        group: GroupId,
+        read_only: bool,
+        src: Src,
+    ) -> (u16, u32) {
+        let Some(g) = self.pools.get(group as usize) else {
+            // Cannot happen with a consistent table; answer rather than panic.
+            b.ready(resp::error("ERR keyhop: internal routing error (group out of range)"));
+            return (u16::MAX, 0);
+        };
+        let pool = if read_only && !g.replicas.is_empty() {
+            self.replica_rr = self.replica_rr.wrapping_add(1);
+            &g.replicas[self.replica_rr % g.replicas.len()]
+        } else {
+            &g.master
+        };
+        b.send_to(pool.conn(self.id), group, &pool.addr, src)
+    }
+
+    /// Forwards a request whose single reply goes straight to the client.
+    pub(crate) fn forward_reply(
+        &mut self,
+        b: &mut Builder,
+        group: GroupId,
+        read_only: bool,
+        src: Src,
+    ) {
+        let (send, idx) = self.forward(b, group, read_only, src);
+        if send != u16::MAX {
+            b.slots.push(Slot::Reply { send, idx });
+        }
+    }
+
+    /// Sends `src` to every group's master and merges the replies.
+    pub(crate) fn fan_out(&mut self, b: &mut Builder, groups: usize, src: Src, kind: MergeKind) {
+        let mut parts = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let (send, idx) = self.forward(b, g as GroupId, false, src.clone());
+            if send == u16::MAX {
+                return;
+            }
+            parts.push((send, idx));
+        }
+        b.slots.push(Slot::Merge(Box::new(MergeSlot { kind, parts })));
+    }
+
+    /// Handles one command; returns true when the connection must close after it.
+    fn dispatch(
+        &mut self,
+        table: &RoutingTable,
+        args: &FrameArgs,
+        src: Src,
+        b: &mut Builder,
+    ) -> bool {
+        let Some(top) = command::lookup(args.arg(0)) else {
+            Stats::add(&self.shared.stats.errors_unsupported, 1);
+            b.ready(resp::error(&command::unknown_command_error(args)));
+            return false;
+        };
+        let spec = match top.resolve(args) {
+            Ok(s) => s,
+            Err(msg) => {
+                Stats::add(&self.shared.stats.errors_unsupported, 1);
+                b.ready(resp::error(&msg));
+                return false;
+            }
+        };
+        if !spec.arity_ok(args.count()) {
+            b.ready(resp::error(&command::arity_error(spec)));
+            return false;
+        }
+        if !self.authed
+            && !matches!(
+                spec.policy,
+                Policy::Local(Local::Auth | Local::Hello | Local::Ping | Local::Quit)
+            )
+        {
+            b.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
+            return false;
+        }
+        match spec.policy {
+            Policy::Forward => match command::route(table, spec, args, &mut self.keys) {
+                Ok(group) => {
+                    let read_only = !spec.is_write() && spec.flags & command::flags::READONLY != 0;
+                    self.forward_reply(b, group.unwrap_or(0), read_only, src);
+                }
+                Err(RouteError::CrossGroup) => {
+                    Stats::add(&self.shared.stats.errors_crossslot, 1);
+                    b.ready(Bytes::from_static(CROSSSLOT));
+                }
+                Err(RouteError::Syntax(msg)) => b.ready(resp::error(&msg)),
+            },
+            Policy::AnyGroup => self.forward_reply(b, 0, false, src),
+            Policy::ByChannel => {
+                let group = table.group_for_key(args.arg(1));
+                self.forward_reply(b, group, false, src);
+            }
+            Policy::Split(merge) => self.split(table, spec, args, src, merge, b),
+            Policy::AllGroups(merge) => {
+                self.fan_out(b, table.groups.len(), src, MergeKind::Router(merge, Vec::new()))
+            }
+            Policy::Local(local) => return self.local(local, table, spec, args, src, b),
+            Policy::Refused => {
+                Stats::add(&self.shared.stats.errors_unsupported, 1);
+                b.ready(resp::error(&format!(
+                    "ERR keyhop: {} is not supported through the proxy",
+                    display_name(spec.name)
+                )));
+            }
+            Policy::NeedsPinning => {
+                Stats::add(&self.shared.stats.errors_unsupported, 1);
+                b.ready(resp::error(&format!(
+                    "ERR keyhop: {} is not supported through the proxy yet (it needs a dedicated backend connection)",
+                    display_name(spec.name)
+                )));
+            }
+        }
+        false
+    }
+
+    fn split(
+        &mut self,
+        table: &RoutingTable,
+        spec: &command::CommandSpec,
+        args: &FrameArgs,
+        src: Src,
+        merge: Merge,
+        b: &mut Builder,
+    ) {
+        let plan = command::plan_split(table, spec, args);
+        if plan.parts.len() <= 1 {
+            let group = plan.parts.first().map(|p| p.group).unwrap_or(0);
+            let read_only = !spec.is_write();
+            self.forward_reply(b, group, read_only, src);
+            return;
+        }
+        let name = args.arg(0);
+        let mut parts = Vec::with_capacity(plan.parts.len());
+        for part in &plan.parts {
+            let frame =
+                resp::command(std::iter::once(name).chain(part.args.iter().map(|&i| args.arg(i))));
+            let (send, idx) = self.forward(b, part.group, !spec.is_write(), Src::Owned(frame));
+            if send == u16::MAX {
+                return;
+            }
+            parts.push((send, idx));
+        }
+        b.slots.push(Slot::Merge(Box::new(MergeSlot {
+            kind: MergeKind::Router(merge, plan.order),
+            parts,
+        })));
+    }
+}
+
+/// The CROSSSLOT refusal, naming the fix.
+const CROSSSLOT: &[u8] =
+    b"-CROSSSLOT keyhop: keys in request don't hash to the same group (use a {hash tag})\r\n";
+
+/// `object|encoding` -> `OBJECT ENCODING`.
+pub(crate) fn display_name(name: &str) -> String {
+    name.replace('|', " ").to_ascii_uppercase()
+}
+
+fn materialize(data: &Bytes, src: &Src) -> Bytes {
+    match src {
+        Src::Range(r) => data.slice(r.clone()),
+        Src::Owned(b) => b.clone(),
+    }
+}
+
+/// The reply bytes gathered for one write.
+#[derive(Default)]
+struct Out {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl Out {
+    fn push(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        self.chunks.push(b);
+    }
+}
+
+fn backend_error(table: Option<&Arc<RoutingTable>>, p: &Pending, e: &BackendError) -> Bytes {
+    let group =
+        table.and_then(|t| t.groups.get(p.group as usize)).map(|g| g.name.as_str()).unwrap_or("?");
+    resp::error(&format!("ERR keyhop: backend {} of group {group} {e}", p.addr))
+}
+
+/// Renders a batch whose results are all in; returns true when the connection must close.
+fn render(batch: &mut Batch, out: &mut Out, stats: &Stats) -> bool {
+    let mut errors = 0u64;
+    // A run of consecutive replies of one request becomes one slice.
+    let mut run: Option<(u16, u32, u32)> = None;
+    let flush = |run: &mut Option<(u16, u32, u32)>, out: &mut Out, errors: &mut u64| {
+        let Some((send, first, last)) = run.take() else { return };
+        let p = &batch.pending[send as usize];
+        match &p.result {
+            Some(Ok(r)) => out.push(r.data.slice(r.range(first as usize, last as usize))),
+            Some(Err(e)) => {
+                let err = backend_error(batch.table.as_ref(), p, e);
+                for _ in first..=last {
+                    *errors += 1;
+                    out.push(err.clone());
+                }
+            }
+            None => out.push(resp::error("ERR keyhop: internal error (reply missing)")),
+        }
+    };
+    let mut close = false;
+    for slot in batch.slots.drain(..) {
+        match slot {
+            Slot::Reply { send, idx } => {
+                if let Some((s, _, last)) = &mut run
+                    && *s == send
+                    && *last + 1 == idx
+                {
+                    *last = idx;
+                    continue;
+                }
+                flush(&mut run, out, &mut errors);
+                run = Some((send, idx, idx));
+            }
+            Slot::Ready(bytes) => {
+                flush(&mut run, out, &mut errors);
+                out.push(bytes);
+            }
+            Slot::Merge(m) => {
+                flush(&mut run, out, &mut errors);
+                let parts: Vec<Bytes> = m
+                    .parts
+                    .iter()
+                    .map(|&(send, idx)| {
+                        let p = &batch.pending[send as usize];
+                        match &p.result {
+                            Some(Ok(r)) => r.get(idx as usize),
+                            Some(Err(e)) => {
+                                errors += 1;
+                                backend_error(batch.table.as_ref(), p, e)
+                            }
+                            None => resp::error("ERR keyhop: internal error (reply missing)"),
+                        }
+                    })
+                    .collect();
+                out.push(match m.kind {
+                    MergeKind::Router(kind, order) => merge::merge(kind, &parts, &order),
+                    MergeKind::Scan { group, groups } => match parts.first() {
+                        Some(p) => merge::scan_reply(p, group, groups),
+                        None => resp::error("ERR keyhop: internal error (SCAN)"),
+                    },
+                    MergeKind::RandomKey { seed } => crate::local::pick_random_key(&parts, seed),
+                });
+            }
+            Slot::Close(reply) => {
+                flush(&mut run, out, &mut errors);
+                if let Some(r) = reply {
+                    out.push(r);
+                }
+                close = true;
+                break;
+            }
+        }
+    }
+    flush(&mut run, out, &mut errors);
+    Stats::add(&stats.errors_backend, errors);
+    close
+}
+
+/// Takes every result that has already arrived; true when none is missing.
+fn poll_ready(batch: &mut Batch) -> bool {
+    let mut all = true;
+    for p in batch.pending.iter_mut().filter(|p| p.result.is_none()) {
+        match p.rx.try_recv() {
+            Ok(r) => p.result = Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => all = false,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                p.result = Some(Err(BackendError::Lost("request dropped".into())))
+            }
+        }
+    }
+    all
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) {
+    let mut out = Out::default();
+    let mut carry: Option<Batch> = None;
+    loop {
+        let mut batch = match carry.take() {
+            Some(b) => b,
+            None => match rx.recv().await {
+                Some(b) => b,
+                None => break,
+            },
+        };
+        for p in batch.pending.iter_mut().filter(|p| p.result.is_none()) {
+            let r = (&mut p.rx).await;
+            p.result =
+                Some(r.unwrap_or_else(|_| Err(BackendError::Lost("request dropped".into()))));
+        }
+        let mut close = render(&mut batch, &mut out, &shared.stats);
+        // Pipelined clients: add every batch whose replies are already here to the same write.
+        while !close && out.bytes < COALESCE_BYTES {
+            let Ok(mut next) = rx.try_recv() else { break };
+            if poll_ready(&mut next) {
+                close = render(&mut next, &mut out, &shared.stats);
+            } else {
+                carry = Some(next);
+                break;
+            }
+        }
+        Stats::add(&shared.stats.bytes_out, out.bytes as u64);
+        out.bytes = 0;
+        if write_all_bufs(&mut wr, &mut out.chunks).await.is_err() {
+            break;
+        }
+        if close {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+    // Drain what the reader still queues so it never blocks on a full channel after we stop.
+    rx.close();
+}

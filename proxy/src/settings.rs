@@ -1,0 +1,41 @@
+//! Data-plane settings, resolved from the config file by the binary.
+
+use std::time::Duration;
+
+use crate::backend::BackendSettings;
+
+/// Everything the data plane needs to know from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// New clients beyond this many get `-ERR max number of clients reached`.
+    pub max_clients: usize,
+    /// TCP keepalive idle time on client sockets, if enabled.
+    pub client_keepalive: Option<Duration>,
+    /// Whether FLUSHALL/FLUSHDB are passed to every group (otherwise refused).
+    pub allow_flush: bool,
+    /// Clients must AUTH with this password first, when set.
+    pub password: Option<String>,
+    /// Send read-only commands to a healthy replica when the group has one.
+    pub read_from_replicas: bool,
+    /// Backend connection settings.
+    pub backend: BackendSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            max_clients: 10_000,
+            client_keepalive: Some(Duration::from_secs(60)),
+            allow_flush: false,
+            password: None,
+            read_from_replicas: false,
+            backend: BackendSettings {
+                connect_timeout: Duration::from_millis(1000),
+                request_timeout: Duration::from_millis(5000),
+                keepalive: Some(Duration::from_secs(60)),
+                password: None,
+                connections: 2,
+            },
+        }
+    }
+}
