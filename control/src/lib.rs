@@ -1,1 +1,6 @@
-pub fn x() {}
+//! keyhop's control plane: configuration loading and validation, and (in Sentinel mode) following
+//! masters through Redis Sentinel and publishing routing tables.
+
+pub mod config;
+
+pub use config::{Config, ConfigError, GroupConfig, Problem, ReadFrom, SentinelConfig, describe};

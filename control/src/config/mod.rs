@@ -1,0 +1,787 @@
+//! keyhop's configuration: the TOML file, its validation, and the routing table it describes.
+//!
+//! [`Config::parse`] first lets serde check the syntax, the types and the key names (unknown keys
+//! are errors), then validates the values and reports every problem at once, each with its key and
+//! how to fix it.
+
+mod addr;
+mod slots;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyhop_router::table::{self, MAX_GROUPS};
+use keyhop_router::{Group, Replica, RoutingTable, TableError};
+use serde::Deserialize;
+
+pub use addr::{check_addr, join_host_port};
+pub use slots::parse_slot_spec;
+
+/// Where reads may be sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Every command goes to the group's master (`"master"`).
+    #[default]
+    Master,
+    /// Read-only commands go to a healthy replica when there is one (`"replica-preferred"`).
+    ReplicaPreferred,
+}
+
+impl ReadFrom {
+    /// The configuration spelling of this value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::ReplicaPreferred => "replica-preferred",
+        }
+    }
+
+    /// Parses the configuration spelling.
+    pub fn parse(s: &str) -> Option<ReadFrom> {
+        match s {
+            "master" => Some(ReadFrom::Master),
+            "replica-preferred" => Some(ReadFrom::ReplicaPreferred),
+            _ => None,
+        }
+    }
+}
+
+/// The `[sentinel]` section: masters are found and followed through Redis Sentinel.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// `host:port` of the sentinels to start from (more are discovered from them).
+    pub addrs: Vec<String>,
+    /// Password for `AUTH` to the sentinels, if they require one.
+    pub password: Option<String>,
+    /// How often every sentinel is polled as a safety net for missed events, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        SentinelConfig { addrs: Vec::new(), password: None, poll_interval_ms: 1000 }
+    }
+}
+
+impl SentinelConfig {
+    /// [`SentinelConfig::poll_interval_ms`] as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+/// One `[[groups]]` entry: a master (with replicas) owning a set of slots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// The group's name; in Sentinel mode, the name Sentinel monitors it under.
+    pub name: String,
+    /// `host:port` of the master: required without `[sentinel]`, forbidden with it.
+    pub master: Option<String>,
+    /// `host:port` of the master's replicas (static mode only).
+    pub replicas: Option<Vec<String>>,
+    /// Owned slots as `"FIRST-LAST"` or `"N"`; when every group omits it, slots split evenly.
+    pub slots: Option<Vec<String>>,
+}
+
+/// The whole configuration file. Every field has a default, so an almost empty file is valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Client listener address (default `127.0.0.1:6380`).
+    pub listen: String,
+    /// Admin HTTP listener (metrics, health); `None` turns it off.
+    pub admin_listen: Option<String>,
+    /// Worker threads; 0 means one per core (see [`Config::worker_threads`]).
+    pub threads: usize,
+    /// Timeout for connecting to a backend, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Timeout for a backend's reply to a request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// TCP keepalive idle time in seconds on client and backend sockets; 0 disables it.
+    pub tcp_keepalive_s: u64,
+    /// Most client connections at once; more are refused.
+    pub max_clients: usize,
+    /// Shared pipelined connections per backend server (at least 1).
+    pub backend_connections: usize,
+    /// Whether `FLUSHALL`/`FLUSHDB` are allowed through.
+    pub allow_flush: bool,
+    /// Password clients must give with `AUTH`, if any.
+    pub password: Option<String>,
+    /// Password keyhop gives to the redis-servers with `AUTH`, if any.
+    pub backend_password: Option<String>,
+    /// Where reads may go.
+    pub read_from: ReadFrom,
+    /// Commands slower than this (in microseconds) are recorded in the slow log.
+    pub slowlog_threshold_us: u64,
+    /// Most entries kept in the slow log.
+    pub slowlog_max_len: usize,
+    /// How long a shutdown waits for in-flight requests, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Sentinel mode when present: masters come from Sentinel, not from `groups`.
+    pub sentinel: Option<SentinelConfig>,
+    /// The groups, in order; a group's index is its [`keyhop_router::GroupId`].
+    pub groups: Vec<GroupConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:6380".into(),
+            admin_listen: None,
+            threads: 0,
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+            tcp_keepalive_s: 60,
+            max_clients: 10_000,
+            backend_connections: 2,
+            allow_flush: false,
+            password: None,
+            backend_password: None,
+            read_from: ReadFrom::Master,
+            slowlog_threshold_us: 10_000,
+            slowlog_max_len: 128,
+            shutdown_grace_ms: 5000,
+            sentinel: None,
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// The file as serde sees it: like [`Config`], but with `read_from` as text so that a bad value
+/// is reported together with every other problem instead of stopping the parse.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    listen: String,
+    admin_listen: Option<String>,
+    threads: usize,
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    tcp_keepalive_s: u64,
+    max_clients: usize,
+    backend_connections: usize,
+    allow_flush: bool,
+    password: Option<String>,
+    backend_password: Option<String>,
+    read_from: String,
+    slowlog_threshold_us: u64,
+    slowlog_max_len: usize,
+    shutdown_grace_ms: u64,
+    sentinel: Option<SentinelConfig>,
+    groups: Vec<GroupConfig>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let d = Config::default();
+        RawConfig {
+            listen: d.listen,
+            admin_listen: d.admin_listen,
+            threads: d.threads,
+            connect_timeout_ms: d.connect_timeout_ms,
+            request_timeout_ms: d.request_timeout_ms,
+            tcp_keepalive_s: d.tcp_keepalive_s,
+            max_clients: d.max_clients,
+            backend_connections: d.backend_connections,
+            allow_flush: d.allow_flush,
+            password: d.password,
+            backend_password: d.backend_password,
+            read_from: d.read_from.as_str().into(),
+            slowlog_threshold_us: d.slowlog_threshold_us,
+            slowlog_max_len: d.slowlog_max_len,
+            shutdown_grace_ms: d.shutdown_grace_ms,
+            sentinel: d.sentinel,
+            groups: d.groups,
+        }
+    }
+}
+
+/// One thing wrong with a configuration: the key it concerns and what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, e.g. `groups[1].master` or `sentinel.addrs[0]`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded or used.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The TOML is malformed, a value has the wrong type, or a key is unknown.
+    Syntax {
+        /// The file, when loaded from one.
+        path: Option<PathBuf>,
+        /// The TOML parser's message (with line, column and key).
+        message: String,
+    },
+    /// The values are inconsistent or out of range; every problem found is listed.
+    Invalid {
+        /// The file, when loaded from one.
+        path: Option<PathBuf>,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// A routing table could not be built from the given topology.
+    Table(TableError),
+    /// [`Config::routing_table`] was called in Sentinel mode, where masters come from Sentinel.
+    SentinelMode,
+}
+
+impl ConfigError {
+    fn with_path(self, p: &Path) -> ConfigError {
+        match self {
+            ConfigError::Syntax { message, .. } => {
+                ConfigError::Syntax { path: Some(p.to_path_buf()), message }
+            }
+            ConfigError::Invalid { problems, .. } => {
+                ConfigError::Invalid { path: Some(p.to_path_buf()), problems }
+            }
+            other => other,
+        }
+    }
+
+    /// The listed problems, for [`ConfigError::Invalid`] (empty otherwise).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = |p: &Option<PathBuf>| match p {
+            Some(p) => format!(" in {}", p.display()),
+            None => String::new(),
+        };
+        match self {
+            ConfigError::Read { path, error } => {
+                write!(f, "cannot read the configuration file {}: {error}", path.display())
+            }
+            ConfigError::Syntax { path, message } => {
+                write!(f, "invalid configuration{}: {}", file(path), message.trim_end())
+            }
+            ConfigError::Invalid { path, problems } => {
+                let n = problems.len();
+                write!(
+                    f,
+                    "{n} problem{} in the configuration{}:",
+                    if n == 1 { "" } else { "s" },
+                    file(path)
+                )?;
+                for p in problems {
+                    write!(f, "\n  - {p}")?;
+                }
+                Ok(())
+            }
+            ConfigError::Table(e) => write!(f, "{e}"),
+            ConfigError::SentinelMode => write!(
+                f,
+                "the configuration has [sentinel]: masters come from Sentinel, not from the groups"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { error, .. } => Some(error),
+            ConfigError::Table(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<TableError> for ConfigError {
+    fn from(e: TableError) -> Self {
+        ConfigError::Table(e)
+    }
+}
+
+/// Bounds of the millisecond keys: (key, lowest, highest).
+const LIMITS_MS: [(&str, u64, u64); 3] = [
+    ("connect_timeout_ms", 1, 600_000),
+    ("request_timeout_ms", 1, 3_600_000),
+    ("shutdown_grace_ms", 0, 600_000),
+];
+/// Most worker threads accepted.
+const MAX_THREADS: usize = 1024;
+/// Highest TCP keepalive idle time Linux accepts (TCP_KEEPIDLE), in seconds.
+const MAX_KEEPALIVE_S: u64 = 32_767;
+/// Most client connections accepted for `max_clients`.
+const MAX_CLIENTS: usize = 1_000_000;
+/// Most backend connections per server.
+const MAX_BACKEND_CONNECTIONS: usize = 64;
+/// Most slow log entries.
+const MAX_SLOWLOG_LEN: usize = 1_000_000;
+/// Bounds of `sentinel.poll_interval_ms`.
+const POLL_INTERVAL_MS: (u64, u64) = (10, 60_000);
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+        Config::parse(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// Parses and validates a configuration from TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: None, message: e.to_string() })?;
+        let mut problems = Vec::new();
+        let read_from = match ReadFrom::parse(&raw.read_from) {
+            Some(r) => r,
+            None => {
+                problems.push(Problem {
+                    key: "read_from".into(),
+                    message: format!(
+                        "unknown value \"{}\": use \"master\" or \"replica-preferred\"",
+                        raw.read_from
+                    ),
+                });
+                ReadFrom::Master
+            }
+        };
+        let cfg = Config {
+            listen: raw.listen,
+            admin_listen: raw.admin_listen,
+            threads: raw.threads,
+            connect_timeout_ms: raw.connect_timeout_ms,
+            request_timeout_ms: raw.request_timeout_ms,
+            tcp_keepalive_s: raw.tcp_keepalive_s,
+            max_clients: raw.max_clients,
+            backend_connections: raw.backend_connections,
+            allow_flush: raw.allow_flush,
+            password: raw.password,
+            backend_password: raw.backend_password,
+            read_from,
+            slowlog_threshold_us: raw.slowlog_threshold_us,
+            slowlog_max_len: raw.slowlog_max_len,
+            shutdown_grace_ms: raw.shutdown_grace_ms,
+            sentinel: raw.sentinel,
+            groups: raw.groups,
+        };
+        problems.extend(cfg.problems());
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid { path: None, problems })
+        }
+    }
+
+    /// Checks the values; an empty list means the configuration is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { path: None, problems })
+        }
+    }
+
+    /// Every problem with the values, in file order.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut push = |key: String, message: String| out.push(Problem { key, message });
+
+        if let Err(m) = check_addr(&self.listen) {
+            push("listen".into(), m);
+        }
+        if let Some(a) = &self.admin_listen
+            && let Err(m) = check_addr(a)
+        {
+            push(
+                "admin_listen".into(),
+                format!("{m} (or remove the key to turn the admin listener off)"),
+            );
+        }
+        if self.threads > MAX_THREADS {
+            push(
+                "threads".into(),
+                format!(
+                    "{} worker threads is absurd: use at most {MAX_THREADS}, or 0 for one per core",
+                    self.threads
+                ),
+            );
+        }
+        let ms_values = [self.connect_timeout_ms, self.request_timeout_ms, self.shutdown_grace_ms];
+        for ((key, lo, hi), v) in LIMITS_MS.into_iter().zip(ms_values) {
+            if v < lo {
+                push(key.into(), format!("{v} ms is too short: use at least {lo} ms"));
+            } else if v > hi {
+                push(key.into(), format!("{v} ms is absurd: use at most {hi} ms"));
+            }
+        }
+        if self.tcp_keepalive_s > MAX_KEEPALIVE_S {
+            push(
+                "tcp_keepalive_s".into(),
+                format!(
+                    "{} s is too long: use at most {MAX_KEEPALIVE_S} s, or 0 to disable keepalive",
+                    self.tcp_keepalive_s
+                ),
+            );
+        }
+        if self.max_clients == 0 || self.max_clients > MAX_CLIENTS {
+            push(
+                "max_clients".into(),
+                format!("{} is out of range: use 1 to {MAX_CLIENTS}", self.max_clients),
+            );
+        }
+        if self.backend_connections == 0 || self.backend_connections > MAX_BACKEND_CONNECTIONS {
+            push(
+                "backend_connections".into(),
+                format!(
+                    "{} is out of range: use 1 to {MAX_BACKEND_CONNECTIONS} connections per backend server",
+                    self.backend_connections
+                ),
+            );
+        }
+        if self.slowlog_max_len > MAX_SLOWLOG_LEN {
+            push(
+                "slowlog_max_len".into(),
+                format!(
+                    "{} entries is absurd: use at most {MAX_SLOWLOG_LEN}",
+                    self.slowlog_max_len
+                ),
+            );
+        }
+        for (key, pw) in
+            [("password", &self.password), ("backend_password", &self.backend_password)]
+        {
+            if pw.as_deref() == Some("") {
+                push(key.into(), "is empty: give a password or remove the key".into());
+            }
+        }
+
+        if let Some(s) = &self.sentinel {
+            if s.addrs.is_empty() {
+                push(
+                    "sentinel.addrs".into(),
+                    "is empty: list at least one sentinel, e.g. addrs = [\"127.0.0.1:26379\"]"
+                        .into(),
+                );
+            }
+            for (i, a) in s.addrs.iter().enumerate() {
+                if let Err(m) = check_addr(a) {
+                    push(format!("sentinel.addrs[{i}]"), m);
+                } else if s.addrs[..i].contains(a) {
+                    push(
+                        format!("sentinel.addrs[{i}]"),
+                        format!("\"{a}\" is listed twice: remove one"),
+                    );
+                }
+            }
+            if s.password.as_deref() == Some("") {
+                push(
+                    "sentinel.password".into(),
+                    "is empty: give a password or remove the key".into(),
+                );
+            }
+            let (lo, hi) = POLL_INTERVAL_MS;
+            if s.poll_interval_ms < lo || s.poll_interval_ms > hi {
+                push(
+                    "sentinel.poll_interval_ms".into(),
+                    format!("{} ms is out of range: use {lo} to {hi} ms", s.poll_interval_ms),
+                );
+            }
+        }
+
+        self.group_problems(&mut push);
+        out
+    }
+
+    /// Problems with `[[groups]]`: names, addresses, Sentinel vs static masters, slots.
+    fn group_problems(&self, push: &mut impl FnMut(String, String)) {
+        if self.groups.is_empty() {
+            push("groups".into(), TableError::NoGroups.to_string());
+            return;
+        }
+        if self.groups.len() > MAX_GROUPS {
+            push("groups".into(), TableError::TooManyGroups(self.groups.len()).to_string());
+        }
+        let sentinel = self.sentinel.is_some();
+        for (i, g) in self.groups.iter().enumerate() {
+            let key = |k: &str| format!("groups[{i}].{k}");
+            let label = if g.name.is_empty() {
+                format!("group #{i}")
+            } else {
+                format!("group \"{}\"", g.name)
+            };
+            if g.name.is_empty() {
+                push(
+                    key("name"),
+                    "is missing: give every group a unique name, e.g. name = \"g1\"".into(),
+                );
+            } else if g.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                push(
+                    key("name"),
+                    format!("\"{}\" contains whitespace: use a name without spaces", g.name),
+                );
+            } else if self.groups[..i].iter().any(|o| o.name == g.name) {
+                push(
+                    key("name"),
+                    format!(
+                        "\"{}\" is used by another group too: group names must be unique",
+                        g.name
+                    ),
+                );
+            }
+            match (&g.master, sentinel) {
+                (Some(_), true) => push(
+                    key("master"),
+                    format!(
+                        "{label} gives a master, but with [sentinel] masters come from Sentinel: remove `master` (or remove [sentinel] for static masters)"
+                    ),
+                ),
+                (None, false) => push(
+                    key("master"),
+                    format!(
+                        "{label} has no master: add master = \"host:port\" (or a [sentinel] section to find masters through Sentinel)"
+                    ),
+                ),
+                (Some(m), false) => {
+                    if let Err(msg) = check_addr(m) {
+                        push(key("master"), msg);
+                    }
+                }
+                (None, true) => {}
+            }
+            if let Some(replicas) = &g.replicas {
+                if sentinel {
+                    push(
+                        key("replicas"),
+                        format!(
+                            "{label} lists replicas, but with [sentinel] replicas come from Sentinel: remove `replicas`"
+                        ),
+                    );
+                } else {
+                    for (j, r) in replicas.iter().enumerate() {
+                        let rk = format!("groups[{i}].replicas[{j}]");
+                        if let Err(msg) = check_addr(r) {
+                            push(rk, msg);
+                        } else if g.master.as_deref() == Some(r.as_str()) {
+                            push(
+                                rk,
+                                format!(
+                                    "\"{r}\" is the group's master: a master cannot be its own replica"
+                                ),
+                            );
+                        } else if replicas[..j].contains(r) {
+                            push(rk, format!("\"{r}\" is listed twice: remove one"));
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(problems) = self.resolve_slots() {
+            for p in problems {
+                push(p.key, p.message);
+            }
+        }
+    }
+
+    /// Each group's slot ranges (inclusive): as written, or split evenly when no group gives any.
+    fn resolve_slots(&self) -> Result<Vec<Vec<(u32, u32)>>, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let given = self.groups.iter().filter(|g| g.slots.is_some()).count();
+        if given == 0 {
+            return Ok(RoutingTable::even_ranges(self.groups.len()));
+        }
+        let mut ranges = Vec::with_capacity(self.groups.len());
+        for (i, g) in self.groups.iter().enumerate() {
+            let mut mine = Vec::new();
+            match &g.slots {
+                None => problems.push(Problem {
+                    key: format!("groups[{i}].slots"),
+                    message: format!(
+                        "group \"{}\" gives no slots while other groups do: give every group `slots`, or none to split the slots evenly",
+                        g.name
+                    ),
+                }),
+                Some(specs) if specs.is_empty() => problems.push(Problem {
+                    key: format!("groups[{i}].slots"),
+                    message: format!(
+                        "group \"{}\" has an empty slot list: give it slots such as [\"0-8191\"] or remove the group",
+                        g.name
+                    ),
+                }),
+                Some(specs) => {
+                    for (j, s) in specs.iter().enumerate() {
+                        match parse_slot_spec(s) {
+                            Ok(r) => mine.push(r),
+                            Err(m) => problems.push(Problem { key: format!("groups[{i}].slots[{j}]"), message: m }),
+                        }
+                    }
+                }
+            }
+            ranges.push(mine);
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        // Ownership is checked by the router's own table builder so its rules and messages apply.
+        let probe: Vec<Group> = self
+            .groups
+            .iter()
+            .map(|g| Group { name: g.name.clone(), master: String::new(), replicas: Vec::new() })
+            .collect();
+        match RoutingTable::new(0, probe, &ranges) {
+            Ok(_) => Ok(ranges),
+            Err(TableError::TooManyGroups(_)) => Ok(ranges), // already reported for `groups`
+            Err(e) => Err(vec![Problem { key: "groups[*].slots".into(), message: e.to_string() }]),
+        }
+    }
+
+    /// Each group's slot ranges (inclusive), in group order, ready for [`RoutingTable::new`].
+    pub fn slot_ranges(&self) -> Result<Vec<Vec<(u32, u32)>>, ConfigError> {
+        self.resolve_slots().map_err(|problems| ConfigError::Invalid { path: None, problems })
+    }
+
+    /// Whether masters come from Sentinel (a `[sentinel]` section is present).
+    pub fn is_sentinel_mode(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
+    /// The routing table of a static configuration (masters and replicas as written, replicas
+    /// assumed healthy), stamped with `epoch`.
+    pub fn routing_table(&self, epoch: u64) -> Result<RoutingTable, ConfigError> {
+        if self.sentinel.is_some() {
+            return Err(ConfigError::SentinelMode);
+        }
+        self.validate()?;
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| Group {
+                name: g.name.clone(),
+                master: g.master.clone().unwrap_or_default(),
+                replicas: g
+                    .replicas
+                    .iter()
+                    .flatten()
+                    .map(|r| Replica { addr: r.clone(), healthy: true })
+                    .collect(),
+            })
+            .collect();
+        Ok(RoutingTable::new(epoch, groups, &self.slot_ranges()?)?)
+    }
+
+    /// The routing table for topology learned at run time (e.g. from Sentinel): `learned` gives,
+    /// for each group name, its master and replicas. Every configured group must be present.
+    pub fn table_from_topology(
+        &self,
+        epoch: u64,
+        mut learned: impl FnMut(&str) -> Option<(String, Vec<Replica>)>,
+    ) -> Result<RoutingTable, ConfigError> {
+        let mut groups = Vec::with_capacity(self.groups.len());
+        let mut problems = Vec::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            match learned(&g.name) {
+                Some((master, replicas)) => {
+                    groups.push(Group { name: g.name.clone(), master, replicas })
+                }
+                None => problems.push(Problem {
+                    key: format!("groups[{i}]"),
+                    message: format!("no master is known for group \"{}\"", g.name),
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { path: None, problems });
+        }
+        Ok(RoutingTable::new(epoch, groups, &self.slot_ranges()?)?)
+    }
+
+    /// Worker threads to start: [`Config::threads`], or the number of cores when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    /// [`Config::connect_timeout_ms`] as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// [`Config::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`Config::tcp_keepalive_s`] as a duration; `None` when keepalive is disabled.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        (self.tcp_keepalive_s > 0).then(|| Duration::from_secs(self.tcp_keepalive_s))
+    }
+
+    /// [`Config::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// The human summary printed by `keyhop check`: a header line, then one line per group with its
+/// name, master, replicas (`(down)` marks unhealthy ones), slot ranges and slot count.
+pub fn describe(cfg: &Config, table: &RoutingTable) -> String {
+    let mode = match &cfg.sentinel {
+        Some(s) => format!("masters from Sentinel ({})", s.addrs.join(",")),
+        None => "static masters".to_string(),
+    };
+    let n = table.groups.len();
+    let mut out = format!(
+        "listen {}, {n} group{}, {mode}, read_from {}, epoch {}\n",
+        cfg.listen,
+        if n == 1 { "" } else { "s" },
+        cfg.read_from.as_str(),
+        table.epoch
+    );
+    let width = table.groups.iter().map(|g| g.name.len()).max().unwrap_or(0);
+    let master_width = table.groups.iter().map(|g| g.master.len()).max().unwrap_or(0);
+    for (i, g) in table.groups.iter().enumerate() {
+        let replicas = if g.replicas.is_empty() {
+            "-".to_string()
+        } else {
+            let r: Vec<String> = g
+                .replicas
+                .iter()
+                .map(|r| if r.healthy { r.addr.clone() } else { format!("{}(down)", r.addr) })
+                .collect();
+            r.join(",")
+        };
+        let ranges = table.slot_ranges(i as keyhop_router::GroupId);
+        let count = slots::count_slots(&ranges);
+        out.push_str(&format!(
+            "{:<width$}  master {:<master_width$}  replicas {replicas}  slots {} ({count} slot{})\n",
+            g.name,
+            g.master,
+            table::format_ranges(ranges),
+            if count == 1 { "" } else { "s" },
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
