@@ -1,1 +1,20 @@
-fn main() {}
+//! The `keyhop` binary: command line, logging, and the wiring of control plane and data plane.
+
+mod cli;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    if let Err(e) = cli::init_logging(&cli) {
+        eprintln!("keyhop: {e}");
+        return ExitCode::from(2);
+    }
+    match cli.command.clone().unwrap_or(cli::Command::Run) {
+        cli::Command::Run => run::run(&cli),
+        cli::Command::Check => run::check(&cli),
+    }
+}

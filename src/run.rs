@@ -1,0 +1,135 @@
+//! `keyhop run` and `keyhop check`: load the config, build the routing table, start the data
+//! plane, and stop cleanly on SIGINT/SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use keyhop_control::{Config, ReadFrom};
+use keyhop_proxy::{BackendSettings, Proxy, Settings};
+use keyhop_router::SharedTable;
+
+use crate::cli::Cli;
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let Some(path) = &cli.config else {
+        return Err("no configuration given: pass --config FILE (see examples/static.toml)".into());
+    };
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+/// The data-plane settings a config asks for.
+pub fn proxy_settings(cfg: &Config) -> Settings {
+    Settings {
+        max_clients: cfg.max_clients,
+        client_keepalive: cfg.tcp_keepalive(),
+        allow_flush: cfg.allow_flush,
+        password: cfg.password.clone(),
+        read_from_replicas: cfg.read_from == ReadFrom::ReplicaPreferred,
+        backend: BackendSettings {
+            connect_timeout: cfg.connect_timeout(),
+            request_timeout: cfg.request_timeout(),
+            keepalive: cfg.tcp_keepalive(),
+            password: cfg.backend_password.clone(),
+            connections: cfg.backend_connections,
+        },
+    }
+}
+
+/// `keyhop check`: exit 0 and print the slot map, or print every problem and exit 1.
+pub fn check(cli: &Cli) -> ExitCode {
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let table = if cfg.is_sentinel_mode() {
+        // Masters are unknown until the sentinels are asked; show the slot map with placeholders.
+        cfg.table_from_topology(0, |_| Some(("(from sentinel)".to_string(), Vec::new())))
+    } else {
+        cfg.routing_table(0)
+    };
+    match table {
+        Ok(t) => {
+            print!("{}", keyhop_control::describe(&cfg, &t));
+            println!("config OK: {}", cli.config.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `keyhop run`.
+pub fn run(cli: &Cli) -> ExitCode {
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads())
+        .thread_name("keyhop-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyhop: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("keyhop: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> Result<(), String> {
+    if cfg.is_sentinel_mode() {
+        return Err("Sentinel mode is not available in this build yet".into());
+    }
+    let table = cfg.routing_table(1).map_err(|e| e.to_string())?;
+    let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
+    let proxy = Proxy::new(proxy_settings(&cfg), shared.clone());
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), "keyhop serving");
+    proxy.serve(listener, shutdown_signal()).await;
+    tracing::info!("keyhop stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
