@@ -1,7 +1,19 @@
 //! The command table: for every Redis 7.0 command its arity, flags, key positions and how keyhop
 //! treats it (forward, split, answer locally, refuse).
 //!
-//! SKELETON: the API below is the contract between router and proxy; bodies are being filled in.
+//! The table itself (`generated.rs`) is generated from a live redis-server 7.0.15 by
+//! `router/gen/gen_commands.py`; the policies are hand-written in `policy.rs`, and key logic the
+//! key specs cannot express lives in `keys.rs`. docs/commands.md lists every command's policy.
+
+#[rustfmt::skip]
+mod generated;
+mod keys;
+mod policy;
+#[cfg(test)]
+mod tests;
+
+pub use generated::{REDIS_VERSION, TOTAL_COMMANDS};
+pub use keys::{KeysProc, parse_i64};
 
 use crate::table::{GroupId, RoutingTable};
 
@@ -57,6 +69,50 @@ pub mod flags {
     pub const STALE: u32 = 1 << 10;
     /// Does not require authentication.
     pub const NO_AUTH: u32 = 1 << 11;
+    /// Not propagated to MONITOR clients.
+    pub const SKIP_MONITOR: u32 = 1 << 12;
+    /// Not logged in SLOWLOG.
+    pub const SKIP_SLOWLOG: u32 = 1 << 13;
+    /// Allowed on a cluster node importing a slot after ASKING.
+    pub const ASKING: u32 = 1 << 14;
+    /// Not allowed inside MULTI.
+    pub const NO_MULTI: u32 = 1 << 15;
+    /// May run with no key at all although it has key specs (EVAL with numkeys 0).
+    pub const NO_MANDATORY_KEYS: u32 = 1 << 16;
+    /// Allowed while a script or module blocks the server.
+    pub const ALLOW_BUSY: u32 = 1 << 17;
+    /// Refused during an asynchronous replica load.
+    pub const NO_ASYNC_LOADING: u32 = 1 << 18;
+    /// May replicate even when read-only (not used by 7.0's built-in commands).
+    pub const MAY_REPLICATE: u32 = 1 << 19;
+    /// Implemented by a module (never in the generated table).
+    pub const MODULE: u32 = 1 << 20;
+}
+
+/// Key-spec flags, as `COMMAND INFO` lists them (bit set).
+pub mod key_flags {
+    /// Read-only access to the key.
+    pub const RO: u32 = 1 << 0;
+    /// Read-write access.
+    pub const RW: u32 = 1 << 1;
+    /// Overwrites the key.
+    pub const OW: u32 = 1 << 2;
+    /// Removes the key.
+    pub const RM: u32 = 1 << 3;
+    /// Returns, copies or uses the user data of the key.
+    pub const ACCESS: u32 = 1 << 4;
+    /// Updates the data stored in the key.
+    pub const UPDATE: u32 = 1 << 5;
+    /// Only adds data to the key.
+    pub const INSERT: u32 = 1 << 6;
+    /// Only deletes data from the key.
+    pub const DELETE: u32 = 1 << 7;
+    /// Not a key (SPUBLISH's shard channel): skipped when extracting keys.
+    pub const NOT_KEY: u32 = 1 << 8;
+    /// The spec may miss keys: the command's own logic decides (MIGRATE).
+    pub const INCOMPLETE: u32 = 1 << 9;
+    /// Flags depend on the arguments (SET with GET, BITFIELD).
+    pub const VARIABLE_FLAGS: u32 = 1 << 10;
 }
 
 /// How keyhop treats a command.
@@ -165,6 +221,14 @@ pub struct CommandSpec {
     pub subcommands: &'static [CommandSpec],
     /// How keyhop treats it.
     pub policy: Policy,
+    /// Legacy first key position from `COMMAND` (0: none).
+    pub first_key: i32,
+    /// Legacy last key position (negative: from the end).
+    pub last_key: i32,
+    /// Legacy step between keys.
+    pub key_step: i32,
+    /// Key logic beyond the key specs.
+    pub keys_proc: KeysProc,
 }
 
 /// Why keys could not be extracted or routed.
@@ -178,9 +242,58 @@ pub enum RouteError {
 }
 
 /// Looks a command up by name, case-insensitively, without allocating.
+///
+/// A perfect hash (built by the generator) picks the only candidate, which is then compared.
+#[inline]
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    let _ = name;
-    unimplemented!("command table in progress")
+    if name.is_empty() || name.len() > generated::MAX_NAME_LEN {
+        return None;
+    }
+    let h = hash_name(name);
+    let d = generated::DISP[(h >> (64 - generated::DISP_BITS)) as usize];
+    let slot = (h ^ u64::from(d)).wrapping_mul(HASH_MIX) >> (64 - generated::SLOT_BITS);
+    let idx = generated::SLOTS[slot as usize];
+    let spec = generated::COMMANDS.get(usize::from(idx))?;
+    spec.name.as_bytes().eq_ignore_ascii_case(name).then_some(spec)
+}
+
+/// Looks up a command or a subcommand written `container|sub` (as Redis 7 names them).
+pub fn lookup_full(name: &[u8]) -> Option<&'static CommandSpec> {
+    match name.iter().position(|&b| b == b'|') {
+        None => lookup(name),
+        Some(bar) => {
+            let container = lookup(&name[..bar])?;
+            let sub = &name[bar + 1..];
+            container.subcommands.iter().find(|s| s.sub_name().eq_ignore_ascii_case(sub))
+        }
+    }
+}
+
+/// Every top-level command, sorted by name (subcommands hang off their container).
+pub fn commands() -> &'static [CommandSpec] {
+    generated::COMMANDS
+}
+
+/// Multiplier that spreads the displaced hash over the slots (golden ratio).
+const HASH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// FNV-1a over the name with ASCII letters lower-cased; gen_commands.py computes the same.
+#[inline]
+fn hash_name(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for &b in name {
+        // `| 0x20` lower-cases letters; other bytes only need to hash consistently because the
+        // candidate is compared afterwards.
+        h = (h ^ u64::from(b | 0x20)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+/// True when XREAD/XREADGROUP arguments or the policy need a dedicated backend connection: the
+/// policy is `NeedsPinning`, or the command is XREAD/XREADGROUP with a BLOCK option.
+pub fn needs_pinning<A: Args + ?Sized>(spec: &CommandSpec, args: &A) -> bool {
+    spec.policy == Policy::NeedsPinning
+        || (spec.keys_proc == KeysProc::Xread && keys::xread_blocks(args))
 }
 
 impl CommandSpec {
@@ -191,18 +304,61 @@ impl CommandSpec {
 
     /// For a container command, the subcommand named by argument 1; otherwise `self`.
     /// `Err` is the Redis error text for an unknown subcommand.
+    ///
+    /// As in Redis, a container given no argument resolves to itself (its arity then fails,
+    /// except COMMAND which runs without one).
     pub fn resolve<A: Args + ?Sized>(
         &'static self,
         args: &A,
     ) -> Result<&'static CommandSpec, String> {
-        let _ = args;
-        unimplemented!("command table in progress")
+        if self.subcommands.is_empty() || args.count() < 2 {
+            return Ok(self);
+        }
+        let sub = args.arg(1);
+        match self.subcommands.iter().find(|s| s.sub_name().eq_ignore_ascii_case(sub)) {
+            Some(s) => Ok(s),
+            None => Err(unknown_subcommand_error(self, sub)),
+        }
     }
 
-    /// Pushes the argument indexes of every key into `out` (cleared first).
+    /// The part of a subcommand's name after `container|` (the whole name for a command).
+    pub fn sub_name(&self) -> &'static [u8] {
+        let name = self.name.as_bytes();
+        match name.iter().position(|&b| b == b'|') {
+            Some(bar) => &name[bar + 1..],
+            None => name,
+        }
+    }
+
+    /// Pushes the argument indexes of every key into `out` (cleared first), in key-spec order
+    /// as `COMMAND GETKEYS` lists them.
+    ///
+    /// `self` must be the resolved spec (see [`CommandSpec::resolve`]). Errors are the replies
+    /// Redis gives for the same arguments: the arity error, and for movable-key commands a bad
+    /// numkeys, an odd MSET, an unbalanced XREAD. SORT's BY/GET patterns are not keys; NOT_KEY
+    /// specs (SPUBLISH's channel) are skipped.
     pub fn keys<A: Args + ?Sized>(&self, args: &A, out: &mut Vec<usize>) -> Result<(), RouteError> {
-        let _ = (args, out);
-        unimplemented!("command table in progress")
+        out.clear();
+        if !self.arity_ok(args.count()) {
+            return Err(RouteError::Syntax(arity_error(self)));
+        }
+        // Most commands have a single key at a fixed index: skip the generic interpreter.
+        if let [
+            KeySpec {
+                begin: BeginSearch::Index(i),
+                find: FindKeys::Range { lastkey: 0, .. },
+                flags,
+            },
+        ] = self.key_specs
+            && self.keys_proc == KeysProc::Specs
+            && flags & key_flags::NOT_KEY == 0
+            && let Ok(i) = usize::try_from(*i)
+            && i < args.count()
+        {
+            out.push(i);
+            return Ok(());
+        }
+        self.find_keys(args, out)
     }
 
     /// True when the command writes (never sent to a replica).
@@ -212,14 +368,35 @@ impl CommandSpec {
 }
 
 /// The group owning every key of a `Forward` command; `None` for a keyless command.
+///
+/// `spec` must be resolved; `scratch` receives the key indexes (as [`CommandSpec::keys`]). Only
+/// the group matters, not the slot: keys in different slots of one group are fine. A `ByChannel`
+/// command routes by the slot of its channel (argument 1). Keyless EVAL/EVALSHA/FCALL (numkeys
+/// 0) give `None`: the proxy sends them to the first group.
 pub fn route<A: Args + ?Sized>(
     table: &RoutingTable,
     spec: &CommandSpec,
     args: &A,
     scratch: &mut Vec<usize>,
 ) -> Result<Option<GroupId>, RouteError> {
-    let _ = (table, spec, args, scratch);
-    unimplemented!("command table in progress")
+    if spec.policy == Policy::ByChannel {
+        scratch.clear();
+        if !spec.arity_ok(args.count()) {
+            return Err(RouteError::Syntax(arity_error(spec)));
+        }
+        return Ok(Some(table.group_for_key(args.arg(1))));
+    }
+    spec.keys(args, scratch)?;
+    let mut group = None;
+    for &i in scratch.iter() {
+        let g = table.group_for_key(args.arg(i));
+        match group {
+            None => group = Some(g),
+            Some(first) if first != g => return Err(RouteError::CrossGroup),
+            Some(_) => {}
+        }
+    }
+    Ok(group)
 }
 
 /// One group's share of a split command.
@@ -228,6 +405,10 @@ pub struct SplitPart {
     /// The group that receives this part.
     pub group: GroupId,
     /// Indexes into the original arguments (command name excluded) that this part carries, in order.
+    ///
+    /// Indexes count the command name as 0, so they start at 1 and 0 never appears: the part's
+    /// command is the original name followed by these arguments. MGET/DEL/... carry one index
+    /// per key; MSET carries each key's index followed by its value's.
     pub args: Vec<usize>,
 }
 
@@ -237,23 +418,102 @@ pub struct SplitPlan {
     /// One part per group, in order of first appearance.
     pub parts: Vec<SplitPart>,
     /// For each key in the original order: (part index, position of the key within that part).
+    ///
+    /// The position counts keys, not arguments (0-based): for MGET it is the index of the key's
+    /// value in that part's reply array.
     pub order: Vec<(u16, u32)>,
 }
 
 /// Divides a `Split` command (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) among groups.
+///
+/// Keys are found from the first key spec (index 1, every `step` arguments: 1, or 2 for MSET's
+/// key value pairs); each key takes the `step - 1` arguments after it along. Validate first with
+/// [`CommandSpec::keys`] (arity, MSET's odd argument count): a trailing MSET key without a value
+/// is carried alone. Parts with the same group are merged, so a key may repeat in one part.
 pub fn plan_split<A: Args + ?Sized>(
     table: &RoutingTable,
     spec: &CommandSpec,
     args: &A,
 ) -> SplitPlan {
-    let _ = (table, spec, args);
-    unimplemented!("command table in progress")
+    let argc = args.count();
+    let (first, step) = match spec.key_specs.first() {
+        Some(KeySpec {
+            begin: BeginSearch::Index(i), find: FindKeys::Range { step, .. }, ..
+        }) => (usize::try_from(*i).unwrap_or(1).max(1), usize::try_from(*step).unwrap_or(1).max(1)),
+        _ => (1, 1),
+    };
+    let nkeys = argc.saturating_sub(first).div_ceil(step);
+    let mut plan = SplitPlan { parts: Vec::new(), order: Vec::with_capacity(nkeys) };
+    // Group -> part index; `u16::MAX` is "no part yet". One small allocation beats a scan of
+    // the parts for every key when a command spans many groups.
+    let mut part_of = vec![u16::MAX; table.groups.len().max(1)];
+    let mut key = first;
+    while key < argc {
+        let g = table.group_for_key(args.arg(key));
+        let slot = usize::from(g).min(part_of.len() - 1);
+        let p = if part_of[slot] == u16::MAX {
+            part_of[slot] = plan.parts.len() as u16;
+            plan.parts.push(SplitPart { group: g, args: Vec::new() });
+            plan.parts.len() - 1
+        } else {
+            usize::from(part_of[slot])
+        };
+        let part = &mut plan.parts[p];
+        let pos = (part.args.len() / step) as u32;
+        part.args.extend(key..(key + step).min(argc));
+        plan.order.push((p as u16, pos));
+        key += step;
+    }
+    plan
 }
 
 /// Redis's reply to an unknown command (without the leading `-` and trailing CRLF).
+///
+/// As `processCommand` in 7.0: the name is cut at 128 bytes; arguments are quoted while the
+/// quoted list is shorter than 128 bytes, each cut to what is left of those 128; CR and LF become
+/// spaces. Bytes that are not UTF-8 are replaced (the reply is a `String`).
 pub fn unknown_command_error<A: Args + ?Sized>(args: &A) -> String {
-    let _ = args;
-    unimplemented!("command table in progress")
+    let name: &[u8] = if args.count() > 0 { args.arg(0) } else { b"" };
+    let mut quoted: Vec<u8> = Vec::new();
+    let mut i = 1;
+    while i < args.count() && quoted.len() < 128 {
+        quoted.push(b'\'');
+        quoted.extend_from_slice(c_prefix(args.arg(i), 128 - quoted.len() + 1));
+        quoted.extend_from_slice(b"' ");
+        i += 1;
+    }
+    let mut msg = b"ERR unknown command '".to_vec();
+    msg.extend_from_slice(c_prefix(name, 128));
+    msg.extend_from_slice(b"', with args beginning with: ");
+    msg.extend_from_slice(&quoted);
+    reply_text(msg)
+}
+
+/// Redis's reply to an unknown subcommand of `container`, e.g.
+/// `ERR unknown subcommand 'foo'. Try OBJECT HELP.`
+pub fn unknown_subcommand_error(container: &CommandSpec, sub: &[u8]) -> String {
+    let mut msg = b"ERR unknown subcommand '".to_vec();
+    msg.extend_from_slice(c_prefix(sub, 128));
+    msg.extend_from_slice(b"'. Try ");
+    msg.extend(container.name.bytes().map(|b| b.to_ascii_uppercase()));
+    msg.extend_from_slice(b" HELP.");
+    reply_text(msg)
+}
+
+/// At most `max` bytes of `s`, stopping at a NUL as C's `%.*s` does.
+fn c_prefix(s: &[u8], max: usize) -> &[u8] {
+    let end = s.iter().position(|&b| b == 0).unwrap_or(s.len()).min(max);
+    &s[..end]
+}
+
+/// An error reply as text: CR/LF to spaces (as Redis does, to keep the protocol intact).
+fn reply_text(mut msg: Vec<u8>) -> String {
+    for b in msg.iter_mut() {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
+    }
+    String::from_utf8_lossy(&msg).into_owned()
 }
 
 /// Redis's reply to a wrong number of arguments (without `-` and CRLF).
