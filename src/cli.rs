@@ -44,7 +44,9 @@ pub enum LogFormat {
 /// Installs the tracing subscriber: `--log-level`, else `RUST_LOG`, else `info`.
 pub fn init_logging(cli: &Cli) -> Result<(), String> {
     let filter = match &cli.log_level {
-        Some(level) => EnvFilter::try_new(level).map_err(|e| format!("bad --log-level {level:?}: {e}"))?,
+        Some(level) => {
+            EnvFilter::try_new(level).map_err(|e| format!("bad --log-level {level:?}: {e}"))?
+        }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

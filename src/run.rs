@@ -55,7 +55,10 @@ pub fn check(cli: &Cli) -> ExitCode {
     match table {
         Ok(t) => {
             print!("{}", keyhop_control::describe(&cfg, &t));
-            println!("config OK: {}", cli.config.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default());
+            println!(
+                "config OK: {}",
+                cli.config.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -103,9 +106,9 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let table = cfg.routing_table(1).map_err(|e| e.to_string())?;
     let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
     let proxy = Proxy::new(proxy_settings(&cfg), shared.clone());
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| {
+        format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen)
+    })?;
     tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), "keyhop serving");
     proxy.serve(listener, shutdown_signal()).await;
     tracing::info!("keyhop stopped");

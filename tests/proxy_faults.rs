@@ -51,7 +51,11 @@ fn bad_input_closes_only_that_client() {
         let mut bad = Raw::connect(proxy.port);
         bad.send_raw(&bytes);
         assert_closed_after_error(&mut bad, expect);
-        assert_eq!(good.call(&["GET", "foo"]), Reply::Bulk(Some(b"kept".to_vec())), "other client untouched");
+        assert_eq!(
+            good.call(&["GET", "foo"]),
+            Reply::Bulk(Some(b"kept".to_vec())),
+            "other client untouched"
+        );
     }
     // A client that sends half a command and disconnects leaves nothing behind.
     let mut half = Raw::connect(proxy.port);
@@ -94,7 +98,9 @@ fn dead_backend_costs_only_its_requests_and_recovers() {
     c.send(&[b"MGET", k1.as_bytes(), k2.as_bytes()]);
     c.send(&[b"GET", k2.as_bytes()]);
     match c.read() {
-        Reply::Error(e) => assert!(e.contains("keyhop") && e.contains("g1"), "names the group: {e}"),
+        Reply::Error(e) => {
+            assert!(e.contains("keyhop") && e.contains("g1"), "names the group: {e}")
+        }
         other => panic!("g1 is dead, got {other:?}"),
     }
     assert_eq!(c.read(), Reply::Bulk(Some(b"b".to_vec())));
@@ -121,12 +127,24 @@ fn dead_backend_costs_only_its_requests_and_recovers() {
 /// Starts redis-server on a specific (just freed) port.
 fn restart_on(port: u16) -> Proc {
     let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn redis-server");
     let p = Proc { child: Some(child), port, name: format!("redis:{port}") };
-    assert!(common::wait_for_ping(port, Duration::from_secs(5)), "redis-server restarted on {port}");
+    assert!(
+        common::wait_for_ping(port, Duration::from_secs(5)),
+        "redis-server restarted on {port}"
+    );
     p
 }
 
@@ -148,9 +166,14 @@ fn stalled_backend_times_out_within_request_timeout() {
         Reply::Error(e) => assert!(e.contains("did not answer"), "{e}"),
         other => panic!("expected a timeout error, got {other:?}"),
     }
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500), "waited {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "waited {waited:?}"
+    );
     let mut other = Raw::connect(proxy.port);
     assert_eq!(other.call(&["SET", k2, "fine"]), Reply::Status("OK".into()));
-    let ok = common::wait_until(Duration::from_secs(5), || c.call(&["GET", k1]) == Reply::Bulk(Some(b"a".to_vec())));
+    let ok = common::wait_until(Duration::from_secs(5), || {
+        c.call(&["GET", k1]) == Reply::Bulk(Some(b"a".to_vec()))
+    });
     assert!(ok, "g1 serves again after it resumes");
 }

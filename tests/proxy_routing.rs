@@ -61,7 +61,11 @@ fn single_keys_land_on_the_owning_group() {
     for i in 0..200 {
         let key = format!("key:{i}");
         assert_eq!(cmd(s.owner(&key).port, &["GET", &key]), format!("v{i}"), "{key} on its owner");
-        assert_eq!(cmd(s.other(&key).port, &["GET", &key]), "(nil)", "{key} not on the other group");
+        assert_eq!(
+            cmd(s.other(&key).port, &["GET", &key]),
+            "(nil)",
+            "{key} not on the other group"
+        );
         assert_eq!(c.call(&["GET", &key]), bulk(&format!("v{i}")));
     }
     // The documented vectors: foo is slot 12182 (g2), bar 5061 (g1).
@@ -149,7 +153,10 @@ fn twenty_thousand_pipelined_commands_answer_in_order() {
         assert_eq!(c.read(), bulk(&format!("v:{i}")), "GET #{i}");
     }
     sender.join().expect("sender thread").expect("write");
-    let total: i64 = [s.g1.port, s.g2.port].iter().map(|p| cmd(*p, &["DBSIZE"]).parse::<i64>().unwrap_or(-1)).sum();
+    let total: i64 = [s.g1.port, s.g2.port]
+        .iter()
+        .map(|p| cmd(*p, &["DBSIZE"]).parse::<i64>().unwrap_or(-1))
+        .sum();
     assert_eq!(total, n as i64);
 }
 
@@ -208,17 +215,24 @@ fn refused_commands_say_why_and_keep_the_connection() {
         vec!["WATCH", "foo"],
         vec!["SUBSCRIBE", "ch"],
         vec!["BLPOP", "foo", "1"],
+        vec!["XREAD", "BLOCK", "100", "STREAMS", "foo", "$"],
         vec!["SELECT", "1"],
     ] {
         match c.call(&args) {
             Reply::Error(e) => assert!(e.contains("keyhop"), "{args:?}: {e}"),
             other => panic!("{args:?} should be refused, got {other:?}"),
         }
-        assert_eq!(c.call(&["PING"]), Reply::Status("PONG".into()), "connection alive after {args:?}");
+        assert_eq!(
+            c.call(&["PING"]),
+            Reply::Status("PONG".into()),
+            "connection alive after {args:?}"
+        );
     }
     // Unknown commands and wrong arity: Redis's own texts.
     let mut direct = Raw::connect(s.g1.port);
-    for args in [vec!["NOSUCH", "a", "b"], vec!["GET"], vec!["SET", "x"], vec!["OBJECT", "NOPE", "x"]] {
+    for args in
+        [vec!["NOSUCH", "a", "b"], vec!["GET"], vec!["SET", "x"], vec!["OBJECT", "NOPE", "x"]]
+    {
         assert_eq!(c.call(&args), direct.call(&args), "{args:?}");
     }
 }
@@ -246,7 +260,9 @@ fn local_commands() {
     assert_eq!(c.call(&["CLIENT", "GETNAME"]), bulk("app1"));
     assert!(matches!(c.call(&["CLIENT", "ID"]), Reply::Int(n) if n > 0));
     assert_eq!(c.call(&["CLIENT", "SETINFO", "LIB-NAME", "test"]), Reply::Status("OK".into()));
-    let Reply::Array(Some(hello)) = c.call(&["HELLO", "2"]) else { panic!("HELLO 2 answers an array") };
+    let Reply::Array(Some(hello)) = c.call(&["HELLO", "2"]) else {
+        panic!("HELLO 2 answers an array")
+    };
     assert!(hello.contains(&bulk("proto")));
     assert!(matches!(c.call(&["HELLO", "3"]), Reply::Error(e) if e.starts_with("NOPROTO")));
     let Reply::Array(Some(time)) = c.call(&["TIME"]) else { panic!("TIME answers an array") };
@@ -256,7 +272,9 @@ fn local_commands() {
         c.call(&["SET", &format!("d:{i}"), "x"]);
     }
     assert_eq!(c.call(&["DBSIZE"]), Reply::Int(30));
-    let Reply::Array(Some(keys)) = c.call(&["KEYS", "d:*"]) else { panic!("KEYS answers an array") };
+    let Reply::Array(Some(keys)) = c.call(&["KEYS", "d:*"]) else {
+        panic!("KEYS answers an array")
+    };
     assert_eq!(keys.len(), 30);
     let Reply::Bulk(Some(k)) = c.call(&["RANDOMKEY"]) else { panic!("RANDOMKEY finds a key") };
     assert!(k.starts_with(b"d:"));
@@ -290,7 +308,8 @@ fn scan_returns_every_key_exactly_once() {
     let mut cursor = "0".to_string();
     for round in 0.. {
         assert!(round < 10_000, "SCAN never finished");
-        let Reply::Array(Some(r)) = c.call(&["SCAN", &cursor, "MATCH", "scan:*", "COUNT", "37"]) else {
+        let Reply::Array(Some(r)) = c.call(&["SCAN", &cursor, "MATCH", "scan:*", "COUNT", "37"])
+        else {
             panic!("SCAN answers an array")
         };
         cursor = r[0].text();
@@ -326,11 +345,15 @@ fn max_clients_rejects_extra_connections() {
 #[test]
 fn redis_rs_client_works_through_keyhop() {
     let s = setup();
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", s.proxy.port)).expect("client");
-    let mut con = client.get_connection_with_timeout(Duration::from_secs(5)).expect("connect (sends CLIENT SETINFO)");
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{}/", s.proxy.port)).expect("client");
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect (sends CLIENT SETINFO)");
     let _: () = redis::cmd("SET").arg("rs:a").arg(1).query(&mut con).expect("SET");
     let _: () = redis::cmd("SET").arg("rs:b").arg(2).query(&mut con).expect("SET");
-    let v: Vec<Option<i64>> = redis::cmd("MGET").arg("rs:a").arg("nope").arg("rs:b").query(&mut con).expect("MGET");
+    let v: Vec<Option<i64>> =
+        redis::cmd("MGET").arg("rs:a").arg("nope").arg("rs:b").query(&mut con).expect("MGET");
     assert_eq!(v, vec![Some(1), None, Some(2)]);
     let mut pipe = redis::pipe();
     for i in 0..100 {
@@ -338,6 +361,12 @@ fn redis_rs_client_works_through_keyhop() {
     }
     let results: Vec<i64> = pipe.query(&mut con).expect("pipeline");
     assert_eq!(results, (0..100).collect::<Vec<i64>>());
-    let sum: i64 = (0..100).map(|i| cmd(s.owner(&format!("rs:{i}")).port, &["GET", &format!("rs:{i}")]).parse::<i64>().unwrap_or(-1)).sum();
+    let sum: i64 = (0..100)
+        .map(|i| {
+            cmd(s.owner(&format!("rs:{i}")).port, &["GET", &format!("rs:{i}")])
+                .parse::<i64>()
+                .unwrap_or(-1)
+        })
+        .sum();
     assert_eq!(sum, (0..100).sum::<i64>());
 }

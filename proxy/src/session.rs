@@ -412,7 +412,10 @@ impl Session {
             b.ready(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"));
             return false;
         }
-        match spec.policy {
+        // XREAD ... BLOCK blocks like BLPOP: argument-dependent, so checked here.
+        let policy =
+            if command::needs_pinning(spec, args) { Policy::NeedsPinning } else { spec.policy };
+        match policy {
             Policy::Forward => match command::route(table, spec, args, &mut self.keys) {
                 Ok(group) => {
                     let read_only = !spec.is_write() && spec.flags & command::flags::READONLY != 0;

@@ -317,6 +317,9 @@ impl CommandSpec {
         let sub = args.arg(1);
         match self.subcommands.iter().find(|s| s.sub_name().eq_ignore_ascii_case(sub)) {
             Some(s) => Ok(s),
+            None if self.name == "client" && sub.eq_ignore_ascii_case(b"setinfo") => {
+                Ok(&CLIENT_SETINFO)
+            }
             None => Err(unknown_subcommand_error(self, sub)),
         }
     }
@@ -520,3 +523,18 @@ fn reply_text(mut msg: Vec<u8>) -> String {
 pub fn arity_error(spec: &CommandSpec) -> String {
     format!("ERR wrong number of arguments for '{}' command", spec.name)
 }
+
+/// CLIENT SETINFO is Redis 7.2's, not in the 7.0 table the rest is generated from, but client
+/// libraries (redis-py, redis-rs) send it on every connect, so keyhop knows and answers it.
+static CLIENT_SETINFO: CommandSpec = CommandSpec {
+    name: "client|setinfo",
+    arity: 4,
+    flags: flags::NOSCRIPT | flags::LOADING | flags::STALE,
+    first_key: 0,
+    last_key: 0,
+    key_step: 0,
+    key_specs: &[],
+    subcommands: &[],
+    policy: Policy::Local(Local::Client),
+    keys_proc: KeysProc::Specs,
+};
