@@ -309,9 +309,9 @@ impl Brain {
         }
         let adopt = match (&role, via) {
             (Role::Master, _) => true,
-            // Before any master is known the sentinels' majority is all there is to go by, unless
-            // the server itself says it is a replica.
-            (Role::Unknown(_), AdoptedVia::Startup) => st.master.is_none(),
+            // A majority of the sentinels is trusted unless the server itself says it is a
+            // replica; one sentinel's event alone needs the server's confirmation.
+            (Role::Unknown(_), AdoptedVia::Startup | AdoptedVia::Majority) => true,
             _ => false,
         };
         let claim = self.best_epoch(g, &addr);
@@ -344,7 +344,11 @@ impl Brain {
                 ?via,
                 "not adopting a master candidate"
             );
-            st.negative = Some((addr, now));
+            // Only a definite "no" pauses the majority path; an unanswered fast-path check
+            // leaves it to the majority.
+            if role == Role::Replica || adopt {
+                st.negative = Some((addr, now));
+            }
         }
     }
 

@@ -215,8 +215,13 @@ pub(crate) fn group_view(
                 continue;
             }
             let flags = r.get("flags").copied().unwrap_or("");
+            // Besides Sentinel's down flags: an old master not yet reconfigured still reports
+            // itself as master, and a replica whose link to the master is down serves data of
+            // unknown age; neither is a replica to read from yet.
             let healthy =
-                !flags.split(',').any(|f| matches!(f, "s_down" | "o_down" | "disconnected"));
+                !flags.split(',').any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+                    && r.get("role-reported").is_none_or(|&role| role == "slave")
+                    && r.get("master-link-status").is_none_or(|&link| link == "ok");
             list.push(Replica { addr: a, healthy });
         }
     }
@@ -273,6 +278,25 @@ mod tests {
             fields(&[("ip", "127.0.0.1"), ("port", "7002"), ("flags", "slave")]),
             fields(&[("ip", "127.0.0.1"), ("port", "7004"), ("flags", "slave,disconnected")]),
             fields(&[("ip", "127.0.0.1"), ("port", "7001"), ("flags", "slave")]),
+            fields(&[
+                ("ip", "127.0.0.1"),
+                ("port", "7005"),
+                ("flags", "slave"),
+                ("role-reported", "master"),
+            ]),
+            fields(&[
+                ("ip", "127.0.0.1"),
+                ("port", "7006"),
+                ("flags", "slave"),
+                ("master-link-status", "err"),
+            ]),
+            fields(&[
+                ("ip", "127.0.0.1"),
+                ("port", "7007"),
+                ("flags", "slave"),
+                ("role-reported", "slave"),
+                ("master-link-status", "ok"),
+            ]),
         ]);
         let v = group_view(&addr, &master, &replicas).expect("view");
         assert_eq!(v.master, "127.0.0.1:7001");
@@ -281,7 +305,14 @@ mod tests {
             v.replicas.iter().map(|r| (r.addr.as_str(), r.healthy)).collect();
         assert_eq!(
             r,
-            [("127.0.0.1:7002", true), ("127.0.0.1:7003", false), ("127.0.0.1:7004", false)]
+            [
+                ("127.0.0.1:7002", true),
+                ("127.0.0.1:7003", false),
+                ("127.0.0.1:7004", false),
+                ("127.0.0.1:7005", false),
+                ("127.0.0.1:7006", false),
+                ("127.0.0.1:7007", true),
+            ]
         );
     }
 

@@ -231,9 +231,11 @@ fn majority_path_adopts_after_role() {
     // While the check runs, further polls do not start another one.
     let a = poll(&mut b, S[2], vec![view("r1", 1, &[("m1", false)]), view("m2", 0, &[])]);
     assert!(checks(&a).is_empty());
-    // Unreachable after start-up: not adopted.
-    let a = role(&mut b, 0, "r1", AdoptedVia::Majority, Role::Unknown("refused".into()));
+    // It answers replica: not adopted, and not asked again right away.
+    let a = role(&mut b, 0, "r1", AdoptedVia::Majority, Role::Replica);
     assert!(adoptions(&a).is_empty());
+    let a = poll(&mut b, S[2], vec![view("r1", 1, &[("m1", false)]), view("m2", 0, &[])]);
+    assert!(checks(&a).is_empty());
     // The next poll, after the pause, checks again; this time it answers master.
     let later = Instant::now() + RECHECK_NEGATIVE_AFTER * 2;
     let a = b.handle(
@@ -253,6 +255,24 @@ fn majority_path_adopts_after_role() {
     assert_eq!(ad[0].via, AdoptedVia::Majority);
     assert_eq!(ad[0].event_at, None);
     assert_eq!(b.groups[0].epoch, 1);
+}
+
+#[test]
+fn majority_adopts_an_unreachable_candidate_but_one_event_does_not() {
+    let mut b = started();
+    event(
+        &mut b,
+        S[0],
+        Event::SwitchMaster { group: "g1".into(), old: "m1".into(), new: "r1".into() },
+    );
+    let a = role(&mut b, 0, "r1", AdoptedVia::SwitchEvent, Role::Unknown("NOAUTH".into()));
+    assert!(adoptions(&a).is_empty());
+    // The failed fast-path check does not hold the majority path back.
+    let a = poll(&mut b, S[1], vec![view("r1", 1, &[("m1", false)]), view("m2", 0, &[])]);
+    assert_eq!(checks(&a), vec![(0, "r1".to_string(), AdoptedVia::Majority)]);
+    let a = role(&mut b, 0, "r1", AdoptedVia::Majority, Role::Unknown("NOAUTH".into()));
+    assert_eq!(adoptions(&a).len(), 1);
+    assert_eq!(b.groups[0].master.as_deref(), Some("r1"));
 }
 
 #[test]
