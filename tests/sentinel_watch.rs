@@ -37,10 +37,13 @@ struct Cluster {
 impl Cluster {
     fn new() -> Cluster {
         let dir = temp_dir();
-        let m1 = redis_server(&[]);
-        let r1 = redis_replica(m1.port, &[]);
-        let m2 = redis_server(&[]);
-        let r2 = redis_replica(m2.port, &[]);
+        // Replicas write the RDB of a full sync into their directory: keep it out of the tree.
+        let d = dir.path().to_string_lossy().into_owned();
+        let in_dir = ["--dir", d.as_str()];
+        let m1 = redis_server(&in_dir);
+        let r1 = redis_replica(m1.port, &in_dir);
+        let m2 = redis_server(&in_dir);
+        let r2 = redis_replica(m2.port, &in_dir);
         let groups = [("g1", m1.port), ("g2", m2.port)];
         let sentinels: Vec<Proc> = (0..3).map(|_| redis_sentinel(dir.path(), &groups, 2)).collect();
         let c = Cluster { dir, servers: vec![m1, r1, m2, r2], sentinels };
@@ -465,7 +468,8 @@ fn majority_path_when_role_cannot_be_checked() {
 #[test]
 fn passwords_for_sentinels_and_servers() {
     let dir = temp_dir();
-    let auth = ["--requirepass", "srv-pw", "--masterauth", "srv-pw"];
+    let d = dir.path().to_string_lossy().into_owned();
+    let auth = ["--requirepass", "srv-pw", "--masterauth", "srv-pw", "--dir", d.as_str()];
     let m = redis_server(&auth);
     let r = {
         let mp = m.port.to_string();
