@@ -2,5 +2,10 @@
 //! masters through Redis Sentinel and publishing routing tables.
 
 pub mod config;
+pub mod sentinel;
 
 pub use config::{Config, ConfigError, GroupConfig, Problem, ReadFrom, SentinelConfig, describe};
+pub use sentinel::{
+    ControlError, GroupSpec, OnPublish, SentinelStatus, WatcherConfig, WatcherHandle, start,
+    start_with_table,
+};

@@ -1,0 +1,136 @@
+//! Sentinel pub/sub events: the channels keyhop subscribes to and the parsing of their payloads.
+
+use crate::config::join_host_port;
+
+/// The channels subscribed on every sentinel.
+pub(crate) const CHANNELS: [&str; 9] = [
+    "+switch-master",
+    "+slave",
+    "+sdown",
+    "-sdown",
+    "+odown",
+    "-odown",
+    "+convert-to-slave",
+    "+sentinel",
+    "+failover-end",
+];
+
+/// Which kind of instance an event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InstanceKind {
+    /// A monitored master.
+    Master,
+    /// A replica of a monitored master.
+    Replica,
+    /// Another sentinel.
+    Sentinel,
+}
+
+/// A parsed Sentinel event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`.
+    SwitchMaster { group: String, old: String, new: String },
+    /// Any other event about an instance: `<type> <name> <ip> <port> [@ <master> <ip> <port>]`.
+    Instance {
+        /// The channel, e.g. `+sdown`.
+        channel: String,
+        /// What the instance is.
+        kind: InstanceKind,
+        /// `host:port` of the instance.
+        addr: String,
+        /// The master (group) name it belongs to.
+        group: String,
+    },
+}
+
+/// Parses the payload of a message on `channel`; `None` for anything not understood.
+pub(crate) fn parse(channel: &str, payload: &str) -> Option<Event> {
+    let words: Vec<&str> = payload.split_whitespace().collect();
+    if channel == "+switch-master" {
+        let [group, oip, oport, nip, nport] = words.get(..5)? else { return None };
+        return Some(Event::SwitchMaster {
+            group: group.to_string(),
+            old: join_host_port(oip, oport.parse().ok()?),
+            new: join_host_port(nip, nport.parse().ok()?),
+        });
+    }
+    let kind = match *words.first()? {
+        "master" => InstanceKind::Master,
+        "slave" | "replica" => InstanceKind::Replica,
+        "sentinel" => InstanceKind::Sentinel,
+        _ => return None,
+    };
+    let addr = join_host_port(words.get(2)?, words.get(3)?.parse().ok()?);
+    let group = match kind {
+        InstanceKind::Master => words.get(1)?.to_string(),
+        // Replicas and sentinels name their master after an `@`.
+        _ => {
+            let at = words.iter().position(|w| *w == "@")?;
+            words.get(at + 1)?.to_string()
+        }
+    };
+    Some(Event::Instance { channel: channel.to_string(), kind, addr, group })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_master() {
+        assert_eq!(
+            parse("+switch-master", "g1 127.0.0.1 17201 127.0.0.1 17202"),
+            Some(Event::SwitchMaster {
+                group: "g1".into(),
+                old: "127.0.0.1:17201".into(),
+                new: "127.0.0.1:17202".into()
+            })
+        );
+        assert_eq!(parse("+switch-master", "g1 127.0.0.1 17201 127.0.0.1"), None);
+        assert_eq!(parse("+switch-master", "g1 127.0.0.1 x 127.0.0.1 1"), None);
+    }
+
+    #[test]
+    fn instances() {
+        assert_eq!(
+            parse("+sdown", "master g1 127.0.0.1 17201"),
+            Some(Event::Instance {
+                channel: "+sdown".into(),
+                kind: InstanceKind::Master,
+                addr: "127.0.0.1:17201".into(),
+                group: "g1".into()
+            })
+        );
+        assert_eq!(
+            parse("+odown", "master g1 127.0.0.1 17201 #quorum 3/2"),
+            Some(Event::Instance {
+                channel: "+odown".into(),
+                kind: InstanceKind::Master,
+                addr: "127.0.0.1:17201".into(),
+                group: "g1".into()
+            })
+        );
+        assert_eq!(
+            parse("+slave", "slave 127.0.0.1:17201 127.0.0.1 17201 @ g1 127.0.0.1 17202"),
+            Some(Event::Instance {
+                channel: "+slave".into(),
+                kind: InstanceKind::Replica,
+                addr: "127.0.0.1:17201".into(),
+                group: "g1".into()
+            })
+        );
+        assert_eq!(
+            parse("+sentinel", "sentinel 8f0c 127.0.0.1 26380 @ g1 127.0.0.1 17201"),
+            Some(Event::Instance {
+                channel: "+sentinel".into(),
+                kind: InstanceKind::Sentinel,
+                addr: "127.0.0.1:26380".into(),
+                group: "g1".into()
+            })
+        );
+        assert_eq!(parse("+sdown", "slave 1.2.3.4:5 1.2.3.4 5"), None, "no @ master");
+        assert_eq!(parse("+sdown", "widget g1 1.2.3.4 5"), None);
+        assert_eq!(parse("+sdown", ""), None);
+    }
+}
