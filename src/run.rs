@@ -3,12 +3,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use keyhop_control::sentinel::{self, WatcherConfig, WatcherHandle};
 use keyhop_control::{Config, ReadFrom};
 use keyhop_proxy::{BackendSettings, Proxy, Settings};
-use keyhop_router::SharedTable;
+use keyhop_router::{RoutingTable, SharedTable};
 
 use crate::cli::Cli;
 
@@ -100,19 +101,57 @@ pub fn run(cli: &Cli) -> ExitCode {
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
-    if cfg.is_sentinel_mode() {
-        return Err("Sentinel mode is not available in this build yet".into());
-    }
-    let table = cfg.routing_table(1).map_err(|e| e.to_string())?;
-    let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
-    let proxy = Proxy::new(proxy_settings(&cfg), shared.clone());
+    let settings = proxy_settings(&cfg);
+    let (proxy, watcher) = if cfg.is_sentinel_mode() {
+        let (proxy, watcher) = start_sentinel_mode(&cfg, settings).await?;
+        (proxy, Some(watcher))
+    } else {
+        let table = cfg.routing_table(1).map_err(|e| e.to_string())?;
+        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
+        (Proxy::new(settings, shared), None)
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| {
         format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen)
     })?;
-    tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), "keyhop serving");
+    tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), sentinel = watcher.is_some(), "keyhop serving");
     proxy.serve(listener, shutdown_signal()).await;
+    if let Some(w) = watcher {
+        w.shutdown();
+    }
     tracing::info!("keyhop stopped");
     Ok(())
+}
+
+/// Learns the masters from Sentinel, then starts the data plane on the table the watcher keeps
+/// publishing. The data plane drops connections to demoted masters on every publish, and a
+/// -READONLY/-MASTERDOWN from a believed master makes the watcher re-check that group at once.
+async fn start_sentinel_mode(
+    cfg: &Config,
+    settings: Settings,
+) -> Result<(Proxy, WatcherHandle), String> {
+    let wcfg = WatcherConfig::from_config(cfg).map_err(|e| e.to_string())?;
+    let cell: Arc<OnceLock<Proxy>> = Arc::new(OnceLock::new());
+    let on_publish = {
+        let cell = cell.clone();
+        Arc::new(move |old: &RoutingTable, new: &RoutingTable| {
+            if let Some(p) = cell.get() {
+                p.table_changed(old, new);
+            }
+        })
+    };
+    let watcher = sentinel::start(wcfg, on_publish).await.map_err(|e| e.to_string())?;
+    let proxy = Proxy::new(settings, watcher.table());
+    let _ = cell.set(proxy.clone());
+    let table = watcher.table();
+    let w = watcher.clone();
+    proxy.set_stale_hook(Arc::new(move |addr: &str| {
+        let t = table.load();
+        if let Some(g) = t.groups.iter().position(|g| g.master == addr) {
+            tracing::info!(backend = addr, group = %t.groups[g].name, "master answered as a replica; re-checking the group");
+            w.recheck(g as u16);
+        }
+    }));
+    Ok((proxy, watcher))
 }
 
 /// Completes on SIGINT or SIGTERM.
