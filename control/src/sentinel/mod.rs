@@ -313,10 +313,16 @@ async fn launch(
         first_table: None,
     };
     let start_timeout = cfg.start_timeout;
-    let task = tokio::spawn(driver.run(cfg)).abort_handle();
+    // Also stops the driver if this future is dropped before start-up is over.
+    let mut guard = AbortOnDrop(Some(tokio::spawn(driver.run(cfg)).abort_handle()));
     let result = match tokio::time::timeout(start_timeout, ready_rx).await {
         Ok(Ok(Ok(table))) => {
-            return Ok(WatcherHandle { inner: Arc::new(Inner { table, recheck, status, task }) });
+            if let Some(task) = guard.0.take() {
+                return Ok(WatcherHandle {
+                    inner: Arc::new(Inner { table, recheck, status, task }),
+                });
+            }
+            Err(ControlError::Stopped)
         }
         Ok(Ok(Err(e))) => Err(e),
         Ok(Err(_)) => Err(ControlError::Stopped),
@@ -325,8 +331,19 @@ async fn launch(
             waiting_for: waiting.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         }),
     };
-    task.abort();
+    drop(guard);
     result
+}
+
+/// Aborts a task when dropped, unless the handle was taken out.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Runs the brain: receives messages, carries out actions, publishes tables.
