@@ -16,6 +16,7 @@ use common::{
 };
 use keyhop_control::sentinel::{
     AdoptedVia, ControlError, GroupSpec, OnPublish, WatcherConfig, WatcherHandle, start,
+    start_with_table,
 };
 use keyhop_router::{RoutingTable, SLOT_COUNT};
 
@@ -514,4 +515,40 @@ fn passwords_for_sentinels_and_servers() {
     // The fast path needs ROLE, which needs the backend password.
     let last = w.status().groups[0].last_switch.clone().expect("switch recorded");
     assert_eq!(last.via, AdoptedVia::SwitchEvent);
+}
+
+#[test]
+fn start_with_an_existing_table() {
+    let dir = temp_dir();
+    let m = redis_server(&[]);
+    let s = custom_sentinel(dir.path(), m.port, "");
+    let rt = runtime();
+    let placeholder = RoutingTable::new(
+        5,
+        vec![keyhop_router::Group {
+            name: "g1".into(),
+            master: "127.0.0.1:1".into(),
+            replicas: vec![],
+        }],
+        &RoutingTable::even_ranges(1),
+    )
+    .expect("placeholder table");
+    let shared: keyhop_router::SharedTable = Arc::new(arc_swap::ArcSwap::from_pointee(placeholder));
+    let rec = Recorder::default();
+    let cfg = watcher_config(vec![s.addr()], &["g1"]);
+    let w =
+        rt.block_on(start_with_table(cfg, shared.clone(), rec.callback())).expect("watcher starts");
+    let t = shared.load_full();
+    assert_eq!(t.epoch, 6);
+    assert_eq!(t.groups[0].master, m.addr());
+    assert!(Arc::ptr_eq(&w.table(), &shared));
+    let p = rec.all();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!((p[0].old_epoch, p[0].new_epoch), (5, 6));
+    assert_eq!(p[0].old_masters, ["127.0.0.1:1"]);
+    assert_eq!(w.status().epoch, 6);
+    // Shutting down keeps the table.
+    w.shutdown();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(shared.load().epoch, 6);
 }

@@ -1,6 +1,8 @@
 //! keyhop's control plane: configuration loading and validation, and (in Sentinel mode) following
 //! masters through Redis Sentinel and publishing routing tables.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod sentinel;
 

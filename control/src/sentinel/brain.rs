@@ -316,7 +316,14 @@ impl Brain {
         };
         let claim = self.best_epoch(g, &addr);
         let st = &mut self.groups[g as usize];
-        if adopt && claim.is_none_or(|e| st.master.is_none() || e >= st.epoch) {
+        // Once a master is known, a candidate needs a reachable sentinel naming it with an epoch
+        // at least as new: a check that raced with a newer change must not win.
+        let current_enough = match (st.master.is_some(), claim) {
+            (false, _) => true,
+            (true, Some(e)) => e >= st.epoch,
+            (true, None) => false,
+        };
+        if adopt && current_enough {
             let old = st.master.replace(addr.clone());
             st.epoch = st.epoch.max(claim.unwrap_or(0));
             st.replicas.retain(|r| r.addr != addr);

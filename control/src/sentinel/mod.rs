@@ -310,12 +310,19 @@ async fn launch(
         io_timeout: cfg.io_timeout,
         ready: Some(ready_tx),
         switches: names.iter().map(|_| (0, None)).collect(),
+        first_table: None,
     };
     let start_timeout = cfg.start_timeout;
-    let task = tokio::spawn(driver.run(cfg)).abort_handle();
+    // Also stops the driver if this future is dropped before start-up is over.
+    let mut guard = AbortOnDrop(Some(tokio::spawn(driver.run(cfg)).abort_handle()));
     let result = match tokio::time::timeout(start_timeout, ready_rx).await {
         Ok(Ok(Ok(table))) => {
-            return Ok(WatcherHandle { inner: Arc::new(Inner { table, recheck, status, task }) });
+            if let Some(task) = guard.0.take() {
+                return Ok(WatcherHandle {
+                    inner: Arc::new(Inner { table, recheck, status, task }),
+                });
+            }
+            Err(ControlError::Stopped)
         }
         Ok(Ok(Err(e))) => Err(e),
         Ok(Err(_)) => Err(ControlError::Stopped),
@@ -324,8 +331,19 @@ async fn launch(
             waiting_for: waiting.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         }),
     };
-    task.abort();
+    drop(guard);
     result
+}
+
+/// Aborts a task when dropped, unless the handle was taken out.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Runs the brain: receives messages, carries out actions, publishes tables.
@@ -344,6 +362,8 @@ struct Driver {
     ready: Option<oneshot::Sender<Result<SharedTable, ControlError>>>,
     /// Per group: master changes and the latest one.
     switches: Vec<(u64, Option<SwitchInfo>)>,
+    /// The table just published for the first time, to hand to [`start`].
+    first_table: Option<SharedTable>,
 }
 
 impl Driver {
@@ -396,6 +416,12 @@ impl Driver {
             }
             self.record_adoptions(adoptions);
             self.update_status();
+            // Start-up returns only once the status reflects the first table.
+            if let Some(table) = self.first_table.take()
+                && let Some(ready) = self.ready.take()
+            {
+                let _ = ready.send(Ok(table));
+            }
             if self.ready.is_some() {
                 match self.brain.start_state() {
                     StartState::Ready => {}
@@ -443,9 +469,7 @@ impl Driver {
                 shared.clone()
             }
         };
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Ok(shared));
-        }
+        self.first_table = Some(shared);
         Ok(())
     }
 
@@ -516,5 +540,54 @@ impl Driver {
             groups,
         };
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watcher_config_from_a_sentinel_config() {
+        let cfg = Config::parse(
+            "connect_timeout_ms = 100\nbackend_password = \"b\"\n[sentinel]\naddrs = [\"127.0.0.1:26379\"]\npassword = \"s\"\npoll_interval_ms = 250\n[[groups]]\nname = \"g1\"\n[[groups]]\nname = \"g2\"\n",
+        )
+        .expect("valid");
+        let w = WatcherConfig::from_config(&cfg).expect("watcher config");
+        assert_eq!(w.sentinels, ["127.0.0.1:26379"]);
+        assert_eq!(w.sentinel_password.as_deref(), Some("s"));
+        assert_eq!(w.backend_password.as_deref(), Some("b"));
+        assert_eq!(w.poll_interval, Duration::from_millis(250));
+        assert_eq!(w.io_timeout, Duration::from_millis(500));
+        assert_eq!(
+            w.groups,
+            vec![
+                GroupSpec { name: "g1".into(), ranges: vec![(0, 8191)] },
+                GroupSpec { name: "g2".into(), ranges: vec![(8192, 16383)] },
+            ]
+        );
+        let static_cfg =
+            Config::parse("[[groups]]\nname = \"g\"\nmaster = \"127.0.0.1:1\"\n").expect("valid");
+        let err = WatcherConfig::from_config(&static_cfg).expect_err("no [sentinel]");
+        assert!(err.to_string().contains("[sentinel]"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn start_rejects_bad_slots_and_no_sentinels() {
+        let noop: OnPublish = Arc::new(|_: &RoutingTable, _: &RoutingTable| {});
+        let mut cfg = WatcherConfig {
+            sentinels: vec![],
+            sentinel_password: None,
+            poll_interval: Duration::from_secs(1),
+            groups: vec![GroupSpec { name: "g".into(), ranges: vec![(0, 100)] }],
+            backend_password: None,
+            io_timeout: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(1),
+        };
+        let err = start(cfg.clone(), noop.clone()).await.expect_err("no sentinels");
+        assert!(err.to_string().contains("no sentinel addresses"), "{err}");
+        cfg.sentinels = vec!["127.0.0.1:1".into()];
+        let err = start(cfg, noop).await.expect_err("slots 101-16383 unowned");
+        assert!(matches!(err, ControlError::Table(TableError::Unowned(_))), "{err:?}");
     }
 }

@@ -396,3 +396,22 @@ fn master_down_time_is_measured_from_the_first_report() {
     let a = role(&mut b, 0, "r1", AdoptedVia::SwitchEvent, Role::Master);
     assert_eq!(adoptions(&a)[0].down_at, Some(t0));
 }
+
+#[test]
+fn a_check_that_raced_with_a_newer_change_does_not_win() {
+    let mut b = started();
+    event(
+        &mut b,
+        S[0],
+        Event::SwitchMaster { group: "g1".into(), old: "m1".into(), new: "a".into() },
+    );
+    // Before ROLE answers, every sentinel already moved on to b (a newer failover).
+    for s in S {
+        poll(&mut b, s, vec![view("b", 7, &[]), view("m2", 0, &[])]);
+    }
+    let a = role(&mut b, 0, "b", AdoptedVia::Majority, Role::Master);
+    assert_eq!(adoptions(&a).len(), 1);
+    let a = role(&mut b, 0, "a", AdoptedVia::SwitchEvent, Role::Master);
+    assert!(adoptions(&a).is_empty());
+    assert_eq!(b.groups[0].master.as_deref(), Some("b"));
+}
