@@ -28,6 +28,10 @@ pub fn proxy_settings(cfg: &Config) -> Settings {
         allow_flush: cfg.allow_flush,
         password: cfg.password.clone(),
         read_from_replicas: cfg.read_from == ReadFrom::ReplicaPreferred,
+        // Metrics are scraped from the admin endpoint; without it, skip recording them.
+        metrics: cfg.admin_listen.is_some(),
+        slowlog_threshold: std::time::Duration::from_micros(cfg.slowlog_threshold_us),
+        slowlog_max_len: cfg.slowlog_max_len,
         backend: BackendSettings {
             connect_timeout: cfg.connect_timeout(),
             request_timeout: cfg.request_timeout(),

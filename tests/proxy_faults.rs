@@ -126,6 +126,7 @@ fn dead_backend_costs_only_its_requests_and_recovers() {
 
 /// Starts redis-server on a specific (just freed) port.
 fn restart_on(port: u16) -> Proc {
+    let dir = temp_dir();
     let child = std::process::Command::new("redis-server")
         .args([
             "--port",
@@ -137,10 +138,12 @@ fn restart_on(port: u16) -> Proc {
             "--appendonly",
             "no",
         ])
+        .arg("--dir")
+        .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn redis-server");
-    let p = Proc { child: Some(child), port, name: format!("redis:{port}") };
+    let p = Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) };
     assert!(
         common::wait_for_ping(port, Duration::from_secs(5)),
         "redis-server restarted on {port}"

@@ -115,7 +115,7 @@ fn restart_sentinel(dir: &Path, port: u16) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn redis-sentinel");
-    let p = Proc { child: Some(child), port, name: format!("sentinel:{port}") };
+    let p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
     assert!(
         wait_for_ping(port, Duration::from_secs(10)),
         "restarted sentinel on {port} does not answer"
@@ -245,7 +245,7 @@ fn custom_sentinel(dir: &Path, master_port: u16, lines: &str) -> Proc {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-sentinel");
-        let mut p = Proc { child: Some(child), port, name: format!("sentinel:{port}") };
+        let mut p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
         if wait_for_ping(port, Duration::from_secs(5)) {
             return p;
         }

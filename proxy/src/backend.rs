@@ -153,6 +153,8 @@ pub struct BackendState {
     pub requests: AtomicU64,
     /// Requests that failed with a [`BackendError`].
     pub errors: AtomicU64,
+    /// Time from writing a request batch to its last reply.
+    pub latency: crate::metrics::Histogram,
 }
 
 /// The connections to one backend server.
@@ -483,6 +485,7 @@ impl Connection {
                             drop(q);
                             let data = buf.split_to(pos).freeze();
                             pos = 0;
+                            self.state.latency.record(done.sent_at.elapsed(), 1);
                             let _ = done.reply.send(Ok(Replies { data, ends: done.ends }));
                         }
                     }

@@ -7,9 +7,12 @@ pub mod backend;
 pub mod io;
 mod local;
 pub mod merge;
+pub mod metrics;
+mod render;
 pub mod resp;
 mod session;
 pub mod settings;
+pub mod slowlog;
 pub mod stats;
 
 use std::collections::HashSet;
@@ -33,6 +36,11 @@ pub(crate) struct Shared {
     pub backends: Backends,
     pub stats: Stats,
     pub next_id: AtomicU64,
+    pub commands: metrics::CommandMetrics,
+    pub slowlog: std::sync::Mutex<slowlog::SlowLog>,
+    pub started: std::time::Instant,
+    /// Cancelled when the proxy drains: sessions stop reading and finish what is in flight.
+    pub drain: tokio_util::sync::CancellationToken,
 }
 
 /// The data plane: accepts clients and serves them from the published routing table.
@@ -52,6 +60,10 @@ impl Proxy {
                 backends,
                 stats: Stats::default(),
                 next_id: AtomicU64::new(1),
+                commands: metrics::CommandMetrics::new(keyhop_router::command::commands().len()),
+                slowlog: std::sync::Mutex::new(slowlog::SlowLog::default()),
+                started: std::time::Instant::now(),
+                drain: tokio_util::sync::CancellationToken::new(),
             }),
         }
     }
@@ -100,6 +112,32 @@ impl Proxy {
         self.shared.backends.retain(|addr| keep.contains(addr) && !demoted.contains(addr));
     }
 
+    /// Stops every session from reading new requests, lets in-flight replies reach their clients,
+    /// and waits until every client is gone or `grace` passes. True when all were delivered.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        self.shared.drain.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            if Stats::get(&self.shared.stats.clients_current) == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// True once [`Proxy::drain`] has started.
+    pub fn is_draining(&self) -> bool {
+        self.shared.drain.is_cancelled()
+    }
+
+    /// Appends the data plane's metrics in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        render::metrics(&self.shared, out);
+    }
+
     /// Accepts clients on `listener` until `shutdown` completes; returns once the listener is
     /// closed (sessions already running keep going until their clients leave).
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -107,6 +145,7 @@ impl Proxy {
         loop {
             let accepted = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = self.shared.drain.cancelled() => break,
                 a = listener.accept() => a,
             };
             let (mut stream, peer) = match accepted {

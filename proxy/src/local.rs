@@ -145,7 +145,31 @@ impl Session {
                 }
             }
             // Served by the first group's server until keyhop has views of its own.
-            Local::Command | Local::Info | Local::Slowlog => self.forward_reply(b, 0, false, src),
+            Local::Info => {
+                let wanted = crate::render::InfoWanted::parse((1..argc).map(|i| args.arg(i)));
+                let head = crate::render::info_head(&self.shared, &wanted, self.local.port());
+                let tail =
+                    if wanted.keyhop { crate::render::info_keyhop(table) } else { String::new() };
+                if wanted.keyspace {
+                    let frame = resp::command([b"INFO".as_slice(), b"keyspace"]);
+                    self.fan_out(
+                        b,
+                        table.groups.len(),
+                        Src::Owned(frame),
+                        MergeKind::Info { head, tail },
+                    );
+                } else {
+                    b.ready(resp::bulk(
+                        format!("{head}{tail}").trim_end_matches("\r\n").as_bytes(),
+                    ));
+                }
+            }
+            Local::Slowlog => {
+                let reply = self.slowlog(spec, args);
+                b.ready(reply);
+            }
+            // COMMAND's views (COUNT, INFO, DOCS, GETKEYS) come from a real server.
+            Local::Command => self.forward_reply(b, 0, false, src),
         }
         false
     }
@@ -325,6 +349,40 @@ impl Session {
             lib(&self.lib_name),
             lib(&self.lib_ver)
         )
+    }
+
+    /// SLOWLOG GET [n] | LEN | RESET | HELP, over keyhop's own log.
+    fn slowlog(&mut self, spec: &CommandSpec, args: &FrameArgs) -> Bytes {
+        let Ok(mut log) = self.shared.slowlog.lock() else {
+            return resp::error("ERR keyhop: slowlog unavailable");
+        };
+        match spec.name.split('|').nth(1).unwrap_or("") {
+            "get" => {
+                let n = if args.count() > 2 {
+                    match parse_int(args.arg(2)) {
+                        Some(n) if n >= -1 => n,
+                        _ => return resp::error("ERR count should be greater than or equal to -1"),
+                    }
+                } else {
+                    10
+                };
+                log.get_reply(n)
+            }
+            "len" => resp::int(log.len() as i64),
+            "reset" => {
+                log.reset();
+                Bytes::from_static(resp::OK)
+            }
+            _ => {
+                let lines = [
+                    "SLOWLOG <subcommand> [<arg> ...]. keyhop's own log of commands slower than slowlog_threshold_us:",
+                    "GET [<count>], LEN, RESET, HELP. Entries carry a 7th field: the group that served the command.",
+                ];
+                let items: Vec<Bytes> =
+                    lines.iter().map(|l| Bytes::from(format!("+{l}\r\n"))).collect();
+                merge::array(&items)
+            }
+        }
     }
 
     /// SCAN cursor [MATCH pattern] [COUNT n] [TYPE t] over every group in turn.

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use keyhop_router::command::{self, Local, RouteError};
@@ -73,8 +74,34 @@ pub(crate) enum Slot {
 /// How the parts of a split or fanned-out command become one reply.
 pub(crate) enum MergeKind {
     Router(Merge, Vec<(u16, u32)>),
-    Scan { group: usize, groups: usize },
-    RandomKey { seed: u64 },
+    Scan {
+        group: usize,
+        groups: usize,
+    },
+    RandomKey {
+        seed: u64,
+    },
+    /// INFO: keyhop's own sections around the groups' keyspace sections summed.
+    Info {
+        head: String,
+        tail: String,
+    },
+}
+
+/// Which group served a command, for SLOWLOG.
+const NO_GROUP: u16 = u16::MAX;
+const MANY_GROUPS: u16 = u16::MAX - 1;
+
+/// What the writer needs to know of each command for metrics and SLOWLOG.
+#[derive(Clone, Copy)]
+struct CmdMeta {
+    /// Index for per-command metrics.
+    id: u16,
+    /// The group that served it, or [`NO_GROUP`] / [`MANY_GROUPS`].
+    group: u16,
+    /// The frame's range in the batch data (`start == u32::MAX`: not in it, e.g. inline).
+    start: u32,
+    len: u32,
 }
 
 pub(crate) struct MergeSlot {
@@ -144,6 +171,11 @@ pub(crate) struct Batch {
     slots: Vec<Slot>,
     pending: Vec<Pending>,
     table: Option<Arc<RoutingTable>>,
+    /// When the batch was read (client-observed latency starts here).
+    started: Instant,
+    cmds: Vec<CmdMeta>,
+    data: Bytes,
+    client_name: Option<Bytes>,
 }
 
 struct Pending {
@@ -201,7 +233,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, id: u64, peer:
     };
     // Reader and writer run as two halves of one task: half the tasks, and a client's work stays
     // on one worker thread.
-    tokio::join!(session.read_loop(rd, tx), write_loop(wr, rx, shared.clone()));
+    tokio::join!(session.read_loop(rd, tx), write_loop(wr, rx, shared.clone(), peer));
 }
 
 impl Session {
@@ -213,9 +245,14 @@ impl Session {
             if buf.capacity() - buf.len() < chunk / 2 {
                 buf.reserve(chunk);
             }
-            let n = match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let n = tokio::select! {
+                biased;
+                // Draining: finish what was read, take nothing new.
+                _ = self.shared.drain.cancelled() => break,
+                r = rd.read_buf(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
             };
             Stats::add(&self.shared.stats.bytes_in, n as u64);
             if buf.len() == buf.capacity() && chunk < KEEP_BUFFER {
@@ -244,11 +281,13 @@ impl Session {
         buf: &mut BytesMut,
         scanner: &mut RequestScanner,
     ) -> (Option<Batch>, bool) {
+        let started = Instant::now();
         let table = self.table_cache.load().clone();
         if table.epoch != self.epoch {
             self.resolve_pools(&table);
         }
         let mut b = Builder::default();
+        let mut cmds: Vec<CmdMeta> = Vec::new();
         let mut off = 0;
         let mut close = false;
         let mut commands = 0u64;
@@ -259,7 +298,14 @@ impl Session {
                 Ok(Some(Scanned::Command { len })) => {
                     commands += 1;
                     let args = FrameArgs { frame: &buf[off..off + len], ranges: &scanner.args };
-                    close = self.dispatch(&table, &args, Src::Range(off..off + len), &mut b);
+                    let id;
+                    (close, id) = self.dispatch(&table, &args, Src::Range(off..off + len), &mut b);
+                    cmds.push(CmdMeta {
+                        id,
+                        group: last_group(&b),
+                        start: off as u32,
+                        len: len as u32,
+                    });
                     off += len;
                 }
                 Ok(Some(Scanned::Inline { len, frame })) => {
@@ -267,7 +313,10 @@ impl Session {
                     let mut inline = RequestScanner::default();
                     if let Ok(Some(Scanned::Command { .. })) = inline.scan(&frame) {
                         let args = FrameArgs { frame: &frame, ranges: &inline.args };
-                        close = self.dispatch(&table, &args, Src::Owned(frame.clone()), &mut b);
+                        let id;
+                        (close, id) =
+                            self.dispatch(&table, &args, Src::Owned(frame.clone()), &mut b);
+                        cmds.push(CmdMeta { id, group: last_group(&b), start: u32::MAX, len: 0 });
                     }
                     off += len;
                 }
@@ -275,6 +324,7 @@ impl Session {
                     Stats::add(&self.shared.stats.errors_protocol, 1);
                     tracing::debug!(client = %self.peer, error = ?e, "protocol error; closing client");
                     b.slots.push(Slot::Close(Some(e.reply())));
+                    cmds.push(CmdMeta { id: u16::MAX, group: NO_GROUP, start: u32::MAX, len: 0 });
                     close = true;
                 }
             }
@@ -304,7 +354,8 @@ impl Session {
             pending.push(Pending { rx: rrx, result: None, group: out.group, addr: out.addr });
         }
         let table = if pending.is_empty() { None } else { Some(table) };
-        (Some(Batch { slots: b.slots, pending, table }), close)
+        let client_name = self.name.clone();
+        (Some(Batch { slots: b.slots, pending, table, started, cmds, data, client_name }), close)
     }
 
     fn resolve_pools(&mut self, table: &RoutingTable) {
@@ -378,19 +429,32 @@ impl Session {
         b.slots.push(Slot::Merge(Box::new(MergeSlot { kind, parts })));
     }
 
-    /// Handles one command; returns true when the connection must close after it.
+    /// Handles one command; returns whether the connection must close after it, and the
+    /// command's metrics index.
     fn dispatch(
         &mut self,
         table: &RoutingTable,
         args: &FrameArgs,
         src: Src,
         b: &mut Builder,
-    ) -> bool {
+    ) -> (bool, u16) {
         let Some(top) = command::lookup(args.arg(0)) else {
             Stats::add(&self.shared.stats.errors_unsupported, 1);
             b.ready(resp::error(&command::unknown_command_error(args)));
-            return false;
+            return (false, self.shared.commands.unknown() as u16);
         };
+        let id = command::index_of(top).unwrap_or(self.shared.commands.unknown()) as u16;
+        (self.dispatch_known(table, top, args, src, b), id)
+    }
+
+    fn dispatch_known(
+        &mut self,
+        table: &RoutingTable,
+        top: &'static command::CommandSpec,
+        args: &FrameArgs,
+        src: Src,
+        b: &mut Builder,
+    ) -> bool {
         let spec = match top.resolve(args) {
             Ok(s) => s,
             Err(msg) => {
@@ -489,6 +553,17 @@ impl Session {
     }
 }
 
+/// The group the last queued reply comes from, for SLOWLOG.
+fn last_group(b: &Builder) -> u16 {
+    match b.slots.last() {
+        Some(Slot::Reply { send, .. }) => {
+            b.sends.get(*send as usize).map(|o| o.group).unwrap_or(NO_GROUP)
+        }
+        Some(Slot::Merge(_)) => MANY_GROUPS,
+        _ => NO_GROUP,
+    }
+}
+
 /// The CROSSSLOT refusal, naming the fix.
 const CROSSSLOT: &[u8] =
     b"-CROSSSLOT keyhop: keys in request don't hash to the same group (use a {hash tag})\r\n";
@@ -525,12 +600,20 @@ fn backend_error(table: Option<&Arc<RoutingTable>>, p: &Pending, e: &BackendErro
     resp::error(&format!("ERR keyhop: backend {} of group {group} {e}", p.addr))
 }
 
+fn count_error(stats: &Stats, e: &BackendError) {
+    let c = if matches!(e, BackendError::Timeout(_)) {
+        &stats.errors_timeout
+    } else {
+        &stats.errors_backend
+    };
+    Stats::add(c, 1);
+}
+
 /// Renders a batch whose results are all in; returns true when the connection must close.
 fn render(batch: &mut Batch, out: &mut Out, stats: &Stats) -> bool {
-    let mut errors = 0u64;
     // A run of consecutive replies of one request becomes one slice.
     let mut run: Option<(u16, u32, u32)> = None;
-    let flush = |run: &mut Option<(u16, u32, u32)>, out: &mut Out, errors: &mut u64| {
+    let flush = |run: &mut Option<(u16, u32, u32)>, out: &mut Out| {
         let Some((send, first, last)) = run.take() else { return };
         let p = &batch.pending[send as usize];
         match &p.result {
@@ -538,7 +621,7 @@ fn render(batch: &mut Batch, out: &mut Out, stats: &Stats) -> bool {
             Some(Err(e)) => {
                 let err = backend_error(batch.table.as_ref(), p, e);
                 for _ in first..=last {
-                    *errors += 1;
+                    count_error(stats, e);
                     out.push(err.clone());
                 }
             }
@@ -556,15 +639,15 @@ fn render(batch: &mut Batch, out: &mut Out, stats: &Stats) -> bool {
                     *last = idx;
                     continue;
                 }
-                flush(&mut run, out, &mut errors);
+                flush(&mut run, out);
                 run = Some((send, idx, idx));
             }
             Slot::Ready(bytes) => {
-                flush(&mut run, out, &mut errors);
+                flush(&mut run, out);
                 out.push(bytes);
             }
             Slot::Merge(m) => {
-                flush(&mut run, out, &mut errors);
+                flush(&mut run, out);
                 let parts: Vec<Bytes> = m
                     .parts
                     .iter()
@@ -573,7 +656,7 @@ fn render(batch: &mut Batch, out: &mut Out, stats: &Stats) -> bool {
                         match &p.result {
                             Some(Ok(r)) => r.get(idx as usize),
                             Some(Err(e)) => {
-                                errors += 1;
+                                count_error(stats, e);
                                 backend_error(batch.table.as_ref(), p, e)
                             }
                             None => resp::error("ERR keyhop: internal error (reply missing)"),
@@ -587,10 +670,13 @@ fn render(batch: &mut Batch, out: &mut Out, stats: &Stats) -> bool {
                         None => resp::error("ERR keyhop: internal error (SCAN)"),
                     },
                     MergeKind::RandomKey { seed } => crate::local::pick_random_key(&parts, seed),
+                    MergeKind::Info { head, tail } => {
+                        crate::render::info_reply(&head, &parts, &tail)
+                    }
                 });
             }
             Slot::Close(reply) => {
-                flush(&mut run, out, &mut errors);
+                flush(&mut run, out);
                 if let Some(r) = reply {
                     out.push(r);
                 }
@@ -599,8 +685,7 @@ fn render(batch: &mut Batch, out: &mut Out, stats: &Stats) -> bool {
             }
         }
     }
-    flush(&mut run, out, &mut errors);
-    Stats::add(&stats.errors_backend, errors);
+    flush(&mut run, out);
     close
 }
 
@@ -619,8 +704,63 @@ fn poll_ready(batch: &mut Batch) -> bool {
     all
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Batch>, shared: Arc<Shared>) {
+/// Counts each command of a written batch and logs the slow ones.
+fn record(shared: &Shared, batch: &Batch, peer: SocketAddr) {
+    let settings = shared.settings.load();
+    let latency = batch.started.elapsed();
+    if settings.metrics {
+        for c in &batch.cmds {
+            shared.commands.record(c.id as usize, latency);
+        }
+    }
+    if latency < settings.slowlog_threshold {
+        return;
+    }
+    let Ok(mut log) = shared.slowlog.lock() else { return };
+    for c in &batch.cmds {
+        let args = if c.start == u32::MAX {
+            Vec::new()
+        } else {
+            let frame = &batch.data[c.start as usize..(c.start + c.len) as usize];
+            let mut sc = RequestScanner::default();
+            match sc.scan(frame) {
+                Ok(Some(Scanned::Command { .. })) => {
+                    crate::slowlog::shorten_args(sc.args.iter().map(|r| &frame[r.clone()]))
+                }
+                _ => Vec::new(),
+            }
+        };
+        let group = match c.group {
+            NO_GROUP => String::new(),
+            MANY_GROUPS => "*".to_string(),
+            g => batch
+                .table
+                .as_ref()
+                .and_then(|t| t.groups.get(g as usize))
+                .map(|g| g.name.clone())
+                .unwrap_or_default(),
+        };
+        let entry = crate::slowlog::Entry {
+            id: 0,
+            time: 0,
+            duration: latency,
+            args,
+            client: peer,
+            name: batch.client_name.clone().unwrap_or_default(),
+            group,
+        };
+        log.push(entry, settings.slowlog_max_len);
+    }
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Batch>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) {
     let mut out = Out::default();
+    let mut written: Vec<Batch> = Vec::new();
     let mut carry: Option<Batch> = None;
     loop {
         let mut batch = match carry.take() {
@@ -636,11 +776,13 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Batch>, share
                 Some(r.unwrap_or_else(|_| Err(BackendError::Lost("request dropped".into()))));
         }
         let mut close = render(&mut batch, &mut out, &shared.stats);
+        written.push(batch);
         // Pipelined clients: add every batch whose replies are already here to the same write.
         while !close && out.bytes < COALESCE_BYTES {
             let Ok(mut next) = rx.try_recv() else { break };
             if poll_ready(&mut next) {
                 close = render(&mut next, &mut out, &shared.stats);
+                written.push(next);
             } else {
                 carry = Some(next);
                 break;
@@ -650,6 +792,9 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Batch>, share
         out.bytes = 0;
         if write_all_bufs(&mut wr, &mut out.chunks).await.is_err() {
             break;
+        }
+        for b in written.drain(..) {
+            record(&shared, &b, peer);
         }
         if close {
             break;

@@ -17,6 +17,12 @@ pub struct Settings {
     pub password: Option<String>,
     /// Send read-only commands to a healthy replica when the group has one.
     pub read_from_replicas: bool,
+    /// Record per-command metrics (counts, latency histograms, SLOWLOG).
+    pub metrics: bool,
+    /// Commands at least this slow (client-observed) enter SLOWLOG.
+    pub slowlog_threshold: Duration,
+    /// Most SLOWLOG entries kept.
+    pub slowlog_max_len: usize,
     /// Backend connection settings.
     pub backend: BackendSettings,
 }
@@ -29,6 +35,9 @@ impl Default for Settings {
             allow_flush: false,
             password: None,
             read_from_replicas: false,
+            metrics: true,
+            slowlog_threshold: Duration::from_millis(10),
+            slowlog_max_len: 128,
             backend: BackendSettings {
                 connect_timeout: Duration::from_millis(1000),
                 request_timeout: Duration::from_millis(5000),

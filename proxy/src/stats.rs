@@ -24,8 +24,10 @@ pub struct Stats {
     pub errors_crossslot: AtomicU64,
     /// Commands refused as unsupported or unknown.
     pub errors_unsupported: AtomicU64,
-    /// Replies that were a backend failure (unreachable, timeout, lost).
+    /// Replies that were a backend failure (unreachable, lost).
     pub errors_backend: AtomicU64,
+    /// Replies that were a backend timeout.
+    pub errors_timeout: AtomicU64,
 }
 
 impl Stats {

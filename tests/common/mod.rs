@@ -52,6 +52,8 @@ pub struct Proc {
     pub child: Option<Child>,
     pub port: u16,
     pub name: String,
+    /// The server's working directory (RDB files from replication land here, not in the repo).
+    pub dir: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -116,6 +118,7 @@ fn need(bin: &str) -> String {
 pub fn redis_server(extra: &[&str]) -> Proc {
     for _attempt in 0..5 {
         let port = free_port();
+        let dir = temp_dir();
         let child = Command::new(need("redis-server"))
             .args([
                 "--port",
@@ -127,13 +130,16 @@ pub fn redis_server(extra: &[&str]) -> Proc {
                 "--appendonly",
                 "no",
             ])
+            .arg("--dir")
+            .arg(dir.path())
             .args(["--daemonize", "no", "--logfile", ""])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        let mut p = Proc { child: Some(child), port, name: format!("redis:{port}") };
+        let mut p =
+            Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) };
         if wait_for_ping(port, Duration::from_secs(5)) {
             return p;
         }
@@ -177,7 +183,7 @@ pub fn redis_sentinel(dir: &Path, masters: &[(&str, u16)], quorum: u32) -> Proc 
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-sentinel");
-        let mut p = Proc { child: Some(child), port, name: format!("sentinel:{port}") };
+        let mut p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
         if wait_for_ping(port, Duration::from_secs(5)) {
             return p;
         }
@@ -214,7 +220,7 @@ pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
             .stderr(log)
             .spawn()
             .expect("spawn keyhop");
-        let mut p = Proc { child: Some(child), port, name: format!("keyhop:{port}") };
+        let mut p = Proc { child: Some(child), port, name: format!("keyhop:{port}"), dir: None };
         if wait_for_ping(port, Duration::from_secs(10)) {
             return p;
         }

@@ -538,3 +538,17 @@ static CLIENT_SETINFO: CommandSpec = CommandSpec {
     policy: Policy::Local(Local::Client),
     keys_proc: KeysProc::Specs,
 };
+
+/// Position of a top-level command in [`commands()`] (`None` for subcommands and keyhop's own
+/// additions): a dense index for per-command counters.
+pub fn index_of(spec: &CommandSpec) -> Option<usize> {
+    let all = commands();
+    let start = all.as_ptr() as usize;
+    let addr = spec as *const CommandSpec as usize;
+    let size = std::mem::size_of::<CommandSpec>();
+    if addr < start || size == 0 {
+        return None;
+    }
+    let i = (addr - start) / size;
+    (i < all.len() && std::ptr::eq(&all[i], spec)).then_some(i)
+}
