@@ -1180,6 +1180,20 @@ fn report(
 }
 
 const METHOD: &str = "\
+## Running it
+
+```sh
+apt-get install -y redis-server redis-tools nutcracker  # nutcracker is optional
+cargo bench --bench load                      # full run (about 8-10 minutes on 2 cores), rewrites this file
+cargo bench --bench load -- --quick           # smoke run, well under a minute after the build
+cargo bench --bench load -- --threads 1,2     # one keyhop per worker-thread count, side by side
+cargo bench --bench load -- --help            # all options (--rounds, --scale, --keyhop, --idle, --out ...)
+```
+
+It runs `cargo build --release` first and benchmarks `target/release/keyhop` (or `KEYHOP_BIN` /
+`--keyhop PATH`). If keyhop doesn't answer PING within 10 s it is left out with a notice, and so is
+nutcracker when it isn't installed.
+
 ## Method
 
 - Two `redis-server`s (`--save '' --appendonly no`) on free loopback ports are the backends.
