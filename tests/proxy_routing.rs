@@ -283,6 +283,10 @@ fn local_commands() {
     assert_eq!(c.read(), Reply::Status("PONG".into()));
     assert_eq!(c.read(), Reply::Status("OK".into()));
     assert_eq!(c.read(), bulk("a b"));
+    // Empty requests are skipped silently, alone or before a command.
+    c.send_raw(b"\r\n*0\r\n");
+    c.send_raw(b"\r\n\r\n*-1\r\nPING\r\n");
+    assert_eq!(c.read(), Reply::Status("PONG".into()));
     assert_eq!(c.call(&["QUIT"]), Reply::Status("OK".into()));
     assert!(c.try_read().is_err(), "QUIT closes the connection");
 }

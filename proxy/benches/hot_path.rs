@@ -19,7 +19,8 @@ fn pipeline() -> BytesMut {
         let key = format!("key:{i:08}");
         let val = format!("value-{i:026}");
         buf.extend_from_slice(
-            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n", key.len(), val.len()).as_bytes(),
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n", key.len(), val.len())
+                .as_bytes(),
         );
         buf.extend_from_slice(format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).as_bytes());
     }
@@ -42,7 +43,11 @@ impl Args for Frame<'_> {
 
 fn table() -> RoutingTable {
     let groups = (0..2)
-        .map(|i| Group { name: format!("g{i}"), master: format!("127.0.0.1:{}", 7001 + i), replicas: vec![] })
+        .map(|i| Group {
+            name: format!("g{i}"),
+            master: format!("127.0.0.1:{}", 7001 + i),
+            replicas: vec![],
+        })
         .collect();
     RoutingTable::new(1, groups, &RoutingTable::even_ranges(2)).expect("valid table")
 }
@@ -110,7 +115,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("redis_protocol_decode_range", |b| {
         b.iter(|| {
             let mut off = 0;
-            while let Ok(Some((frame, len))) = redis_protocol::resp2::decode::decode_range(&buf[off..]) {
+            while let Ok(Some((frame, len))) =
+                redis_protocol::resp2::decode::decode_range(&buf[off..])
+            {
                 black_box(&frame);
                 off += len;
             }
@@ -123,7 +130,9 @@ fn bench(c: &mut Criterion) {
             || BytesMut::from(&buf[..]),
             |mut m| {
                 let mut count = 0;
-                while let Ok(Some((frame, _, _))) = redis_protocol::resp2::decode::decode_bytes_mut(&mut m) {
+                while let Ok(Some((frame, _, _))) =
+                    redis_protocol::resp2::decode::decode_bytes_mut(&mut m)
+                {
                     black_box(&frame);
                     count += 1;
                 }

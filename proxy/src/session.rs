@@ -334,6 +334,8 @@ impl Session {
         }
         Stats::add(&self.shared.stats.commands, commands);
         if b.slots.is_empty() {
+            // Only empty requests (`*0`, blank inline lines): drop them, answer nothing.
+            bytes::Buf::advance(buf, off);
             return (None, close);
         }
         let data = buf.split_to(off).freeze();
