@@ -351,8 +351,16 @@ impl Session {
             };
             let (rtx, rrx) = oneshot::channel();
             let req = Request { payload, count: out.count, reply: rtx };
-            // A retired connection hands the request back unsent; its reply becomes an error.
-            let _ = out.conn.send(req).await;
+            if let Err(req) = out.conn.send(req).await {
+                // The connection was retired (a failover) between loading the table and sending:
+                // the request was never written, so it may go to the group's server in the newest
+                // table. If that fails too, its reply becomes an error.
+                let newest = self.table_cache.load().clone();
+                self.resolve_pools(&newest);
+                if let Some(g) = self.pools.get(out.group as usize) {
+                    let _ = g.master.conn(self.id).send(req).await;
+                }
+            }
             pending.push(Pending { rx: rrx, result: None, group: out.group, addr: out.addr });
         }
         let table = if pending.is_empty() { None } else { Some(table) };
