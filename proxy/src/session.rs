@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use keyhop_router::command::{self, Local, RouteError};
 use keyhop_router::{Args, GroupId, Merge, Policy, RoutingTable};
+use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -114,15 +115,16 @@ struct Outgoing {
     conn: BackendConn,
     group: GroupId,
     addr: Arc<str>,
-    chunks: Vec<Src>,
+    chunks: SmallVec<[Src; 2]>,
     count: usize,
 }
 
 /// What the reader collects while it routes one batch.
 #[derive(Default)]
 pub(crate) struct Builder {
-    slots: Vec<Slot>,
-    sends: Vec<Outgoing>,
+    // Inline capacities cover a client that sends one command at a time without allocating.
+    slots: SmallVec<[Slot; 4]>,
+    sends: SmallVec<[Outgoing; 2]>,
 }
 
 impl Builder {
@@ -141,7 +143,7 @@ impl Builder {
                     conn: conn.clone(),
                     group,
                     addr: addr.clone(),
-                    chunks: Vec::new(),
+                    chunks: SmallVec::new(),
                     count: 0,
                 });
                 self.sends.len() - 1
@@ -168,12 +170,12 @@ impl Builder {
 
 /// A batch's replies as the writer receives them.
 pub(crate) struct Batch {
-    slots: Vec<Slot>,
-    pending: Vec<Pending>,
+    slots: SmallVec<[Slot; 4]>,
+    pending: SmallVec<[Pending; 2]>,
     table: Option<Arc<RoutingTable>>,
     /// When the batch was read (client-observed latency starts here).
     started: Instant,
-    cmds: Vec<CmdMeta>,
+    cmds: SmallVec<[CmdMeta; 4]>,
     data: Bytes,
     client_name: Option<Bytes>,
 }
@@ -287,7 +289,7 @@ impl Session {
             self.resolve_pools(&table);
         }
         let mut b = Builder::default();
-        let mut cmds: Vec<CmdMeta> = Vec::new();
+        let mut cmds: SmallVec<[CmdMeta; 4]> = SmallVec::new();
         let mut off = 0;
         let mut close = false;
         let mut commands = 0u64;
@@ -342,7 +344,7 @@ impl Session {
         if close {
             buf.clear();
         }
-        let mut pending = Vec::with_capacity(b.sends.len());
+        let mut pending = SmallVec::new();
         for out in b.sends.drain(..) {
             let payload = if out.chunks.len() == 1 {
                 Payload::One(materialize(&data, &out.chunks[0]))
