@@ -168,7 +168,8 @@ impl Builder {
     }
 }
 
-/// A batch's replies as the writer receives them.
+/// A batch's replies as the writer receives them (boxed in the channel: an idle client's
+/// channel then holds pointers, not ~500-byte batches, keeping idle connections small).
 pub(crate) struct Batch {
     slots: SmallVec<[Slot; 4]>,
     pending: SmallVec<[Pending; 2]>,
@@ -239,7 +240,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, id: u64, peer:
 }
 
 impl Session {
-    async fn read_loop(&mut self, mut rd: OwnedReadHalf, tx: mpsc::Sender<Batch>) {
+    async fn read_loop(&mut self, mut rd: OwnedReadHalf, tx: mpsc::Sender<Box<Batch>>) {
         let mut buf = BytesMut::new();
         let mut scanner = RequestScanner::default();
         let mut chunk = READ_CHUNK;
@@ -282,7 +283,7 @@ impl Session {
         &mut self,
         buf: &mut BytesMut,
         scanner: &mut RequestScanner,
-    ) -> (Option<Batch>, bool) {
+    ) -> (Option<Box<Batch>>, bool) {
         let started = Instant::now();
         let table = self.table_cache.load().clone();
         if table.epoch != self.epoch {
@@ -367,7 +368,18 @@ impl Session {
         }
         let table = if pending.is_empty() { None } else { Some(table) };
         let client_name = self.name.clone();
-        (Some(Batch { slots: b.slots, pending, table, started, cmds, data, client_name }), close)
+        (
+            Some(Box::new(Batch {
+                slots: b.slots,
+                pending,
+                table,
+                started,
+                cmds,
+                data,
+                client_name,
+            })),
+            close,
+        )
     }
 
     fn resolve_pools(&mut self, table: &RoutingTable) {
@@ -767,13 +779,13 @@ fn record(shared: &Shared, batch: &Batch, peer: SocketAddr) {
 
 async fn write_loop(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<Box<Batch>>,
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) {
     let mut out = Out::default();
-    let mut written: Vec<Batch> = Vec::new();
-    let mut carry: Option<Batch> = None;
+    let mut written: Vec<Box<Batch>> = Vec::new();
+    let mut carry: Option<Box<Batch>> = None;
     loop {
         let mut batch = match carry.take() {
             Some(b) => b,
