@@ -107,7 +107,9 @@ fn need(bin: &str) -> String {
             return p.to_string_lossy().into_owned();
         }
     }
-    panic!("{bin} not found: install it with `apt-get install -y redis-server redis-sentinel redis-tools`");
+    panic!(
+        "{bin} not found: install it with `apt-get install -y redis-server redis-sentinel redis-tools`"
+    );
 }
 
 /// Starts `redis-server` on a free port with `extra` arguments (e.g. `["--replicaof", "127.0.0.1", "7001"]`).
@@ -115,7 +117,16 @@ pub fn redis_server(extra: &[&str]) -> Proc {
     for _attempt in 0..5 {
         let port = free_port();
         let child = Command::new(need("redis-server"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--daemonize", "no", "--logfile", ""])
             .args(extra)
             .stdout(Stdio::null())
@@ -208,7 +219,10 @@ pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
             return p;
         }
         p.kill();
-        eprintln!("keyhop did not come up; log:\n{}", std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default());
+        eprintln!(
+            "keyhop did not come up; log:\n{}",
+            std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default()
+        );
     }
     panic!("could not start keyhop on a free port");
 }
@@ -275,11 +289,15 @@ impl Raw {
     pub fn try_read(&mut self) -> std::io::Result<Reply> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         let line = line.trim_end_matches("\r\n").trim_end_matches('\n');
         let (kind, rest) = line.split_at(1);
-        let bad = |_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad line {line:?}"));
+        let bad =
+            |_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad line {line:?}"));
         Ok(match kind {
             "+" => Reply::Status(rest.to_string()),
             "-" => Reply::Error(rest.to_string()),
@@ -307,7 +325,12 @@ impl Raw {
                     Reply::Array(Some(items))
                 }
             }
-            _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad reply line {line:?}"))),
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad reply line {line:?}"),
+                ));
+            }
         })
     }
 }
@@ -326,7 +349,9 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
 /// Runs one command on 127.0.0.1:`port` over a fresh connection and renders the reply as text
 /// (bulk/status text, `(error) ...`, integers, arrays joined by newlines). Handy for checks.
 pub fn cmd(port: u16, args: &[&str]) -> String {
-    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else { return String::from("(connect failed)") };
+    let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::from("(connect failed)");
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut raw = Raw { reader: BufReader::new(s.try_clone().expect("clone")), writer: s };
     match raw.call(args) {
@@ -335,6 +360,8 @@ pub fn cmd(port: u16, args: &[&str]) -> String {
         Reply::Int(i) => i.to_string(),
         Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
         Reply::Bulk(None) | Reply::Array(None) => "(nil)".into(),
-        Reply::Array(Some(items)) => items.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join("\n"),
+        Reply::Array(Some(items)) => {
+            items.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join("\n")
+        }
     }
 }

@@ -517,6 +517,14 @@ fn reply_text(mut msg: Vec<u8>) -> String {
 }
 
 /// Redis's reply to a wrong number of arguments (without `-` and CRLF).
+///
+/// EXEC is the exception Redis makes: any refusal of EXEC aborts the transaction, with
+/// `EXECABORT Transaction discarded because of: ` before the message (its `ERR ` dropped).
 pub fn arity_error(spec: &CommandSpec) -> String {
+    if spec.name == "exec" {
+        return "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' \
+                command"
+            .to_string();
+    }
     format!("ERR wrong number of arguments for '{}' command", spec.name)
 }

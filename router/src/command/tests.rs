@@ -566,6 +566,10 @@ fn arity_error_texts() {
         arity_error(spec("object|encoding")),
         "ERR wrong number of arguments for 'object|encoding' command"
     );
+    assert_eq!(
+        arity_error(spec("exec")),
+        "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
+    );
 }
 
 // ---- route ----
