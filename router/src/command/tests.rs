@@ -650,8 +650,8 @@ fn split_single_group() {
 proptest::proptest! {
     #[test]
     fn split_plan_properties(
-        keys in proptest::collection::vec("[a-z{}]{0,6}", 1..40),
-        groups in 1usize..6,
+        keys in proptest::collection::vec("[a-z{}]{0,6}", 1..80),
+        groups in 1usize..24,
         mset in proptest::bool::ANY,
     ) {
         let names: Vec<Group> = (0..groups)
