@@ -27,23 +27,10 @@ fn table(groups: usize) -> RoutingTable {
 fn bench(c: &mut Criterion) {
     let get: &[&[u8]] = &[b"GET", b"user:1000:profile"];
     let set: &[&[u8]] = &[b"SET", b"user:1000:profile", b"some value"];
-    let mget: Vec<&[u8]> = std::iter::once(&b"MGET"[..])
-        .chain(
-            [
-                &b"user:1"[..],
-                b"user:2",
-                b"user:3",
-                b"user:4",
-                b"user:5",
-                b"user:6",
-                b"user:7",
-                b"user:8",
-                b"user:9",
-                b"user:10",
-            ]
-            .into_iter(),
-        )
-        .collect();
+    let mget: Vec<&[u8]> = vec![
+        b"MGET", b"user:1", b"user:2", b"user:3", b"user:4", b"user:5", b"user:6", b"user:7",
+        b"user:8", b"user:9", b"user:10",
+    ];
     let mut keys = Vec::with_capacity(16);
 
     c.bench_function("lookup GET", |b| b.iter(|| command::lookup(black_box(b"GET"))));

@@ -156,20 +156,35 @@ pub enum Merge {
 /// Commands keyhop answers or orchestrates itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
+    /// PING.
     Ping,
+    /// ECHO.
     Echo,
+    /// QUIT.
     Quit,
+    /// SELECT (the database is per client connection).
     Select,
+    /// HELLO (protocol version and client name).
     Hello,
+    /// AUTH against keyhop's own credentials.
     Auth,
+    /// RESET of the client connection's state.
     Reset,
+    /// Every CLIENT subcommand: answered for the client's connection or refused.
     Client,
+    /// COMMAND and its subcommands, answered from this table.
     Command,
+    /// TIME.
     Time,
+    /// SCAN across groups (the cursor carries the group).
     Scan,
+    /// RANDOMKEY from some group.
     RandomKey,
+    /// FLUSHALL/FLUSHDB, allowed only by the `allow_flush` setting.
     Flush,
+    /// INFO.
     Info,
+    /// SLOWLOG and its subcommands.
     Slowlog,
 }
 
