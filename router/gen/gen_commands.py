@@ -63,21 +63,41 @@ KEY_FLAGS = {
 }
 
 # Perfect hash parameters; must match `hash_name` / `lookup` in router/src/command/mod.rs.
-FNV_OFFSET = 0xCBF29CE484222325
-FNV_PRIME = 0x100000001B3
+SEED0 = 0x243F6A8885A308D3
+SEED1 = 0x13198A2E03707344
+SEED2 = 0xA4093822299F31D0
 MIX = 0x9E3779B97F4A7C15
 DISP_BITS = 6
 SLOT_BITS = 9
 M64 = (1 << 64) - 1
 
 
+def _le(b: bytes) -> int:
+    return int.from_bytes(b, "little")
+
+
+def _fold(a: int, b: int) -> int:
+    """64x64->128 multiply, high and low halves xor-ed."""
+    r = (a & M64) * (b & M64)
+    return (r & M64) ^ (r >> 64)
+
+
 def hash_name(name: bytes) -> int:
-    h = FNV_OFFSET
-    for b in name:
-        # `| 0x20` lower-cases ASCII letters; lookup verifies the match, so other bytes only need
-        # to hash consistently.
-        h = ((h ^ (b | 0x20)) * FNV_PRIME) & M64
-    return h
+    # Whole-word reads, with every byte `| 0x20` (lower-cases ASCII letters; lookup compares the
+    # candidate afterwards, so other bytes only need to hash consistently). Short names read
+    # overlapping words, as fast string hashes do, so no byte is copied.
+    n = len(name)
+    w = bytes(c | 0x20 for c in name)
+    if n >= 8:
+        a, b = _le(w[0:8]), _le(w[n - 8:n])
+    elif n >= 4:
+        a, b = _le(w[0:4]), _le(w[n - 4:n])
+    elif n > 0:
+        a, b = w[0] | (w[n // 2] << 8) | (w[n - 1] << 16), 0
+    else:
+        a, b = 0, 0
+    c = _le(w[8:16]) if n > 16 else 0
+    return _fold(a ^ SEED0, b ^ SEED1 ^ n) ^ _fold(c ^ SEED2, MIX)
 
 
 def slot_of(h: int, d: int) -> int:

@@ -156,20 +156,35 @@ pub enum Merge {
 /// Commands keyhop answers or orchestrates itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
+    /// PING.
     Ping,
+    /// ECHO.
     Echo,
+    /// QUIT.
     Quit,
+    /// SELECT (the database is per client connection).
     Select,
+    /// HELLO (protocol version and client name).
     Hello,
+    /// AUTH against keyhop's own credentials.
     Auth,
+    /// RESET of the client connection's state.
     Reset,
+    /// Every CLIENT subcommand: answered for the client's connection or refused.
     Client,
+    /// COMMAND and its subcommands, answered from this table.
     Command,
+    /// TIME.
     Time,
+    /// SCAN across groups (the cursor carries the group).
     Scan,
+    /// RANDOMKEY from some group.
     RandomKey,
+    /// FLUSHALL/FLUSHDB, allowed only by the `allow_flush` setting.
     Flush,
+    /// INFO.
     Info,
+    /// SLOWLOG and its subcommands.
     Slowlog,
 }
 
@@ -276,17 +291,53 @@ pub fn commands() -> &'static [CommandSpec] {
 
 /// Multiplier that spreads the displaced hash over the slots (golden ratio).
 const HASH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+const SEED0: u64 = 0x243F_6A88_85A3_08D3;
+const SEED1: u64 = 0x1319_8A2E_0370_7344;
+const SEED2: u64 = 0xA409_3822_299F_31D0;
+/// `| 0x20` on every byte lower-cases ASCII letters.
+const LOWER: u64 = 0x2020_2020_2020_2020;
 
-/// FNV-1a over the name with ASCII letters lower-cased; gen_commands.py computes the same.
+/// 64x64->128 multiply, high and low halves xor-ed.
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+#[inline(always)]
+fn read_u64(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w) | LOWER
+}
+
+#[inline(always)]
+fn read_u32(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u64::from(u32::from_le_bytes(w) | LOWER as u32)
+}
+
+/// Case-insensitive hash of a name of at most 24 bytes; gen_commands.py computes the same.
+///
+/// Whole (overlapping) words instead of a byte loop: a per-byte hash costs one dependent
+/// multiply per byte. Only ASCII letters are folded; the caller compares the candidate, so
+/// other bytes only need to hash consistently.
 #[inline]
 fn hash_name(name: &[u8]) -> u64 {
-    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    for &b in name {
-        // `| 0x20` lower-cases letters; other bytes only need to hash consistently because the
-        // candidate is compared afterwards.
-        h = (h ^ u64::from(b | 0x20)).wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    h
+    let n = name.len();
+    let (a, b) = if n >= 8 {
+        (read_u64(name, 0), read_u64(name, n - 8))
+    } else if n >= 4 {
+        (read_u32(name, 0), read_u32(name, n - 4))
+    } else if n > 0 {
+        let byte = |i: usize| u64::from(name[i] | 0x20);
+        (byte(0) | byte(n / 2) << 8 | byte(n - 1) << 16, 0)
+    } else {
+        (0, 0)
+    };
+    let c = if n > 16 { read_u64(name, 8) } else { 0 };
+    fold(a ^ SEED0, b ^ SEED1 ^ n as u64) ^ fold(c ^ SEED2, HASH_MIX)
 }
 
 /// True when XREAD/XREADGROUP arguments or the policy need a dedicated backend connection: the
@@ -427,6 +478,9 @@ pub struct SplitPlan {
     pub order: Vec<(u16, u32)>,
 }
 
+/// Parts up to which `plan_split` finds a group's part by scanning.
+const SPLIT_SCAN_PARTS: usize = 8;
+
 /// Divides a `Split` command (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) among groups.
 ///
 /// Keys are found from the first key spec (index 1, every `step` arguments: 1, or 2 for MSET's
@@ -447,19 +501,32 @@ pub fn plan_split<A: Args + ?Sized>(
     };
     let nkeys = argc.saturating_sub(first).div_ceil(step);
     let mut plan = SplitPlan { parts: Vec::new(), order: Vec::with_capacity(nkeys) };
-    // Group -> part index; `u16::MAX` is "no part yet". One small allocation beats a scan of
-    // the parts for every key when a command spans many groups.
-    let mut part_of = vec![u16::MAX; table.groups.len().max(1)];
+    // Group -> part index, built only once there are many parts: a linear scan of a few parts
+    // is cheaper than allocating a map.
+    let mut part_of: Vec<u16> = Vec::new();
     let mut key = first;
     while key < argc {
         let g = table.group_for_key(args.arg(key));
-        let slot = usize::from(g).min(part_of.len() - 1);
-        let p = if part_of[slot] == u16::MAX {
-            part_of[slot] = plan.parts.len() as u16;
-            plan.parts.push(SplitPart { group: g, args: Vec::new() });
-            plan.parts.len() - 1
+        let known = if part_of.is_empty() {
+            plan.parts.iter().position(|p| p.group == g)
         } else {
-            usize::from(part_of[slot])
+            part_of.get(usize::from(g)).filter(|&&p| p != u16::MAX).map(|&p| usize::from(p))
+        };
+        let p = match known {
+            Some(p) => p,
+            None => {
+                let p = plan.parts.len();
+                plan.parts.push(SplitPart { group: g, args: Vec::with_capacity(4 * step) });
+                if p == SPLIT_SCAN_PARTS {
+                    part_of = vec![u16::MAX; table.groups.len().max(usize::from(g) + 1)];
+                    for (i, part) in plan.parts.iter().enumerate() {
+                        part_of[usize::from(part.group)] = i as u16;
+                    }
+                } else if let Some(slot) = part_of.get_mut(usize::from(g)) {
+                    *slot = p as u16;
+                }
+                p
+            }
         };
         let part = &mut plan.parts[p];
         let pos = (part.args.len() / step) as u32;
@@ -520,7 +587,15 @@ fn reply_text(mut msg: Vec<u8>) -> String {
 }
 
 /// Redis's reply to a wrong number of arguments (without `-` and CRLF).
+///
+/// EXEC is the exception Redis makes: any refusal of EXEC aborts the transaction, with
+/// `EXECABORT Transaction discarded because of: ` before the message (its `ERR ` dropped).
 pub fn arity_error(spec: &CommandSpec) -> String {
+    if spec.name == "exec" {
+        return "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' \
+                command"
+            .to_string();
+    }
     format!("ERR wrong number of arguments for '{}' command", spec.name)
 }
 

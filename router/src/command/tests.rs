@@ -566,6 +566,10 @@ fn arity_error_texts() {
         arity_error(spec("object|encoding")),
         "ERR wrong number of arguments for 'object|encoding' command"
     );
+    assert_eq!(
+        arity_error(spec("exec")),
+        "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command"
+    );
 }
 
 // ---- route ----
@@ -646,8 +650,8 @@ fn split_single_group() {
 proptest::proptest! {
     #[test]
     fn split_plan_properties(
-        keys in proptest::collection::vec("[a-z{}]{0,6}", 1..40),
-        groups in 1usize..6,
+        keys in proptest::collection::vec("[a-z{}]{0,6}", 1..80),
+        groups in 1usize..24,
         mset in proptest::bool::ANY,
     ) {
         let names: Vec<Group> = (0..groups)
