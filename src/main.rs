@@ -1,6 +1,7 @@
 //! The `keyhop` binary: command line, logging, and the wiring of control plane and data plane.
 
 mod cli;
+mod reload;
 mod run;
 
 use std::process::ExitCode;
