@@ -308,37 +308,25 @@ impl Running {
             );
         }
         let new = Plan::effective(&self.cfg, new);
+        // Everything that can fail comes first, so a failure leaves the running state untouched.
+        let mut static_table = None;
         if plan.topology {
             match &self.watcher {
-                Some(current) => match restart_watcher(&new, &self.proxy, current).await {
-                    Ok(()) => {}
-                    Err(e) => {
+                Some(current) => {
+                    if let Err(e) = restart_watcher(&new, &self.proxy, current).await {
                         tracing::error!(
                             "reload failed, keeping the running configuration: cannot start a Sentinel watcher for the new configuration: {e}"
                         );
                         return false;
                     }
-                },
-                None => {
-                    let old = self.proxy.table().load_full();
-                    match new.routing_table(old.epoch + 1) {
-                        Ok(t) => {
-                            let t = Arc::new(t);
-                            self.proxy.table().store(t.clone());
-                            self.proxy.table_changed(&old, &t);
-                            tracing::info!(
-                                epoch = t.epoch,
-                                "new routing table from the reloaded configuration"
-                            );
-                        }
-                        Err(e) => {
-                            tracing::error!(
-                                "reload failed, keeping the running configuration: {e}"
-                            );
-                            return false;
-                        }
-                    }
                 }
+                None => match new.routing_table(0) {
+                    Ok(t) => static_table = Some(t),
+                    Err(e) => {
+                        tracing::error!("reload failed, keeping the running configuration: {e}");
+                        return false;
+                    }
+                },
             }
         }
         self.proxy.set_settings(proxy_settings(&new));
@@ -347,6 +335,16 @@ impl Running {
             // connect with the new password/timeouts. Requests in flight on them get an error.
             self.proxy.backends().retain(|_| false);
             tracing::info!("backend settings changed: reconnecting to every backend");
+        }
+        if let Some(t) = static_table {
+            let old = self.proxy.table().load_full();
+            let t = Arc::new(t.with_groups(old.epoch + 1, t.groups.clone()));
+            self.proxy.table().store(t.clone());
+            self.proxy.table_changed(&old, &t);
+            tracing::info!(epoch = t.epoch, "new routing table from the reloaded configuration");
+        } else if plan.backend {
+            // Sessions pick up new pools when the epoch moves; same groups, next epoch.
+            self.proxy.table().rcu(|t| t.with_groups(t.epoch + 1, t.groups.clone()));
         }
         let applied: Vec<&str> =
             plan.changed.iter().copied().filter(|k| !plan.needs_restart.contains(k)).collect();
