@@ -94,7 +94,7 @@ pub fn run(cli: &Cli) -> ExitCode {
     let path = cli.config.clone();
     let result = runtime.block_on(async move {
         let signals = Signals::new()?;
-        serve(cfg, Launch { config_path: path, listener: None, signals }).await
+        serve(cfg, Launch { config_path: path, listener: None, signals, ready: None }).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,13 +156,15 @@ pub struct Launch {
     pub listener: Option<std::net::TcpListener>,
     /// The signal handlers, registered by the caller as early as possible.
     pub signals: Signals,
+    /// Run once keyhop serves (table known, listener up), e.g. to print what to try.
+    pub ready: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// Runs the proxy until SIGTERM/SIGINT: serves clients, reloads the configuration on SIGHUP, and
 /// on the stop signal closes the listener, drains (in-flight replies reach their clients within
 /// `shutdown_grace_ms`) and returns. A second stop signal while draining stops waiting.
 pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
-    let Launch { config_path, listener, signals } = launch;
+    let Launch { config_path, listener, signals, ready } = launch;
     let Signals { mut term, mut int, mut hup } = signals;
     let settings = proxy_settings(&cfg);
     let (proxy, watcher) = if cfg.is_sentinel_mode() {
@@ -197,6 +199,9 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
                 .await
         }
     });
+    if let Some(ready) = ready {
+        ready();
+    }
     let mut running = Running { proxy: proxy.clone(), watcher: watcher.clone(), cfg };
     let why = loop {
         tokio::select! {
