@@ -168,7 +168,14 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
     let Signals { mut term, mut int, mut hup } = signals;
     let settings = proxy_settings(&cfg);
     let (proxy, watcher) = if cfg.is_sentinel_mode() {
-        let (proxy, watcher) = start_sentinel_mode(&cfg, settings).await?;
+        // Learning the masters can take seconds; a stop signal meanwhile ends it there.
+        let (proxy, watcher) = tokio::select! {
+            started = start_sentinel_mode(&cfg, settings) => started?,
+            why = stop_signal(&mut term, &mut int) => {
+                tracing::info!(signal = why, "stopped while learning the masters from Sentinel");
+                return Ok(());
+            }
+        };
         (proxy, Some(watcher))
     } else {
         let table = cfg.routing_table(1).map_err(|e| e.to_string())?;

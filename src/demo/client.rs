@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn parses_nested_replies() {
-        let mut r: &[u8] = b"*4\r\n$4\r\nname\r\n$2\r\ng1\r\n$9\r\nnum-slaves\r\n:1\r\n";
+        let mut r: &[u8] = b"*4\r\n$4\r\nname\r\n$2\r\ng1\r\n$10\r\nnum-slaves\r\n:1\r\n";
         let v = read_value(&mut r, 0).expect("parse");
         assert_eq!(v.field("name"), Some("g1"));
         assert_eq!(v.field("missing"), None);

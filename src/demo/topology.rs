@@ -58,7 +58,9 @@ pub fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Spawns `cmd` so that it dies with this process (Linux: `PR_SET_PDEATHSIG`).
+/// Spawns `cmd` so that it dies with this process (Linux: `PR_SET_PDEATHSIG`). The signal fires
+/// when the spawning *thread* exits, so the demo spawns from the main thread, which lives as long
+/// as the process.
 fn spawn_tied(cmd: &mut Command) -> io::Result<Child> {
     #[cfg(target_os = "linux")]
     {
