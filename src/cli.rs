@@ -30,6 +30,13 @@ pub enum Command {
     Run,
     /// Validate the configuration and print the resolved slot map.
     Check,
+    /// Start a local demo topology (2 groups of master + replica, 3 sentinels) with keyhop in
+    /// Sentinel mode in front of it; needs redis-server and redis-sentinel on PATH.
+    Demo {
+        /// Where keyhop listens for clients.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6380")]
+        listen: String,
+    },
 }
 
 /// How log lines look.

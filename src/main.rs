@@ -1,6 +1,8 @@
 //! The `keyhop` binary: command line, logging, and the wiring of control plane and data plane.
 
 mod cli;
+mod demo;
+mod reload;
 mod run;
 
 use std::process::ExitCode;
@@ -16,5 +18,6 @@ fn main() -> ExitCode {
     match cli.command.clone().unwrap_or(cli::Command::Run) {
         cli::Command::Run => run::run(&cli),
         cli::Command::Check => run::check(&cli),
+        cli::Command::Demo { listen } => demo::demo(&listen, cli.config.is_some()),
     }
 }

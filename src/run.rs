@@ -1,17 +1,19 @@
 //! `keyhop run` and `keyhop check`: load the config, build the routing table, start the data
-//! plane, and stop cleanly on SIGINT/SIGTERM.
+//! plane, reload the config on SIGHUP, and drain on SIGINT/SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 use keyhop_control::sentinel::{self, WatcherConfig, WatcherHandle};
 use keyhop_control::{Config, ReadFrom};
-use keyhop_proxy::{BackendSettings, Proxy, Settings};
+use keyhop_proxy::{BackendSettings, Proxy, Settings, Stats};
 use keyhop_router::{RoutingTable, SharedTable};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::Cli;
+use crate::reload::Plan;
 
 fn load(cli: &Cli) -> Result<Config, String> {
     let Some(path) = &cli.config else {
@@ -82,19 +84,19 @@ pub fn run(cli: &Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.worker_threads())
-        .thread_name("keyhop-worker")
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(&cfg) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("keyhop: cannot start the runtime: {e}");
+            eprintln!("keyhop: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(cfg)) {
+    let path = cli.config.clone();
+    let result = runtime.block_on(async move {
+        let signals = Signals::new()?;
+        serve(cfg, Launch { config_path: path, listener: None, signals, ready: None }).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -104,35 +106,315 @@ pub fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-async fn serve(cfg: Config) -> Result<(), String> {
+/// The multi-threaded runtime a config asks for.
+pub fn runtime(cfg: &Config) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads())
+        .thread_name("keyhop-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// The process signals keyhop acts on. Registered before anything slow happens, so a signal sent
+/// while starting is acted on once serving instead of killing the process with its default
+/// action (SIGHUP's default is to terminate).
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Registers SIGTERM, SIGINT and SIGHUP handlers. Must run inside a Tokio runtime.
+    pub fn new() -> Result<Signals, String> {
+        let reg = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot install the {name} handler: {e}"))
+        };
+        Ok(Signals {
+            term: reg(SignalKind::terminate(), "SIGTERM")?,
+            int: reg(SignalKind::interrupt(), "SIGINT")?,
+            hup: reg(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// Completes on the next SIGTERM or SIGINT, naming it.
+async fn stop_signal(term: &mut Signal, int: &mut Signal) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// How [`serve`] gets its inputs besides the configuration.
+pub struct Launch {
+    /// The file SIGHUP re-reads; without one SIGHUP only logs that there is nothing to reload.
+    pub config_path: Option<PathBuf>,
+    /// An already bound client listener (e.g. `keyhop demo` checks its port before starting
+    /// servers); otherwise `cfg.listen` is bound.
+    pub listener: Option<std::net::TcpListener>,
+    /// The signal handlers, registered by the caller as early as possible.
+    pub signals: Signals,
+    /// Run once keyhop serves (table known, listener up), e.g. to print what to try.
+    pub ready: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Runs the proxy until SIGTERM/SIGINT: serves clients, reloads the configuration on SIGHUP, and
+/// on the stop signal closes the listener, drains (in-flight replies reach their clients within
+/// `shutdown_grace_ms`) and returns. A second stop signal while draining stops waiting.
+pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
+    let Launch { config_path, listener, signals, ready } = launch;
+    let Signals { mut term, mut int, mut hup } = signals;
     let settings = proxy_settings(&cfg);
     let (proxy, watcher) = if cfg.is_sentinel_mode() {
-        let (proxy, watcher) = start_sentinel_mode(&cfg, settings).await?;
+        // Learning the masters can take seconds; a stop signal meanwhile ends it there.
+        let (proxy, watcher) = tokio::select! {
+            started = start_sentinel_mode(&cfg, settings) => started?,
+            why = stop_signal(&mut term, &mut int) => {
+                tracing::info!(signal = why, "stopped while learning the masters from Sentinel");
+                return Ok(());
+            }
+        };
         (proxy, Some(watcher))
     } else {
         let table = cfg.routing_table(1).map_err(|e| e.to_string())?;
         let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
         (Proxy::new(settings, shared), None)
     };
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| {
-        format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen)
-    })?;
+    let listener = match listener {
+        Some(l) => l
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(l))
+            .map_err(|e| format!("cannot use the listener for {}: {e}", cfg.listen))?,
+        None => tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| {
+            format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen)
+        })?,
+    };
     tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), sentinel = watcher.is_some(), "keyhop serving");
-    proxy.serve(listener, shutdown_signal()).await;
-    if let Some(w) = watcher {
+
+    // Accepting runs on its own task so a slow reload (a new Sentinel watcher may take seconds
+    // to learn the masters) never holds up new clients.
+    let (stop_accept, accept_stopped) = tokio::sync::oneshot::channel::<()>();
+    let accept = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            proxy
+                .serve(listener, async {
+                    let _ = accept_stopped.await;
+                })
+                .await
+        }
+    });
+    if let Some(ready) = ready {
+        ready();
+    }
+    let mut running = Running { proxy: proxy.clone(), watcher: watcher.clone(), cfg };
+    let why = loop {
+        tokio::select! {
+            why = stop_signal(&mut term, &mut int) => break why,
+            _ = hup.recv() => {
+                // A stop signal during a reload wins; dropping an unfinished watcher start
+                // aborts it.
+                tokio::select! {
+                    _ = running.reload(config_path.as_deref()) => {}
+                    why = stop_signal(&mut term, &mut int) => break why,
+                }
+            }
+        }
+    };
+
+    let _ = stop_accept.send(());
+    let _ = accept.await;
+    let clients = Stats::get(&proxy.stats().clients_current);
+    let grace = running.cfg.shutdown_grace();
+    tracing::info!(
+        signal = why,
+        clients,
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: listener closed, draining clients"
+    );
+    let started = std::time::Instant::now();
+    let drained = tokio::select! {
+        all = proxy.drain(grace) => Some(all),
+        again = stop_signal(&mut term, &mut int) => {
+            tracing::warn!(signal = again, "second stop signal: not waiting for clients");
+            None
+        }
+    };
+    let left = Stats::get(&proxy.stats().clients_current);
+    match drained {
+        Some(true) => tracing::info!(
+            clients,
+            after_ms = started.elapsed().as_millis() as u64,
+            "every client finished; in-flight replies delivered"
+        ),
+        Some(false) => tracing::warn!(
+            clients_left = left,
+            grace_ms = grace.as_millis() as u64,
+            "shutdown grace expired; closing the remaining clients, their in-flight requests get no reply"
+        ),
+        None => {}
+    }
+    if let Some(w) = running.watcher.as_ref().and_then(CurrentWatcher::get) {
         w.shutdown();
     }
     tracing::info!("keyhop stopped");
     Ok(())
 }
 
+/// What a reload may change while serving.
+struct Running {
+    proxy: Proxy,
+    watcher: Option<CurrentWatcher>,
+    /// The configuration in effect (keys that need a restart keep their running values).
+    cfg: Config,
+}
+
+impl Running {
+    /// Re-reads the configuration file and applies it without dropping clients. An unusable file,
+    /// a switch between static and Sentinel mode, or a new watcher that cannot start keeps the
+    /// running configuration; keys that need a restart are reported and the rest is applied.
+    async fn reload(&mut self, path: Option<&Path>) {
+        let ok = match path {
+            Some(path) => self.try_reload(path).await,
+            None => {
+                tracing::warn!(
+                    "SIGHUP: keyhop was started without a configuration file; nothing to reload"
+                );
+                false
+            }
+        };
+        crate::reload::record_reload(ok);
+    }
+
+    async fn try_reload(&mut self, path: &Path) -> bool {
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                let problems = e.problems();
+                if problems.is_empty() {
+                    tracing::error!(file = %path.display(), "reload failed, keeping the running configuration: {e}");
+                } else {
+                    for p in problems {
+                        tracing::error!(file = %path.display(), key = %p.key, "invalid configuration: {}", p.message);
+                    }
+                    tracing::error!(file = %path.display(), problems = problems.len(), "reload failed, keeping the running configuration");
+                }
+                return false;
+            }
+        };
+        let plan = Plan::new(&self.cfg, &new);
+        if plan.changed.is_empty() {
+            tracing::info!(file = %path.display(), "configuration reloaded: nothing changed");
+            return true;
+        }
+        if plan.mode_switch {
+            tracing::error!(file = %path.display(), "reload refused: switching between static and Sentinel mode needs a restart; keeping the running configuration");
+            return false;
+        }
+        for key in &plan.needs_restart {
+            tracing::warn!(
+                key,
+                "changed in the file but needs a restart; the running value is kept"
+            );
+        }
+        let new = Plan::effective(&self.cfg, new);
+        // Everything that can fail comes first, so a failure leaves the running state untouched.
+        let mut static_table = None;
+        if plan.topology {
+            match &self.watcher {
+                Some(current) => {
+                    if let Err(e) = restart_watcher(&new, &self.proxy, current).await {
+                        tracing::error!(
+                            "reload failed, keeping the running configuration: cannot start a Sentinel watcher for the new configuration: {e}"
+                        );
+                        return false;
+                    }
+                }
+                None => match new.routing_table(0) {
+                    Ok(t) => static_table = Some(t),
+                    Err(e) => {
+                        tracing::error!("reload failed, keeping the running configuration: {e}");
+                        return false;
+                    }
+                },
+            }
+        }
+        self.proxy.set_settings(proxy_settings(&new));
+        if plan.backend {
+            // Pools keep the settings they were made with; closing them makes the next request
+            // connect with the new password/timeouts. Requests in flight on them get an error.
+            self.proxy.backends().retain(|_| false);
+            tracing::info!("backend settings changed: reconnecting to every backend");
+        }
+        if let Some(t) = static_table {
+            let old = self.proxy.table().load_full();
+            let t = Arc::new(t.with_groups(old.epoch + 1, t.groups.clone()));
+            self.proxy.table().store(t.clone());
+            self.proxy.table_changed(&old, &t);
+            tracing::info!(epoch = t.epoch, "new routing table from the reloaded configuration");
+        } else if plan.backend {
+            // Sessions pick up new pools when the epoch moves; same groups, next epoch.
+            self.proxy.table().rcu(|t| t.with_groups(t.epoch + 1, t.groups.clone()));
+        }
+        let applied: Vec<&str> =
+            plan.changed.iter().copied().filter(|k| !plan.needs_restart.contains(k)).collect();
+        tracing::info!(file = %path.display(), changed = ?applied, "configuration reloaded");
+        self.cfg = new;
+        true
+    }
+}
+
+/// The Sentinel watcher in use. A reload may replace it; the data plane's stale-master hook
+/// always reaches the current one through this.
+#[derive(Clone, Default)]
+pub struct CurrentWatcher(Arc<Mutex<Option<WatcherHandle>>>);
+
+impl CurrentWatcher {
+    /// The watcher running now.
+    pub fn get(&self) -> Option<WatcherHandle> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn replace(&self, w: WatcherHandle) -> Option<WatcherHandle> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).replace(w)
+    }
+}
+
+/// Starts a watcher for `cfg` publishing into the proxy's table, then stops the old one (so the
+/// table is followed all along). Between the two an old-watcher publish may still land; the new
+/// watcher corrects it on its next poll.
+async fn restart_watcher(
+    cfg: &Config,
+    proxy: &Proxy,
+    current: &CurrentWatcher,
+) -> Result<(), String> {
+    let wcfg = WatcherConfig::from_config(cfg).map_err(|e| e.to_string())?;
+    let p = proxy.clone();
+    let on_publish =
+        Arc::new(move |old: &RoutingTable, new: &RoutingTable| p.table_changed(old, new));
+    let w = sentinel::start_with_table(wcfg, proxy.table().clone(), on_publish)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        epoch = proxy.table().load().epoch,
+        "new Sentinel watcher started for the reloaded configuration"
+    );
+    if let Some(old) = current.replace(w) {
+        old.shutdown();
+    }
+    Ok(())
+}
+
 /// Learns the masters from Sentinel, then starts the data plane on the table the watcher keeps
 /// publishing. The data plane drops connections to demoted masters on every publish, and a
-/// -READONLY/-MASTERDOWN from a believed master makes the watcher re-check that group at once.
+/// -READONLY/-MASTERDOWN from a believed master makes the (current) watcher re-check that group
+/// at once.
 async fn start_sentinel_mode(
     cfg: &Config,
     settings: Settings,
-) -> Result<(Proxy, WatcherHandle), String> {
+) -> Result<(Proxy, CurrentWatcher), String> {
     let wcfg = WatcherConfig::from_config(cfg).map_err(|e| e.to_string())?;
     let cell: Arc<OnceLock<Proxy>> = Arc::new(OnceLock::new());
     let on_publish = {
@@ -147,35 +429,17 @@ async fn start_sentinel_mode(
     let proxy = Proxy::new(settings, watcher.table());
     let _ = cell.set(proxy.clone());
     let table = watcher.table();
-    let w = watcher.clone();
+    let current = CurrentWatcher::default();
+    current.replace(watcher);
+    let w = current.clone();
     proxy.set_stale_hook(Arc::new(move |addr: &str| {
         let t = table.load();
         if let Some(g) = t.groups.iter().position(|g| g.master == addr) {
             tracing::info!(backend = addr, group = %t.groups[g].name, "master answered as a replica; re-checking the group");
-            w.recheck(g as u16);
+            if let Some(w) = w.get() {
+                w.recheck(g as u16);
+            }
         }
     }));
-    Ok((proxy, watcher))
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    Ok((proxy, current))
 }

@@ -186,14 +186,24 @@ impl Drop for Pool {
 /// Every backend pool, by address.
 pub struct Backends {
     pools: DashMap<Arc<str>, Arc<Pool>>,
-    settings: BackendSettings,
+    // Swappable so a config reload reaches pools created afterwards.
+    settings: arc_swap::ArcSwap<BackendSettings>,
     stale_hook: Mutex<Option<StaleHook>>,
 }
 
 impl Backends {
     /// An empty registry; pools are created on first use.
     pub fn new(settings: BackendSettings) -> Backends {
-        Backends { pools: DashMap::new(), settings, stale_hook: Mutex::new(None) }
+        Backends {
+            pools: DashMap::new(),
+            settings: arc_swap::ArcSwap::from_pointee(settings),
+            stale_hook: Mutex::new(None),
+        }
+    }
+
+    /// Replaces the settings used by pools created from now on (existing pools keep theirs).
+    pub fn set_settings(&self, settings: BackendSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// Sets the callback for -READONLY/-MASTERDOWN replies.
@@ -215,12 +225,13 @@ impl Backends {
                 let cancel = CancellationToken::new();
                 let state = Arc::new(BackendState::default());
                 let hook = self.stale_hook.lock().ok().and_then(|h| h.clone());
-                let conns = (0..self.settings.connections.max(1))
+                let settings = self.settings.load_full();
+                let conns = (0..settings.connections.max(1))
                     .map(|_| {
                         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
                         let conn = Connection {
                             addr: addr.clone(),
-                            settings: self.settings.clone(),
+                            settings: (*settings).clone(),
                             cancel: cancel.clone(),
                             state: state.clone(),
                             hook: hook.clone(),

@@ -88,8 +88,10 @@ impl Proxy {
         &self.shared.table
     }
 
-    /// Replaces the settings that may change at run time (timeouts apply to new connections).
+    /// Replaces the settings that may change at run time; backend settings (timeouts, password,
+    /// connections) apply to backend pools created afterwards.
     pub fn set_settings(&self, settings: Settings) {
+        self.shared.backends.set_settings(settings.backend.clone());
         self.shared.settings.store(Arc::new(settings));
     }
 
