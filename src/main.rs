@@ -1,6 +1,8 @@
 //! The `keyhop` binary: command line, logging, and the wiring of control plane and data plane.
 
+mod admin;
 mod cli;
+mod health;
 mod run;
 
 use std::process::ExitCode;

@@ -117,6 +117,18 @@ async fn serve(cfg: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| {
         format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen)
     })?;
+    // Admin endpoint (metrics, health, topology), stopped when `_admin` drops as serve() returns.
+    let _admin = match &cfg.admin_listen {
+        Some(addr) => {
+            let state = crate::admin::AdminState {
+                proxy: proxy.clone(),
+                watcher: watcher.clone(),
+                backend_password: cfg.backend_password.clone(),
+            };
+            Some(crate::admin::start(addr, state).await?)
+        }
+        None => None,
+    };
     tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), sentinel = watcher.is_some(), "keyhop serving");
     proxy.serve(listener, shutdown_signal()).await;
     if let Some(w) = watcher {
@@ -141,6 +153,7 @@ async fn start_sentinel_mode(
             if let Some(p) = cell.get() {
                 p.table_changed(old, new);
             }
+            crate::admin::record_publish(old, new);
         })
     };
     let watcher = sentinel::start(wcfg, on_publish).await.map_err(|e| e.to_string())?;
