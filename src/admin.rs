@@ -432,4 +432,15 @@ mod tests {
         assert_eq!(topo["groups"][0]["slot_count"], 8192);
         assert!(!topo.to_string().contains("secret"));
     }
+
+    #[tokio::test]
+    async fn draining_is_not_ready() {
+        let ctx = Ctx { proxy: proxy(), watcher: None, health: Health::new(None), metrics: None };
+        assert!(ctx.proxy.drain(Duration::ZERO).await, "no clients to wait for");
+        let r = respond(&ctx, &Method::GET, "/readyz");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(readiness(&ctx).expect_err("draining").starts_with("draining"));
+        // Liveness is unaffected: the process still serves.
+        assert_eq!(respond(&ctx, &Method::GET, "/healthz").status(), StatusCode::OK);
+    }
 }
