@@ -366,6 +366,24 @@ fn metrics_parse_and_move_with_traffic() {
     let out = after.get_or_zero("keyhop_sent_bytes_total", &[])
         - before.get_or_zero("keyhop_sent_bytes_total", &[]);
     assert!(out >= (SETS * 5) as f64, "sent bytes grew by {out}");
+    // Every metric the shipped Grafana dashboard queries exists (Sentinel gauges only in
+    // Sentinel mode).
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/grafana-dashboard.json"
+    ))
+    .expect("read docs/grafana-dashboard.json");
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let scraped: HashSet<&str> = after.samples.keys().map(|(name, _)| name.as_str()).collect();
+    let mut rest = dashboard.as_str();
+    while let Some(at) = rest.find("keyhop_") {
+        let name: String =
+            rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        rest = &rest[at + name.len()..];
+        if !name.starts_with("keyhop_sentinel_") {
+            assert!(scraped.contains(name.as_str()), "dashboard queries {name}, not in /metrics");
+        }
+    }
     for g in ["g1", "g2"] {
         assert!(
             after
