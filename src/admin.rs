@@ -63,6 +63,15 @@ pub struct AdminState {
 /// A running admin server and health prober; both stop when it is dropped.
 pub struct AdminHandle {
     tasks: Vec<AbortHandle>,
+    health: Health,
+}
+
+impl AdminHandle {
+    /// Makes the health prober use `password` from its next round (after a config reload).
+    #[allow(dead_code)] // For the SIGHUP reload in run.rs, which lands separately.
+    pub fn set_backend_password(&self, password: Option<String>) {
+        self.health.set_password(password);
+    }
 }
 
 impl Drop for AdminHandle {
@@ -97,13 +106,19 @@ pub async fn start(listen: &str, state: AdminState) -> Result<AdminHandle, Strin
         metrics::counter!("keyhop_failovers_total", "group" => g.name.clone()).increment(0);
     }
     let health = Health::new(state.backend_password);
-    let ctx = Arc::new(Ctx { proxy: state.proxy, watcher: state.watcher, health, metrics });
+    let ctx = Arc::new(Ctx {
+        proxy: state.proxy,
+        watcher: state.watcher,
+        health: health.clone(),
+        metrics,
+    });
     let prober = ctx.health.spawn(ctx.proxy.table().clone());
     let upkeep = tokio::spawn(upkeep(ctx.clone()));
     let server = tokio::spawn(accept_loop(listener, ctx));
     tracing::info!(admin_listen = %addr, "admin endpoint serving /metrics /healthz /readyz /topology");
     Ok(AdminHandle {
         tasks: vec![prober.abort_handle(), upkeep.abort_handle(), server.abort_handle()],
+        health,
     })
 }
 

@@ -52,13 +52,18 @@ pub struct ProbeState {
 #[derive(Clone)]
 pub struct Health {
     states: Arc<Mutex<HashMap<String, ProbeState>>>,
-    password: Option<Arc<str>>,
+    password: Arc<Mutex<Option<Arc<str>>>>,
 }
 
 impl Health {
     /// Results for a prober that authenticates with `password` when set.
     pub fn new(password: Option<String>) -> Health {
-        Health { states: Arc::default(), password: password.map(Arc::from) }
+        Health { states: Arc::default(), password: Arc::new(Mutex::new(password.map(Arc::from))) }
+    }
+
+    /// Replaces the password for the next probes (e.g. after a config reload).
+    pub fn set_password(&self, password: Option<String>) {
+        *self.password.lock().unwrap_or_else(PoisonError::into_inner) = password.map(Arc::from);
     }
 
     /// The latest probe result for `addr`, if it was probed.
@@ -106,6 +111,7 @@ impl Health {
 
     async fn run(self, table: SharedTable) {
         let mut conns: HashMap<String, TcpStream> = HashMap::new();
+        let mut authed_with: Option<Arc<str>> = None;
         let mut last_epoch: Option<u64> = None;
         let mut next_round = tokio::time::Instant::now();
         loop {
@@ -114,6 +120,12 @@ impl Health {
             if last_epoch != Some(t.epoch) || tokio::time::Instant::now() >= next_round {
                 next_round = tokio::time::Instant::now() + PROBE_INTERVAL;
                 last_epoch = Some(t.epoch);
+                let password = self.password.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                if password != authed_with {
+                    // Kept connections authenticated with the old password would hide a wrong new one.
+                    conns.clear();
+                    authed_with = password;
+                }
                 self.round(&t, &mut conns).await;
             }
             tokio::time::sleep(TABLE_POLL).await;
@@ -131,11 +143,12 @@ impl Health {
         addrs.sort_unstable();
         addrs.dedup();
         conns.retain(|a, _| addrs.binary_search(&a.as_str()).is_ok());
+        let password = self.password.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut set = JoinSet::new();
         for addr in &addrs {
             let addr = addr.to_string();
             let conn = conns.remove(&addr);
-            let password = self.password.clone();
+            let password = password.clone();
             set.spawn(async move {
                 let (result, conn) = probe(&addr, conn, password.as_deref()).await;
                 (addr, result, conn)
@@ -273,6 +286,11 @@ mod tests {
 
     /// A fake server answering each request with `reply`.
     async fn fake(reply: &'static [u8]) -> String {
+        fake_with(move |_| reply).await
+    }
+
+    /// A fake server answering each request (one read) with `answer(request)`.
+    async fn fake_with(answer: impl Fn(&[u8]) -> &'static [u8] + Send + Copy + 'static) -> String {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr").to_string();
         tokio::spawn(async move {
@@ -280,7 +298,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 256];
                     while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 || s.write_all(reply).await.is_err() {
+                        if n == 0 || s.write_all(answer(&buf[..n])).await.is_err() {
                             break;
                         }
                     }
@@ -327,6 +345,36 @@ mod tests {
         let reason = h.readiness(&t).expect_err("not ready");
         assert!(reason.contains("AUTH failed: WRONGPASS"), "{reason}");
         assert!(!reason.contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn password_change_applies_to_the_next_round() {
+        let addr = fake_with(|req| {
+            if req.windows(4).any(|w| w == b"AUTH") {
+                if req.windows(4).any(|w| w == b"good") { b"+OK\r\n" } else { b"-WRONGPASS no\r\n" }
+            } else {
+                b"+PONG\r\n"
+            }
+        })
+        .await;
+        let h = Health::new(Some("bad".into()));
+        let t: SharedTable = Arc::new(arc_swap::ArcSwap::from_pointee(table(&[&addr])));
+        let task = h.spawn(t.clone());
+        let ok = |h: &Health| h.readiness(&t.load()).is_ok();
+        let waited = async {
+            while h.get(&addr).is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!ok(&h));
+            h.set_password(Some("good".into()));
+            while !ok(&h) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), waited)
+            .await
+            .expect("ready with the new password");
+        task.abort();
     }
 
     #[test]
