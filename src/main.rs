@@ -1,7 +1,9 @@
 //! The `keyhop` binary: command line, logging, and the wiring of control plane and data plane.
 
+mod admin;
 mod cli;
 mod demo;
+mod health;
 mod reload;
 mod run;
 

@@ -1,15 +1,8 @@
 //! What a configuration reload (SIGHUP) changes: which keys differ, which of them can be applied
-//! to the running proxy, and the reload counter.
+//! to the running proxy.
 
 use keyhop_control::Config;
 use keyhop_control::sentinel::WatcherConfig;
-
-/// Counts a reload attempt in `keyhop_config_reloads_total{result="ok"|"failed"}` (rendered by
-/// the admin endpoint from the `metrics` facade).
-pub fn record_reload(ok: bool) {
-    let result = if ok { "ok" } else { "failed" };
-    metrics::counter!("keyhop_config_reloads_total", "result" => result).increment(1);
-}
 
 /// The difference between the running configuration and a newly loaded one.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -191,6 +191,18 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
             format!("cannot listen on {}: {e} (change `listen` in the config)", cfg.listen)
         })?,
     };
+    // Admin endpoint (metrics, health, topology); it lives in `Running` until serve() returns.
+    let admin = match &cfg.admin_listen {
+        Some(addr) => {
+            let state = crate::admin::AdminState {
+                proxy: proxy.clone(),
+                watcher: watcher.clone(),
+                backend_password: cfg.backend_password.clone(),
+            };
+            Some(crate::admin::start(addr, state).await?)
+        }
+        None => None,
+    };
     tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), sentinel = watcher.is_some(), "keyhop serving");
 
     // Accepting runs on its own task so a slow reload (a new Sentinel watcher may take seconds
@@ -209,7 +221,7 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
     if let Some(ready) = ready {
         ready();
     }
-    let mut running = Running { proxy: proxy.clone(), watcher: watcher.clone(), cfg };
+    let mut running = Running { proxy: proxy.clone(), watcher: watcher.clone(), cfg, admin };
     let why = loop {
         tokio::select! {
             why = stop_signal(&mut term, &mut int) => break why,
@@ -269,6 +281,8 @@ struct Running {
     watcher: Option<CurrentWatcher>,
     /// The configuration in effect (keys that need a restart keep their running values).
     cfg: Config,
+    /// The admin endpoint, if configured (its health prober needs the backend password).
+    admin: Option<crate::admin::AdminHandle>,
 }
 
 impl Running {
@@ -285,7 +299,7 @@ impl Running {
                 false
             }
         };
-        crate::reload::record_reload(ok);
+        crate::admin::record_reload(ok);
     }
 
     async fn try_reload(&mut self, path: &Path) -> bool {
@@ -342,6 +356,9 @@ impl Running {
             }
         }
         self.proxy.set_settings(proxy_settings(&new));
+        if let Some(admin) = &self.admin {
+            admin.set_backend_password(new.backend_password.clone());
+        }
         if plan.backend {
             // Pools keep the settings they were made with; closing them makes the next request
             // connect with the new password/timeouts. Requests in flight on them get an error.
@@ -423,6 +440,7 @@ async fn start_sentinel_mode(
             if let Some(p) = cell.get() {
                 p.table_changed(old, new);
             }
+            crate::admin::record_publish(old, new);
         })
     };
     let watcher = sentinel::start(wcfg, on_publish).await.map_err(|e| e.to_string())?;

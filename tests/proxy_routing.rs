@@ -128,6 +128,12 @@ fn multi_key_commands_split_and_merge_in_order() {
     assert_eq!(c.call(&unlink), Reply::Int(20));
     assert_eq!(cmd(s.g1.port, &["DBSIZE"]), "0");
     assert_eq!(cmd(s.g2.port, &["DBSIZE"]), "0");
+    // An odd MSET across groups is refused whole, like Redis: nothing is written.
+    let mut direct = Raw::connect(s.g1.port);
+    let odd = ["MSET", "foo", "1", "bar", "2", "hello"];
+    assert_eq!(c.call(&odd), direct.call(&odd));
+    assert_eq!(cmd(s.g1.port, &["DBSIZE"]), "0");
+    assert_eq!(cmd(s.g2.port, &["DBSIZE"]), "0");
 }
 
 #[test]

@@ -552,6 +552,12 @@ impl Session {
         merge: Merge,
         b: &mut Builder,
     ) {
+        // Malformed key lists (an odd MSET) are refused before any part is sent: a split must
+        // never write some keys and fail the rest.
+        if let Err(RouteError::Syntax(msg)) = spec.keys(args, &mut self.keys) {
+            b.ready(resp::error(&msg));
+            return;
+        }
         let plan = command::plan_split(table, spec, args);
         if plan.parts.len() <= 1 {
             let group = plan.parts.first().map(|p| p.group).unwrap_or(0);
