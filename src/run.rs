@@ -126,6 +126,10 @@ async fn serve(cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest a master stays fenced by one failover step without the new master being adopted
+/// (each later step of the same failover renews it).
+const FENCE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Learns the masters from Sentinel, then starts the data plane on the table the watcher keeps
 /// publishing. The data plane drops connections to demoted masters on every publish, and a
 /// -READONLY/-MASTERDOWN from a believed master makes the watcher re-check that group at once.
@@ -146,6 +150,13 @@ async fn start_sentinel_mode(
     let watcher = sentinel::start(wcfg, on_publish).await.map_err(|e| e.to_string())?;
     let proxy = Proxy::new(settings, watcher.table());
     let _ = cell.set(proxy.clone());
+    // While Sentinel fails a master over, keyhop sends it nothing: a write it acknowledged after
+    // its replica was promoted would be discarded when it is demoted. The fence ends when the
+    // new table retires the old master, when the failover is given up, or after FENCE_MAX.
+    let p = proxy.clone();
+    watcher.set_fence_hook(Arc::new(move |addr: &str, on: bool| {
+        p.fence(addr, on.then_some(FENCE_MAX));
+    }));
     let table = watcher.table();
     let w = watcher.clone();
     proxy.set_stale_hook(Arc::new(move |addr: &str| {

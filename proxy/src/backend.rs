@@ -58,6 +58,9 @@ pub enum BackendError {
     Lost(String),
     /// The backend was retired (e.g. its master was demoted) before answering.
     Retired,
+    /// A failover of this master is under way: it takes no requests until the new master is
+    /// known (a write it acknowledged now could be lost when it is demoted).
+    Fenced,
 }
 
 impl fmt::Display for BackendError {
@@ -68,6 +71,10 @@ impl fmt::Display for BackendError {
             BackendError::Timeout(d) => write!(f, "did not answer within {} ms", d.as_millis()),
             BackendError::Lost(e) => write!(f, "connection lost ({e})"),
             BackendError::Retired => write!(f, "was retired by a topology change before answering"),
+            BackendError::Fenced => write!(
+                f,
+                "is being replaced by a Sentinel failover; requests are refused until the new master is known, retry shortly"
+            ),
         }
     }
 }
@@ -127,12 +134,19 @@ pub type StaleHook = Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone, Debug)]
 pub struct BackendConn {
     tx: mpsc::Sender<Request>,
+    state: Arc<BackendState>,
 }
 
 impl BackendConn {
     /// Queues a request (waiting when the queue is full). Gives the request back when the
     /// connection has been retired, so the caller can route it elsewhere: it was never sent.
+    /// While the backend is fenced the request fails at once with [`BackendError::Fenced`].
     pub async fn send(&self, req: Request) -> Result<(), Request> {
+        if self.state.is_fenced() {
+            self.state.errors.fetch_add(1, Ordering::Relaxed);
+            fail(req, &BackendError::Fenced);
+            return Ok(());
+        }
         self.tx.send(req).await.map_err(|e| e.0)
     }
 
@@ -155,6 +169,24 @@ pub struct BackendState {
     pub errors: AtomicU64,
     /// Time from writing a request batch to its last reply.
     pub latency: crate::metrics::Histogram,
+    /// While fenced: the end of the fence, in nanoseconds since [`fence_clock`]'s origin (0: not
+    /// fenced).
+    fenced_until: AtomicU64,
+}
+
+/// Nanoseconds since a process-wide origin (never 0).
+fn fence_clock() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+impl BackendState {
+    /// True while a fence is up (see [`Backends::fence`]).
+    #[inline]
+    pub fn is_fenced(&self) -> bool {
+        let until = self.fenced_until.load(Ordering::Relaxed);
+        until != 0 && fence_clock() < until
+    }
 }
 
 /// The connections to one backend server.
@@ -226,7 +258,7 @@ impl Backends {
                             hook: hook.clone(),
                         };
                         tokio::spawn(conn.supervise(rx));
-                        BackendConn { tx }
+                        BackendConn { tx, state: state.clone() }
                     })
                     .collect();
                 Arc::new(Pool { addr, conns, cancel, state })
@@ -244,6 +276,24 @@ impl Backends {
                 tracing::info!(backend = %addr, "closing connections to retired backend");
                 pool.cancel.cancel();
             }
+        }
+    }
+
+    /// Fences `addr` for `duration` (`None` lifts the fence): every request for it fails at once
+    /// with [`BackendError::Fenced`] instead of being sent. Used while Sentinel fails a master
+    /// over, so that it acknowledges no write that its demotion would then discard.
+    pub fn fence(&self, addr: &str, duration: Option<Duration>) {
+        let until = duration.map_or(0, |d| fence_clock() + d.as_nanos() as u64);
+        match duration {
+            Some(d) => {
+                tracing::info!(backend = %addr, fence_ms = d.as_millis() as u64, "fencing a master being failed over")
+            }
+            None => tracing::info!(backend = %addr, "lifting the fence"),
+        }
+        if duration.is_some() {
+            self.pool(addr).state.fenced_until.store(until, Ordering::Relaxed);
+        } else if let Some(p) = self.pools.get(addr) {
+            p.state.fenced_until.store(0, Ordering::Relaxed);
         }
     }
 
