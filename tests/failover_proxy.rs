@@ -207,7 +207,16 @@ impl Write {
     }
 }
 
-/// A client connection writing continuously through keyhop on a thread of its own.
+/// What a [`Writer`] sends.
+#[derive(Clone)]
+enum Op {
+    /// SETs alternating between g1 and g2 keys, each with a unique key and value.
+    Sets,
+    /// GETs of one key, expecting `value`.
+    Gets { key: String, value: String },
+}
+
+/// A client connection writing (or reading) continuously through keyhop on a thread of its own.
 struct Writer {
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Write>>>,
@@ -217,6 +226,11 @@ struct Writer {
 impl Writer {
     /// Starts writing through keyhop on `port`: SETs alternating between g1 and g2 keys.
     fn start(port: u16) -> Writer {
+        Writer::start_op(port, Op::Sets)
+    }
+
+    /// Starts sending `op` through keyhop on `port`.
+    fn start_op(port: u16, op: Op) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let log: Arc<Mutex<Vec<Write>>> = Arc::default();
         let mut raw = Raw::connect(port);
@@ -226,13 +240,22 @@ impl Writer {
             let mut i = 0u64;
             // Returns why the connection ended, if it did.
             while !s.load(Ordering::Relaxed) && started.elapsed() < WRITER_MAX && i < 1_000_000 {
-                let group = (i % 2) as usize;
-                let key = key_for(group, i);
-                let value = format!("v{i}-{}", started.elapsed().as_nanos());
+                let (group, key, value, cmd): (usize, String, String, &[u8]) = match &op {
+                    Op::Sets => {
+                        let group = (i % 2) as usize;
+                        let value = format!("v{i}-{}", started.elapsed().as_nanos());
+                        (group, key_for(group, i), value, b"SET")
+                    }
+                    Op::Gets { key, value } => (group_of(key), key.clone(), value.clone(), b"GET"),
+                };
                 let sent = Instant::now();
-                raw.send(&[b"SET", key.as_bytes(), value.as_bytes()]);
+                match &op {
+                    Op::Sets => raw.send(&[cmd, key.as_bytes(), value.as_bytes()]),
+                    Op::Gets { .. } => raw.send(&[cmd, key.as_bytes()]),
+                }
                 let result = match raw.try_read() {
                     Ok(Reply::Status(s)) if s == "OK" => Ok(()),
+                    Ok(Reply::Bulk(Some(b))) if b == value.as_bytes() => Ok(()),
                     Ok(Reply::Error(e)) => Err(e),
                     Ok(other) => Err(format!("unexpected reply {other:?}")),
                     Err(e) => return Some(format!("connection ended: {e}")),
@@ -606,5 +629,203 @@ fn graceful_failover_loses_no_acknowledged_write() {
         lost1.len(),
         lost1.first(),
         lost2.len()
+    );
+}
+
+/// Whether keyhop (any client connection of it) is subscribed to sentinel `port`'s events: it
+/// is the only client subscribing to this many channels.
+fn keyhop_subscribed(port: u16) -> bool {
+    cmd(port, &["CLIENT", "LIST"]).lines().any(|l| l.contains(" sub=17 "))
+}
+
+#[test]
+fn a_sentinel_killed_and_restarted_mid_run() {
+    let mut c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
+    let (r1, r2) = (c.port(1), c.port(3));
+    let sw1 = SwitchWatch::start(&c.sentinel_ports(), "g1");
+    let sw2 = SwitchWatch::start(&c.sentinel_ports(), "g2");
+    let ports = c.sentinel_ports();
+    assert!(wait_until(LINK_BOUND, || ports.iter().all(|&p| keyhop_subscribed(p))));
+    let writer = Writer::start(proxy.port);
+    writer.wait_progress(200, Duration::from_secs(10));
+
+    // Two sentinels of three still make the quorum and the majority to elect a leader.
+    c.sentinels[2].kill();
+    let killed_at = Instant::now();
+    c.servers[0].kill();
+    let (switch1, new1) = sw1.wait_since(killed_at, FAILOVER_BOUND);
+    assert_eq!(new1, c.servers[1].addr());
+    assert!(wait_writes_land(&writer, 0, r1, switch1, Duration::from_secs(10)), "g1 moved");
+
+    c.restart_sentinel(2);
+    let back = Instant::now();
+    let resubscribed = wait_until(LINK_BOUND, || keyhop_subscribed(ports[2]));
+    let resub_ms = back.elapsed().as_millis();
+    assert!(resubscribed, "keyhop did not subscribe to the restarted sentinel again");
+    // A failover of g2 led by the restarted sentinel.
+    let asked = c.force_failover(2, "g2");
+    let (switch2, new2) = sw2.wait_since(asked, FAILOVER_BOUND);
+    assert_eq!(new2, c.servers[3].addr());
+    assert!(wait_writes_land(&writer, 1, r2, switch2, Duration::from_secs(10)), "g2 moved");
+    writer.wait_progress(200, Duration::from_secs(10));
+    let writes = writer.finish();
+
+    let g1 = outage(&writes, 0, killed_at);
+    let g1_back = first_ok_at_or_after(&writes, 0, switch1).expect("g1 resumed").done;
+    let g2 = outage(&writes, 1, asked);
+    let g2_early = writes.iter().filter(|w| w.group == 1 && w.sent < asked && !w.ok()).count();
+    let lost2 = missing_on(r2, &acked(&writes, 1));
+    let after1: Vec<&Write> = acked(&writes, 0).into_iter().filter(|w| w.sent >= switch1).collect();
+    let lost1 = missing_on(r1, &after1);
+    eprintln!(
+        "[failover] sentinel restarted: kill -9 with a sentinel down: +switch-master {:.0} ms after \
+         the kill, first g1 write {:.1} ms after it, g1 errors {}; keyhop re-subscribed {resub_ms} \
+         ms after the restart; SENTINEL FAILOVER g2 via the restarted sentinel: +switch-master \
+         {:.0} ms after the request, g2 errors {}, g2 outage {:?} ms; acknowledged writes lost: \
+         g1 {} g2 {}",
+        ms(killed_at, switch1),
+        ms(switch1, g1_back),
+        g1.errors,
+        ms(asked, switch2),
+        g2.errors,
+        g2.first_fail.zip(g2.first_ok_after).map(|(a, b)| ms(a, b)),
+        lost1.len(),
+        lost2.len(),
+    );
+    assert_eq!(g2_early, 0, "g2 erred before its own failover: {:?}", errors_of(&writes, 1));
+    assert!(
+        ms(switch1, g1_back) < 1000.0,
+        "g1 resumed {:.0} ms after +switch-master",
+        ms(switch1, g1_back)
+    );
+    assert!(lost1.is_empty() && lost2.is_empty(), "lost: g1 {} g2 {}", lost1.len(), lost2.len());
+}
+
+#[test]
+fn all_sentinels_down_then_back() {
+    let mut c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
+    let (r1, m2) = (c.port(1), c.port(2));
+    let writer = Writer::start(proxy.port);
+    writer.wait_progress(200, Duration::from_secs(10));
+
+    let down_at = Instant::now();
+    for s in &mut c.sentinels {
+        s.kill();
+    }
+    // Several poll intervals and reconnect attempts with no sentinel: the last table serves.
+    std::thread::sleep(Duration::from_secs(3));
+    let during = writer.snapshot();
+    let served: Vec<&Write> = during.iter().filter(|w| w.sent >= down_at).collect();
+    assert!(served.len() > 200, "too few writes while the sentinels were down: {}", served.len());
+    assert!(
+        served.iter().all(|w| w.ok()),
+        "errors with the sentinels down: {:?}",
+        errors_of(&during, 0)
+    );
+
+    for i in 0..3 {
+        c.restart_sentinel(i);
+    }
+    let back = Instant::now();
+    let ports = c.sentinel_ports();
+    let resubscribed = wait_until(LINK_BOUND, || ports.iter().all(|&p| keyhop_subscribed(p)));
+    let resub_ms = back.elapsed().as_millis();
+    assert!(resubscribed, "keyhop did not subscribe to the sentinels again");
+    let switches = SwitchWatch::start(&ports, "g1");
+    let asked = c.force_failover(0, "g1");
+    let (switch_at, new) = switches.wait_since(asked, FAILOVER_BOUND);
+    assert_eq!(new, c.servers[1].addr());
+    let landed = wait_writes_land(&writer, 0, r1, switch_at, Duration::from_secs(10));
+    writer.wait_progress(200, Duration::from_secs(10));
+    let writes = writer.finish();
+    assert!(landed, "g1 writes did not move to the new master; log:\n{}", keyhop_log(dir.path()));
+
+    let g1 = outage(&writes, 0, asked);
+    let g1_early = writes.iter().filter(|w| w.group == 0 && w.sent < asked && !w.ok()).count();
+    let g2 = outage(&writes, 1, down_at);
+    let lost1 = missing_on(r1, &acked(&writes, 0));
+    let lost2 = missing_on(m2, &acked(&writes, 1));
+    eprintln!(
+        "[failover] all sentinels down for 3 s: {} writes, 0 errors; keyhop re-subscribed to all \
+         {resub_ms} ms after their restart; SENTINEL FAILOVER g1: +switch-master {:.0} ms after \
+         the request, g1 errors {}, g1 outage {:?} ms, g2 errors {}; acknowledged writes lost: g1 \
+         {} g2 {}",
+        served.len(),
+        ms(asked, switch_at),
+        g1.errors,
+        g1.first_fail.zip(g1.first_ok_after).map(|(a, b)| ms(a, b)),
+        g2.errors,
+        lost1.len(),
+        lost2.len(),
+    );
+    assert_eq!(g1_early, 0, "{:?}", errors_of(&writes, 0));
+    assert_eq!(g2.errors, 0, "{:?}", errors_of(&writes, 1));
+    assert!(lost1.is_empty() && lost2.is_empty(), "lost: g1 {} g2 {}", lost1.len(), lost2.len());
+}
+
+/// `calls` of `cmdstat_<command>` in the server's `INFO commandstats`.
+fn calls(port: u16, command: &str) -> u64 {
+    let info = cmd(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_dying_replica_with_replica_preferred_reads() {
+    let mut c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config("read_from = \"replica-preferred\""));
+    let (m1, r1) = (c.port(0), c.port(1));
+    let key = key_for(0, 7);
+    assert_eq!(Raw::connect(proxy.port).call(&["SET", &key, "kept"]), Reply::Status("OK".into()));
+    assert!(wait_until(LINK_BOUND, || cmd(r1, &["GET", &key]) == "kept"), "replicated");
+    // keyhop learns the replica's health from the sentinels shortly after start.
+    let (before_m, before_r) = (calls(m1, "get"), calls(r1, "get"));
+    let reader = Writer::start_op(proxy.port, Op::Gets { key: key.clone(), value: "kept".into() });
+    let on_replica = wait_until(LINK_BOUND, || calls(r1, "get") >= before_r + 200);
+    assert!(on_replica, "reads are not served by the replica");
+    assert!(calls(m1, "get") < before_m + 200, "reads went to the master");
+
+    let killed_at = Instant::now();
+    c.servers[1].kill();
+    let m_at_kill = calls(m1, "get");
+    std::thread::sleep(Duration::from_secs(5));
+    let reads = reader.finish();
+    let after: Vec<&Write> = reads.iter().filter(|w| w.sent >= killed_at).collect();
+    let errors: Vec<&Write> = after.iter().filter(|w| !w.ok()).copied().collect();
+    let last_error = errors.last().map(|w| ms(killed_at, w.done));
+    let first_ok_from_master = after.iter().find(|w| w.ok()).map(|w| ms(killed_at, w.done));
+    eprintln!(
+        "[failover] replica killed (replica-preferred): {} reads after the kill, {} errors, last \
+         error {:?} ms after the kill, first good read {:?} ms after; e.g. {:?}",
+        after.len(),
+        errors.len(),
+        last_error,
+        first_ok_from_master,
+        errors.first().map(|w| &w.result),
+    );
+    assert!(after.len() > 100, "reads stalled after the kill");
+    assert!(calls(m1, "get") > m_at_kill + 100, "the master serves the reads now");
+    // With the master healthy, a read-only client should hardly notice: the reads in flight when
+    // the replica dies fail, the next ones go to the master at once (not only when Sentinel
+    // marks the replica down, a second or more later).
+    assert!(
+        errors.len() <= 5,
+        "{} read errors after the replica died, the last {:?} ms after the kill",
+        errors.len(),
+        last_error
+    );
+    assert!(
+        last_error.is_none_or(|t| t < 3000.0),
+        "reads still failing {:?} ms after the replica died",
+        last_error
     );
 }
