@@ -326,30 +326,42 @@ struct Connection {
 
 impl Connection {
     /// Owns one connection slot for its whole life: connects on demand, serves, reconnects.
+    /// After a failure it also reconnects on its own (at once after a lost connection, then with
+    /// backoff), so that `failing` says whether the server is reachable even when no request is
+    /// sent to it (sessions send reads to a failing replica's master instead).
     async fn supervise(self, mut rx: mpsc::Receiver<Request>) {
         let mut backoff = Duration::ZERO;
         let mut retry_at: Option<(Instant, String)> = None;
         loop {
+            let probe_at = retry_at.as_ref().map(|(at, _)| *at);
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                r = rx.recv() => match r { Some(r) => r, None => return },
+                r = rx.recv() => match r { Some(r) => Some(r), None => return },
+                _ = sleep_until_opt(probe_at) => None,
             };
-            if let Some((at, why)) = &retry_at
-                && Instant::now() < *at
-            {
-                let err = BackendError::Down(why.clone());
-                self.count_errors(1);
-                fail(first, &err);
-                continue;
-            }
+            // A request while a recent attempt failed: fail it fast until the next attempt.
+            let first = match (first, &retry_at) {
+                (Some(req), Some((at, why))) if Instant::now() < *at => {
+                    self.count_errors(1);
+                    fail(req, &BackendError::Down(why.clone()));
+                    continue;
+                }
+                (first, _) => first,
+            };
             match self.connect().await {
                 Err(why) => {
                     backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                    tracing::warn!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend connect failed");
+                    if first.is_some() || !self.state.failing.load(Ordering::Relaxed) {
+                        tracing::warn!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend connect failed");
+                    } else {
+                        tracing::debug!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend still unreachable");
+                    }
                     self.state.failing.store(true, Ordering::Relaxed);
                     let err = BackendError::Connect(why.clone());
-                    self.count_errors(1);
-                    fail(first, &err);
+                    if let Some(first) = first {
+                        self.count_errors(1);
+                        fail(first, &err);
+                    }
                     // Whatever queued up while connecting fails now rather than after the timeout.
                     while let Ok(r) = rx.try_recv() {
                         self.count_errors(1);
@@ -367,6 +379,8 @@ impl Connection {
                     self.state.connected.fetch_sub(1, Ordering::Relaxed);
                     if err != BackendError::Retired {
                         tracing::warn!(backend = %self.addr, error = %err, "backend connection closed");
+                        // Find out at once whether the server is still there.
+                        retry_at = Some((Instant::now(), err.to_string()));
                     }
                 }
             }
@@ -428,7 +442,7 @@ impl Connection {
     async fn serve(
         &self,
         stream: TcpStream,
-        first: Request,
+        first: Option<Request>,
         rx: &mut mpsc::Receiver<Request>,
     ) -> BackendError {
         let (rd, mut wr) = stream.into_split();
@@ -436,7 +450,7 @@ impl Connection {
         let wake = Notify::new();
         let writer = async {
             let mut bufs: Vec<Bytes> = Vec::with_capacity(64);
-            let mut next = Some(first);
+            let mut next = first;
             loop {
                 let first = match next.take() {
                     Some(r) => r,
