@@ -829,3 +829,71 @@ fn a_dying_replica_with_replica_preferred_reads() {
         last_error
     );
 }
+
+/// Starts redis-server again on `port` (just freed) with `extra` arguments.
+fn restart_server_on(port: u16, extra: &[&str]) -> Proc {
+    let dir = temp_dir();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly"])
+        .args(["no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let p = Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) };
+    assert!(wait_for_ping(port, Duration::from_secs(5)), "redis-server restarted on {port}");
+    p
+}
+
+#[test]
+fn static_replica_dies_and_comes_back_under_replica_preferred_reads() {
+    // No Sentinel here: nothing ever marks the replica down, keyhop alone must notice.
+    let dir = temp_dir();
+    let m = redis_server(&[]);
+    let mut r = redis_replica(m.port, &[]);
+    let other = redis_server(&[]);
+    let config = format!(
+        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n\
+         read_from = \"replica-preferred\"\n\
+         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nreplicas = [\"{}\"]\nslots = [\"0-8191\"]\n\n\
+         [[groups]]\nname = \"g2\"\nmaster = \"{}\"\nslots = [\"8192-16383\"]\n",
+        m.addr(),
+        r.addr(),
+        other.addr()
+    );
+    let proxy = keyhop(dir.path(), &config);
+    let key = key_for(0, 11);
+    assert_eq!(Raw::connect(proxy.port).call(&["SET", &key, "kept"]), Reply::Status("OK".into()));
+    assert!(wait_until(LINK_BOUND, || cmd(r.port, &["GET", &key]) == "kept"), "replicated");
+    let reader = Writer::start_op(proxy.port, Op::Gets { key: key.clone(), value: "kept".into() });
+    assert!(wait_until(LINK_BOUND, || calls(r.port, "get") >= 100), "reads not on the replica");
+
+    let killed_at = Instant::now();
+    r.kill();
+    reader.wait_progress(500, Duration::from_secs(10));
+    let m_calls = calls(m.port, "get");
+    assert!(m_calls >= 400, "the master did not take the reads over: {m_calls}");
+    let mp = m.port.to_string();
+    let _r = restart_server_on(r.port, &["--replicaof", "127.0.0.1", &mp]);
+    let back_at = Instant::now();
+    // keyhop reconnects on its own (backoff at most 2 s) and sends reads to the replica again.
+    let returned = wait_until(LINK_BOUND, || calls(r.port, "get") >= 100);
+    let returned_ms = back_at.elapsed().as_millis();
+    let reads = reader.finish();
+    let failed: Vec<&Write> = reads.iter().filter(|w| w.sent >= killed_at && !w.ok()).collect();
+    // A restarted replica answers from its empty dataset until its first sync is done; static
+    // mode does not check a replica's link to its master (Sentinel mode does): counted apart.
+    let stale = failed.iter().filter(|w| w.result == Err("unexpected reply Bulk(None)".into()));
+    let stale = stale.count();
+    let errors = failed.len() - stale;
+    eprintln!(
+        "[failover] static replica killed: {errors} read errors; reads back on the replica \
+         {returned_ms} ms after its restart; {stale} reads answered nil by the restarted replica \
+         before its sync"
+    );
+    assert!(returned, "reads never went back to the returning replica");
+    assert!(errors <= 5, "{errors} read errors: {:?}", errors_of(&reads, 0));
+}
