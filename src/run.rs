@@ -409,11 +409,14 @@ async fn restart_watcher(
 ) -> Result<(), String> {
     let wcfg = WatcherConfig::from_config(cfg).map_err(|e| e.to_string())?;
     let p = proxy.clone();
-    let on_publish =
-        Arc::new(move |old: &RoutingTable, new: &RoutingTable| p.table_changed(old, new));
+    let on_publish = Arc::new(move |old: &RoutingTable, new: &RoutingTable| {
+        p.table_changed(old, new);
+        crate::admin::record_publish(old, new);
+    });
     let w = sentinel::start_with_table(wcfg, proxy.table().clone(), on_publish)
         .await
         .map_err(|e| e.to_string())?;
+    set_fence_hook(&w, proxy);
     tracing::info!(
         epoch = proxy.table().load().epoch,
         "new Sentinel watcher started for the reloaded configuration"
@@ -422,6 +425,20 @@ async fn restart_watcher(
         old.shutdown();
     }
     Ok(())
+}
+
+/// Longest a master stays fenced by one failover step without the new master being adopted
+/// (each later step of the same failover renews it).
+const FENCE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// While Sentinel fails a master over, keyhop sends it nothing: a write it acknowledged after
+/// its replica was promoted would be discarded when it is demoted. The fence ends when the new
+/// table retires the old master, when the failover is given up, or after [`FENCE_MAX`].
+fn set_fence_hook(watcher: &WatcherHandle, proxy: &Proxy) {
+    let p = proxy.clone();
+    watcher.set_fence_hook(Arc::new(move |addr: &str, on: bool| {
+        p.fence(addr, on.then_some(FENCE_MAX));
+    }));
 }
 
 /// Learns the masters from Sentinel, then starts the data plane on the table the watcher keeps
@@ -446,6 +463,7 @@ async fn start_sentinel_mode(
     let watcher = sentinel::start(wcfg, on_publish).await.map_err(|e| e.to_string())?;
     let proxy = Proxy::new(settings, watcher.table());
     let _ = cell.set(proxy.clone());
+    set_fence_hook(&watcher, &proxy);
     let table = watcher.table();
     let current = CurrentWatcher::default();
     current.replace(watcher);

@@ -58,6 +58,9 @@ pub enum BackendError {
     Lost(String),
     /// The backend was retired (e.g. its master was demoted) before answering.
     Retired,
+    /// A failover of this master is under way: it takes no requests until the new master is
+    /// known (a write it acknowledged now could be lost when it is demoted).
+    Fenced,
 }
 
 impl fmt::Display for BackendError {
@@ -68,6 +71,10 @@ impl fmt::Display for BackendError {
             BackendError::Timeout(d) => write!(f, "did not answer within {} ms", d.as_millis()),
             BackendError::Lost(e) => write!(f, "connection lost ({e})"),
             BackendError::Retired => write!(f, "was retired by a topology change before answering"),
+            BackendError::Fenced => write!(
+                f,
+                "is being replaced by a Sentinel failover; requests are refused until the new master is known, retry shortly"
+            ),
         }
     }
 }
@@ -127,12 +134,19 @@ pub type StaleHook = Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone, Debug)]
 pub struct BackendConn {
     tx: mpsc::Sender<Request>,
+    state: Arc<BackendState>,
 }
 
 impl BackendConn {
     /// Queues a request (waiting when the queue is full). Gives the request back when the
     /// connection has been retired, so the caller can route it elsewhere: it was never sent.
+    /// While the backend is fenced the request fails at once with [`BackendError::Fenced`].
     pub async fn send(&self, req: Request) -> Result<(), Request> {
+        if self.state.is_fenced() {
+            self.state.errors.fetch_add(1, Ordering::Relaxed);
+            fail(req, &BackendError::Fenced);
+            return Ok(());
+        }
         self.tx.send(req).await.map_err(|e| e.0)
     }
 
@@ -155,6 +169,24 @@ pub struct BackendState {
     pub errors: AtomicU64,
     /// Time from writing a request batch to its last reply.
     pub latency: crate::metrics::Histogram,
+    /// While fenced: the end of the fence, in nanoseconds since [`fence_clock`]'s origin (0: not
+    /// fenced).
+    fenced_until: AtomicU64,
+}
+
+/// Nanoseconds since a process-wide origin (never 0).
+fn fence_clock() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+impl BackendState {
+    /// True while a fence is up (see [`Backends::fence`]).
+    #[inline]
+    pub fn is_fenced(&self) -> bool {
+        let until = self.fenced_until.load(Ordering::Relaxed);
+        until != 0 && fence_clock() < until
+    }
 }
 
 /// The connections to one backend server.
@@ -237,7 +269,7 @@ impl Backends {
                             hook: hook.clone(),
                         };
                         tokio::spawn(conn.supervise(rx));
-                        BackendConn { tx }
+                        BackendConn { tx, state: state.clone() }
                     })
                     .collect();
                 Arc::new(Pool { addr, conns, cancel, state })
@@ -255,6 +287,24 @@ impl Backends {
                 tracing::info!(backend = %addr, "closing connections to retired backend");
                 pool.cancel.cancel();
             }
+        }
+    }
+
+    /// Fences `addr` for `duration` (`None` lifts the fence): every request for it fails at once
+    /// with [`BackendError::Fenced`] instead of being sent. Used while Sentinel fails a master
+    /// over, so that it acknowledges no write that its demotion would then discard.
+    pub fn fence(&self, addr: &str, duration: Option<Duration>) {
+        let until = duration.map_or(0, |d| fence_clock() + d.as_nanos() as u64);
+        match duration {
+            Some(d) => {
+                tracing::info!(backend = %addr, fence_ms = d.as_millis() as u64, "fencing a master being failed over")
+            }
+            None => tracing::info!(backend = %addr, "lifting the fence"),
+        }
+        if duration.is_some() {
+            self.pool(addr).state.fenced_until.store(until, Ordering::Relaxed);
+        } else if let Some(p) = self.pools.get(addr) {
+            p.state.fenced_until.store(0, Ordering::Relaxed);
         }
     }
 
@@ -287,30 +337,42 @@ struct Connection {
 
 impl Connection {
     /// Owns one connection slot for its whole life: connects on demand, serves, reconnects.
+    /// After a failure it also reconnects on its own (at once after a lost connection, then with
+    /// backoff), so that `failing` says whether the server is reachable even when no request is
+    /// sent to it (sessions send reads to a failing replica's master instead).
     async fn supervise(self, mut rx: mpsc::Receiver<Request>) {
         let mut backoff = Duration::ZERO;
         let mut retry_at: Option<(Instant, String)> = None;
         loop {
+            let probe_at = retry_at.as_ref().map(|(at, _)| *at);
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                r = rx.recv() => match r { Some(r) => r, None => return },
+                r = rx.recv() => match r { Some(r) => Some(r), None => return },
+                _ = sleep_until_opt(probe_at) => None,
             };
-            if let Some((at, why)) = &retry_at
-                && Instant::now() < *at
-            {
-                let err = BackendError::Down(why.clone());
-                self.count_errors(1);
-                fail(first, &err);
-                continue;
-            }
+            // A request while a recent attempt failed: fail it fast until the next attempt.
+            let first = match (first, &retry_at) {
+                (Some(req), Some((at, why))) if Instant::now() < *at => {
+                    self.count_errors(1);
+                    fail(req, &BackendError::Down(why.clone()));
+                    continue;
+                }
+                (first, _) => first,
+            };
             match self.connect().await {
                 Err(why) => {
                     backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                    tracing::warn!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend connect failed");
+                    if first.is_some() || !self.state.failing.load(Ordering::Relaxed) {
+                        tracing::warn!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend connect failed");
+                    } else {
+                        tracing::debug!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend still unreachable");
+                    }
                     self.state.failing.store(true, Ordering::Relaxed);
                     let err = BackendError::Connect(why.clone());
-                    self.count_errors(1);
-                    fail(first, &err);
+                    if let Some(first) = first {
+                        self.count_errors(1);
+                        fail(first, &err);
+                    }
                     // Whatever queued up while connecting fails now rather than after the timeout.
                     while let Ok(r) = rx.try_recv() {
                         self.count_errors(1);
@@ -328,6 +390,8 @@ impl Connection {
                     self.state.connected.fetch_sub(1, Ordering::Relaxed);
                     if err != BackendError::Retired {
                         tracing::warn!(backend = %self.addr, error = %err, "backend connection closed");
+                        // Find out at once whether the server is still there.
+                        retry_at = Some((Instant::now(), err.to_string()));
                     }
                 }
             }
@@ -389,7 +453,7 @@ impl Connection {
     async fn serve(
         &self,
         stream: TcpStream,
-        first: Request,
+        first: Option<Request>,
         rx: &mut mpsc::Receiver<Request>,
     ) -> BackendError {
         let (rd, mut wr) = stream.into_split();
@@ -397,7 +461,7 @@ impl Connection {
         let wake = Notify::new();
         let writer = async {
             let mut bufs: Vec<Bytes> = Vec::with_capacity(64);
-            let mut next = Some(first);
+            let mut next = first;
             loop {
                 let first = match next.take() {
                     Some(r) => r,

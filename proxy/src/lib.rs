@@ -114,6 +114,12 @@ impl Proxy {
         self.shared.backends.retain(|addr| keep.contains(addr) && !demoted.contains(addr));
     }
 
+    /// Fences the server at `addr` for `duration` (`None` lifts it): its requests fail at once
+    /// with a "being failed over" error until the fence ends or a new table retires it.
+    pub fn fence(&self, addr: &str, duration: Option<std::time::Duration>) {
+        self.shared.backends.fence(addr, duration);
+    }
+
     /// Stops every session from reading new requests, lets in-flight replies reach their clients,
     /// and waits until every client is gone or `grace` passes. True when all were delivered.
     pub async fn drain(&self, grace: std::time::Duration) -> bool {

@@ -419,7 +419,13 @@ impl Session {
         };
         let pool = if read_only && !g.replicas.is_empty() {
             self.replica_rr = self.replica_rr.wrapping_add(1);
-            &g.replicas[self.replica_rr % g.replicas.len()]
+            // A replica keyhop cannot reach is skipped (the master serves when none is left)
+            // until it answers again, without waiting for the table to mark it down.
+            let n = g.replicas.len();
+            (0..n)
+                .map(|k| &g.replicas[(self.replica_rr + k) % n])
+                .find(|p| !p.state.failing.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(&g.master)
         } else {
             &g.master
         };

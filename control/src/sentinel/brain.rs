@@ -95,6 +95,9 @@ pub(crate) enum Action {
     Recheck,
     /// A master was adopted.
     Adopted(Adoption),
+    /// A failover of `group`'s adopted master `addr` is under way (`on`) or was given up: the
+    /// data plane must stop (or may resume) sending it requests.
+    Fence { group: GroupId, addr: String, on: bool },
 }
 
 /// Where starting stands.
@@ -241,6 +244,17 @@ impl Brain {
                 // The other sentinels (and this one's replica list) are worth asking right away.
                 out.push(Action::Recheck);
                 self.evaluate(g, now, out);
+            }
+            Event::Failover { group, master, aborted } => {
+                let Some(&g) = self.by_name.get(&group) else { return };
+                // Only the master keyhop routes to matters; a stale leader's older master is
+                // not routed to anyway.
+                if self.groups[g as usize].master.as_deref() == Some(master.as_str()) {
+                    out.push(Action::Fence { group: g, addr: master, on: !aborted });
+                }
+                if aborted {
+                    out.push(Action::Recheck);
+                }
             }
             Event::Instance { channel, kind, addr, group } => {
                 if kind == InstanceKind::Sentinel {

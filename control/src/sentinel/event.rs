@@ -3,7 +3,7 @@
 use crate::config::join_host_port;
 
 /// The channels subscribed on every sentinel.
-pub(crate) const CHANNELS: [&str; 9] = [
+pub(crate) const CHANNELS: [&str; 17] = [
     "+switch-master",
     "+slave",
     "+sdown",
@@ -13,6 +13,32 @@ pub(crate) const CHANNELS: [&str; 9] = [
     "+convert-to-slave",
     "+sentinel",
     "+failover-end",
+    FAILOVER_STEPS[0],
+    FAILOVER_STEPS[1],
+    FAILOVER_STEPS[2],
+    FAILOVER_STEPS[3],
+    FAILOVER_STEPS[4],
+    FAILOVER_ABORTS[0],
+    FAILOVER_ABORTS[1],
+    FAILOVER_ABORTS[2],
+];
+
+/// Events of the failover leader from choosing a replica until the new configuration is
+/// announced. `+failover-state-select-slave` comes at least one Sentinel timer tick before
+/// the replica is told `REPLICAOF NO ONE`: from then on the old master must take no writes.
+pub(crate) const FAILOVER_STEPS: [&str; 5] = [
+    "+failover-state-select-slave",
+    "+selected-slave",
+    "+failover-state-send-slaveof-noone",
+    "+failover-state-wait-promotion",
+    "+promoted-slave",
+];
+
+/// The leader gave the failover up: the old master stays master.
+pub(crate) const FAILOVER_ABORTS: [&str; 3] = [
+    "-failover-abort-no-good-slave",
+    "-failover-abort-not-elected",
+    "-failover-abort-slave-timeout",
 ];
 
 /// Which kind of instance an event is about.
@@ -31,6 +57,9 @@ pub(crate) enum InstanceKind {
 pub(crate) enum Event {
     /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`.
     SwitchMaster { group: String, old: String, new: String },
+    /// A failover of `group`'s `master` is under way (one of [`FAILOVER_STEPS`]), or was given
+    /// up (`aborted`, one of [`FAILOVER_ABORTS`]).
+    Failover { group: String, master: String, aborted: bool },
     /// Any other event about an instance: `<type> <name> <ip> <port> [@ <master> <ip> <port>]`.
     Instance {
         /// The channel, e.g. `+sdown`.
@@ -53,6 +82,22 @@ pub(crate) fn parse(channel: &str, payload: &str) -> Option<Event> {
             group: group.to_string(),
             old: join_host_port(oip, oport.parse().ok()?),
             new: join_host_port(nip, nport.parse().ok()?),
+        });
+    }
+    let aborted = FAILOVER_ABORTS.contains(&channel);
+    if aborted || FAILOVER_STEPS.contains(&channel) {
+        // `master <name> <ip> <port>` or `slave <name> <ip> <port> @ <master> <ip> <port>`.
+        let (group, ip, port) = match *words.first()? {
+            "master" => (words.get(1)?, words.get(2)?, words.get(3)?),
+            _ => {
+                let at = words.iter().position(|w| *w == "@")?;
+                (words.get(at + 1)?, words.get(at + 2)?, words.get(at + 3)?)
+            }
+        };
+        return Some(Event::Failover {
+            group: group.to_string(),
+            master: join_host_port(ip, port.parse().ok()?),
+            aborted,
         });
     }
     let kind = match *words.first()? {
@@ -89,6 +134,29 @@ mod tests {
         );
         assert_eq!(parse("+switch-master", "g1 127.0.0.1 17201 127.0.0.1"), None);
         assert_eq!(parse("+switch-master", "g1 127.0.0.1 x 127.0.0.1 1"), None);
+    }
+
+    #[test]
+    fn failover_steps_and_aborts() {
+        let fenced = |group: &str, master: &str, aborted| {
+            Some(Event::Failover { group: group.into(), master: master.into(), aborted })
+        };
+        assert_eq!(
+            parse("+failover-state-select-slave", "master g1 127.0.0.1 17201"),
+            fenced("g1", "127.0.0.1:17201", false)
+        );
+        assert_eq!(
+            parse("+selected-slave", "slave 127.0.0.1:17202 127.0.0.1 17202 @ g1 127.0.0.1 17201"),
+            fenced("g1", "127.0.0.1:17201", false)
+        );
+        assert_eq!(
+            parse("-failover-abort-no-good-slave", "master g2 ::1 7001"),
+            fenced("g2", "[::1]:7001", true)
+        );
+        assert_eq!(parse("+promoted-slave", "slave 1.2.3.4:5 1.2.3.4 5"), None, "no @ master");
+        for c in FAILOVER_STEPS.iter().chain(&FAILOVER_ABORTS) {
+            assert!(CHANNELS.contains(c), "{c} is not subscribed");
+        }
     }
 
     #[test]

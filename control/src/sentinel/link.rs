@@ -76,9 +76,13 @@ async fn session(
     let t = shared.timeout;
     let pw = shared.password.as_deref();
     let mut sub = Conn::open(addr, pw, t).await?;
-    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-    args.extend(CHANNELS.iter().map(|c| c.as_bytes()));
-    sub.queue(&args);
+    // In chunks: a server rejects a command of more than 10 arguments from an unauthenticated
+    // client with a protocol error, which would hide the NOAUTH that explains the problem.
+    for chunk in CHANNELS.chunks(9) {
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(chunk.iter().map(|c| c.as_bytes()));
+        sub.queue(&args);
+    }
     sub.flush().await?;
     for _ in CHANNELS {
         let frame = tokio::time::timeout(t, sub.read_frame())

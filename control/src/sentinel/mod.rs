@@ -31,6 +31,13 @@ use crate::config::{Config, ConfigError};
 /// quick (e.g. signal the data plane to drop connections to demoted masters).
 pub type OnPublish = Arc<dyn Fn(&RoutingTable, &RoutingTable) + Send + Sync>;
 
+/// Called on the watcher's task when a failover of a group's adopted master starts
+/// (`fenced` true: from then on that master must take no request, since a write it acknowledges
+/// would be lost when Sentinel demotes it) or is given up (`fenced` false). A fence ends when the
+/// table moves the group to the new master; the callee should also bound it in time, in case
+/// the failover's end is never heard of.
+pub type FenceHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
 /// A group the watcher follows: its Sentinel name and the slots it owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupSpec {
@@ -203,6 +210,7 @@ pub struct SentinelStatus {
 
 struct Inner {
     table: SharedTable,
+    fence_hook: Arc<Mutex<Option<FenceHook>>>,
     recheck: Arc<watch::Sender<u64>>,
     status: Arc<Mutex<SentinelStatus>>,
     task: tokio::task::AbortHandle,
@@ -239,6 +247,11 @@ impl WatcherHandle {
     pub fn recheck(&self, group: GroupId) {
         tracing::debug!(group, "re-check requested");
         self.inner.recheck.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Sets the callback for failovers in progress (see [`FenceHook`]).
+    pub fn set_fence_hook(&self, hook: FenceHook) {
+        *self.inner.fence_hook.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
     }
 
     /// A snapshot of the watcher's state.
@@ -297,6 +310,7 @@ async fn launch(
     let (recheck, _) = watch::channel(0u64);
     let recheck = Arc::new(recheck);
     let (ready_tx, ready_rx) = oneshot::channel();
+    let fence_hook: Arc<Mutex<Option<FenceHook>>> = Arc::default();
     let names: Vec<String> = cfg.groups.iter().map(|g| g.name.clone()).collect();
     let driver = Driver {
         brain: Brain::new(names.clone(), cfg.sentinels.clone()),
@@ -311,6 +325,7 @@ async fn launch(
         ready: Some(ready_tx),
         switches: names.iter().map(|_| (0, None)).collect(),
         first_table: None,
+        fence_hook: fence_hook.clone(),
     };
     let start_timeout = cfg.start_timeout;
     // Also stops the driver if this future is dropped before start-up is over.
@@ -319,7 +334,7 @@ async fn launch(
         Ok(Ok(Ok(table))) => {
             if let Some(task) = guard.0.take() {
                 return Ok(WatcherHandle {
-                    inner: Arc::new(Inner { table, recheck, status, task }),
+                    inner: Arc::new(Inner { table, fence_hook, recheck, status, task }),
                 });
             }
             Err(ControlError::Stopped)
@@ -364,6 +379,8 @@ struct Driver {
     switches: Vec<(u64, Option<SwitchInfo>)>,
     /// The table just published for the first time, to hand to [`start`].
     first_table: Option<SharedTable>,
+    /// See [`WatcherHandle::set_fence_hook`].
+    fence_hook: Arc<Mutex<Option<FenceHook>>>,
 }
 
 impl Driver {
@@ -402,6 +419,19 @@ impl Driver {
                     }
                     Action::Recheck => self.recheck.send_modify(|n| *n = n.wrapping_add(1)),
                     Action::Adopted(a) => adoptions.push(a),
+                    Action::Fence { group, addr, on } => {
+                        let name = &self.brain.names()[group as usize];
+                        if on {
+                            tracing::debug!(group = %name, master = %addr, "failover in progress");
+                        } else {
+                            tracing::info!(group = %name, master = %addr, "failover given up");
+                        }
+                        let hook =
+                            self.fence_hook.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                        if let Some(hook) = hook {
+                            hook(&addr, on);
+                        }
+                    }
                 }
             }
             // Reap finished ROLE checks so the set does not grow.

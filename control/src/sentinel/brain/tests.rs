@@ -415,3 +415,31 @@ fn a_check_that_raced_with_a_newer_change_does_not_win() {
     assert!(adoptions(&a).is_empty());
     assert_eq!(b.groups[0].master.as_deref(), Some("b"));
 }
+
+#[test]
+fn failover_steps_fence_the_adopted_master_and_aborts_lift_it() {
+    let mut b = started();
+    let fences = |a: &[Action]| -> Vec<(GroupId, String, bool)> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Fence { group, addr, on } => Some((*group, addr.clone(), *on)),
+                _ => None,
+            })
+            .collect()
+    };
+    let step = |master: &str, aborted| Event::Failover {
+        group: "g1".into(),
+        master: master.into(),
+        aborted,
+    };
+    let a = event(&mut b, S[0], step("m1", false));
+    assert_eq!(fences(&a), vec![(0, "m1".to_string(), true)]);
+    assert!(adoptions(&a).is_empty(), "a failover step alone adopts nothing");
+    // Not the master keyhop routes to: nothing to fence.
+    assert!(fences(&event(&mut b, S[0], step("old", false))).is_empty());
+    let unknown = Event::Failover { group: "nope".into(), master: "m1".into(), aborted: false };
+    assert!(event(&mut b, S[0], unknown).is_empty());
+    let a = event(&mut b, S[0], step("m1", true));
+    assert_eq!(fences(&a), vec![(0, "m1".to_string(), false)]);
+    assert!(a.contains(&Action::Recheck));
+}

@@ -1,0 +1,899 @@
+//! keyhop in Sentinel mode through failovers, as a client sees it: one connection writes
+//! continuously through keyhop (alternating keys of g1 and g2, each write a unique value) while
+//! g1's master is killed, failed over gracefully, or the sentinels come and go.
+//!
+//! Measured numbers are printed with `eprintln!`:
+//! `cargo test --test failover_proxy -- --nocapture 2>&1 | grep '\[failover\]'`.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{
+    Proc, Raw, Reply, cmd, keyhop, redis_replica, redis_sentinel, redis_server, temp_dir,
+    wait_for_ping, wait_until,
+};
+use keyhop_router::key_slot;
+
+/// Generous bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
+const FAILOVER_BOUND: Duration = Duration::from_secs(30);
+/// Bound for links (re)connecting and sentinels discovering each other.
+const LINK_BOUND: Duration = Duration::from_secs(15);
+/// Pause between two writes of the writer: fine enough to time an outage to a few ms, light
+/// enough not to starve Sentinel on a 2-core machine.
+const WRITE_PACE: Duration = Duration::from_micros(700);
+/// No writer runs longer than this, whatever happens to the test.
+const WRITER_MAX: Duration = Duration::from_secs(100);
+
+/// Two groups, each a master and a replica, watched by three sentinels with quorum 2.
+struct Cluster {
+    /// Sentinel configuration files; declared first so it is removed last.
+    dir: tempfile::TempDir,
+    /// g1 master, g1 replica, g2 master, g2 replica.
+    servers: Vec<Proc>,
+    sentinels: Vec<Proc>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = temp_dir();
+        let m1 = redis_server(&[]);
+        let r1 = redis_replica(m1.port, &[]);
+        let m2 = redis_server(&[]);
+        let r2 = redis_replica(m2.port, &[]);
+        let groups = [("g1", m1.port), ("g2", m2.port)];
+        let sentinels: Vec<Proc> = (0..3).map(|_| redis_sentinel(dir.path(), &groups, 2)).collect();
+        let c = Cluster { dir, servers: vec![m1, r1, m2, r2], sentinels };
+        c.wait_sentinels_ready();
+        c
+    }
+
+    /// Waits until every sentinel knows the two others and each group's replica (needed for a
+    /// failover to be agreed and to have a candidate).
+    fn wait_sentinels_ready(&self) {
+        let ready = wait_until(LINK_BOUND, || {
+            self.sentinels.iter().all(|s| {
+                ["g1", "g2"].iter().all(|g| {
+                    array_len(s.port, &["SENTINEL", "sentinels", g]) == 2
+                        && array_len(s.port, &["SENTINEL", "replicas", g]) == 1
+                })
+            })
+        });
+        assert!(ready, "sentinels did not discover each other and the replicas in time");
+    }
+
+    fn port(&self, i: usize) -> u16 {
+        self.servers[i].port
+    }
+
+    fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(|s| s.port).collect()
+    }
+
+    /// keyhop's Sentinel-mode configuration for this cluster, plus `extra` top-level lines.
+    fn keyhop_config(&self, extra: &str) -> String {
+        let addrs: Vec<String> =
+            self.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
+        format!(
+            "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n{extra}\n\
+             [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
+             [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
+             [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
+            addrs.join(", ")
+        )
+    }
+
+    /// Restarts sentinel `i` (after a kill) on its port with its own, rewritten, config file.
+    fn restart_sentinel(&mut self, i: usize) {
+        let port = self.sentinels[i].port;
+        let file = self.dir.path().join(format!("sentinel-{port}.conf"));
+        assert!(file.exists(), "no sentinel config file {}", file.display());
+        let child = Command::new("redis-sentinel")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-sentinel");
+        self.sentinels[i] =
+            Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
+        assert!(
+            wait_for_ping(port, Duration::from_secs(10)),
+            "restarted sentinel {port} is silent"
+        );
+    }
+
+    /// `SENTINEL FAILOVER group` through sentinel `i`, retried while Sentinel refuses (e.g.
+    /// `-NOGOODSLAVE` right after a restart); returns when it was accepted.
+    fn force_failover(&self, i: usize, group: &str) -> Instant {
+        let mut last = String::new();
+        let mut accepted = None;
+        let ok = wait_until(FAILOVER_BOUND, || {
+            let at = Instant::now();
+            last = cmd(self.sentinels[i].port, &["SENTINEL", "FAILOVER", group]);
+            if last == "OK" {
+                accepted = Some(at);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        });
+        assert!(ok, "SENTINEL FAILOVER {group} kept failing: {last}");
+        accepted.unwrap_or_else(Instant::now)
+    }
+}
+
+/// Length of the array a command answers (0 for anything else, or no connection).
+fn array_len(port: u16, args: &[&str]) -> usize {
+    let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut raw = Raw { reader: std::io::BufReader::new(s.try_clone().expect("clone")), writer: s };
+    match raw.try_read_after(args) {
+        Some(Reply::Array(Some(items))) => items.len(),
+        _ => 0,
+    }
+}
+
+trait TryCall {
+    fn try_read_after(&mut self, args: &[&str]) -> Option<Reply>;
+}
+
+impl TryCall for Raw {
+    fn try_read_after(&mut self, args: &[&str]) -> Option<Reply> {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        std::io::Write::write_all(&mut self.writer, &common::encode(&a)).ok()?;
+        self.try_read().ok()
+    }
+}
+
+/// `ROLE`'s first element (`master`, `slave`), or what went wrong.
+fn role(port: u16) -> String {
+    let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return "(connect failed)".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut raw = Raw { reader: std::io::BufReader::new(s.try_clone().expect("clone")), writer: s };
+    match raw.try_read_after(&["ROLE"]) {
+        Some(Reply::Array(Some(items))) => match items.first() {
+            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+fn is_master(port: u16) -> bool {
+    role(port) == "master"
+}
+
+/// A replica of someone, with its replication link up.
+fn is_linked_replica(port: u16) -> bool {
+    role(port) == "slave" && cmd(port, &["INFO", "replication"]).contains("master_link_status:up")
+}
+
+/// The group (0: g1, 1: g2) a key belongs to under the test's slot split.
+fn group_of(key: &str) -> usize {
+    usize::from(key_slot(key.as_bytes()) >= 8192)
+}
+
+/// A unique key of `group` for write number `i`.
+fn key_for(group: usize, i: u64) -> String {
+    (0..1000)
+        .map(|j| format!("w{i}.{j}"))
+        .find(|k| group_of(k) == group)
+        .expect("a key of the group among 1000 candidates")
+}
+
+/// One write through keyhop.
+#[derive(Clone, Debug)]
+struct Write {
+    group: usize,
+    key: String,
+    value: String,
+    sent: Instant,
+    done: Instant,
+    /// `Err` holds the error reply.
+    result: Result<(), String>,
+}
+
+impl Write {
+    fn ok(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+/// What a [`Writer`] sends.
+#[derive(Clone)]
+enum Op {
+    /// SETs alternating between g1 and g2 keys, each with a unique key and value.
+    Sets,
+    /// GETs of one key, expecting `value`.
+    Gets { key: String, value: String },
+}
+
+/// A client connection writing (or reading) continuously through keyhop on a thread of its own.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Write>>>,
+    handle: Option<JoinHandle<Option<String>>>,
+}
+
+impl Writer {
+    /// Starts writing through keyhop on `port`: SETs alternating between g1 and g2 keys.
+    fn start(port: u16) -> Writer {
+        Writer::start_op(port, Op::Sets)
+    }
+
+    /// Starts sending `op` through keyhop on `port`.
+    fn start_op(port: u16, op: Op) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log: Arc<Mutex<Vec<Write>>> = Arc::default();
+        let mut raw = Raw::connect(port);
+        let (s, l) = (stop.clone(), log.clone());
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut i = 0u64;
+            // Returns why the connection ended, if it did.
+            while !s.load(Ordering::Relaxed) && started.elapsed() < WRITER_MAX && i < 1_000_000 {
+                let (group, key, value, cmd): (usize, String, String, &[u8]) = match &op {
+                    Op::Sets => {
+                        let group = (i % 2) as usize;
+                        let value = format!("v{i}-{}", started.elapsed().as_nanos());
+                        (group, key_for(group, i), value, b"SET")
+                    }
+                    Op::Gets { key, value } => (group_of(key), key.clone(), value.clone(), b"GET"),
+                };
+                let sent = Instant::now();
+                match &op {
+                    Op::Sets => raw.send(&[cmd, key.as_bytes(), value.as_bytes()]),
+                    Op::Gets { .. } => raw.send(&[cmd, key.as_bytes()]),
+                }
+                let result = match raw.try_read() {
+                    Ok(Reply::Status(s)) if s == "OK" => Ok(()),
+                    Ok(Reply::Bulk(Some(b))) if b == value.as_bytes() => Ok(()),
+                    Ok(Reply::Error(e)) => Err(e),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => return Some(format!("connection ended: {e}")),
+                };
+                let w = Write { group, key, value, sent, done: Instant::now(), result };
+                l.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+                i += 1;
+                std::thread::sleep(WRITE_PACE);
+            }
+            None
+        });
+        Writer { stop, log, handle: Some(handle) }
+    }
+
+    fn snapshot(&self) -> Vec<Write> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn ok_count(&self) -> usize {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|w| w.ok()).count()
+    }
+
+    /// Waits until `n` more writes succeeded (panics after `bound`).
+    fn wait_progress(&self, n: usize, bound: Duration) {
+        let base = self.ok_count();
+        let ok = wait_until(bound, || self.ok_count() >= base + n);
+        assert!(ok, "writer made no progress: {:?}", self.snapshot().last());
+    }
+
+    /// Stops the writer; returns every write and asserts keyhop never closed the connection.
+    fn finish(mut self) -> Vec<Write> {
+        self.stop.store(true, Ordering::Relaxed);
+        let ended = self.handle.take().map(|h| h.join().expect("writer thread"));
+        assert_eq!(ended, Some(None), "keyhop closed the client's connection");
+        self.snapshot()
+    }
+}
+
+/// `+switch-master` of one group as seen by subscribers on several sentinels: the earliest.
+struct SwitchWatch {
+    stop: Arc<AtomicBool>,
+    /// Every message for the group: when it arrived, and the new master's `host:port`.
+    seen: Arc<Mutex<Vec<(Instant, String)>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl SwitchWatch {
+    /// Subscribes to `+switch-master` on every sentinel port (reconnecting if a sentinel goes
+    /// away and comes back) and records the messages about `group`.
+    fn start(ports: &[u16], group: &str) -> SwitchWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let mut subscribed = Vec::new();
+        let handles = ports
+            .iter()
+            .map(|&port| {
+                let (stop, seen, group) = (stop.clone(), seen.clone(), group.to_string());
+                let (tx, rx) = std::sync::mpsc::channel();
+                subscribed.push(rx);
+                std::thread::spawn(move || subscribe_loop(port, &group, &stop, &seen, tx))
+            })
+            .collect();
+        // Subscribed before the test goes on, so no event can be missed.
+        for rx in subscribed {
+            assert!(rx.recv_timeout(LINK_BOUND).is_ok(), "could not subscribe to a sentinel");
+        }
+        SwitchWatch { stop, seen, handles }
+    }
+
+    /// The earliest `+switch-master` seen at or after `since`, and the new master.
+    fn first_since(&self, since: Instant) -> Option<(Instant, String)> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter().filter(|(t, _)| *t >= since).min_by_key(|(t, _)| *t).cloned()
+    }
+
+    /// Waits for a `+switch-master` at or after `since` (panics after `bound`).
+    fn wait_since(&self, since: Instant, bound: Duration) -> (Instant, String) {
+        let ok = wait_until(bound, || self.first_since(since).is_some());
+        assert!(ok, "no +switch-master within {bound:?}");
+        self.first_since(since).expect("seen")
+    }
+}
+
+impl Drop for SwitchWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn subscribe_loop(
+    port: u16,
+    group: &str,
+    stop: &AtomicBool,
+    seen: &Mutex<Vec<(Instant, String)>>,
+    subscribed: std::sync::mpsc::Sender<()>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        let Ok(reader) = s.try_clone() else { continue };
+        let mut raw = Raw { reader: std::io::BufReader::new(reader), writer: s };
+        if raw.try_read_after(&["PSUBSCRIBE", "+switch-master"]).is_none() {
+            continue;
+        }
+        let _ = subscribed.send(());
+        while !stop.load(Ordering::Relaxed) {
+            match raw.try_read() {
+                Ok(Reply::Array(Some(items))) => {
+                    let at = Instant::now();
+                    // pmessage, pattern, channel, "name old-ip old-port new-ip new-port".
+                    let Some(Reply::Bulk(Some(payload))) = items.get(3) else { continue };
+                    let text = String::from_utf8_lossy(payload);
+                    let words: Vec<&str> = text.split_whitespace().collect();
+                    if words.len() == 5 && words[0] == group {
+                        let new = format!("{}:{}", words[3], words[4]);
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).push((at, new));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// A group's outage as the writer saw it.
+#[derive(Debug)]
+struct Outage {
+    errors: usize,
+    /// The first failed write at or after `since` (sent time).
+    first_fail: Option<Instant>,
+    /// The first successful write after that failure (reply time).
+    first_ok_after: Option<Instant>,
+    /// The last failed write (reply time).
+    last_fail: Option<Instant>,
+}
+
+fn outage(writes: &[Write], group: usize, since: Instant) -> Outage {
+    let mine: Vec<&Write> = writes.iter().filter(|w| w.group == group && w.sent >= since).collect();
+    let errors = mine.iter().filter(|w| !w.ok()).count();
+    let first_fail_idx = mine.iter().position(|w| !w.ok());
+    let first_fail = first_fail_idx.map(|i| mine[i].sent);
+    let first_ok_after =
+        first_fail_idx.and_then(|i| mine[i..].iter().find(|w| w.ok()).map(|w| w.done));
+    let last_fail = mine.iter().rev().find(|w| !w.ok()).map(|w| w.done);
+    Outage { errors, first_fail, first_ok_after, last_fail }
+}
+
+/// The first successful write of `group` whose reply came at or after `at`.
+fn first_ok_at_or_after(writes: &[Write], group: usize, at: Instant) -> Option<&Write> {
+    writes.iter().find(|w| w.group == group && w.ok() && w.done >= at)
+}
+
+/// Signed milliseconds from `a` to `b`.
+fn ms(a: Instant, b: Instant) -> f64 {
+    if b >= a {
+        b.duration_since(a).as_secs_f64() * 1000.0
+    } else {
+        -(a.duration_since(b).as_secs_f64() * 1000.0)
+    }
+}
+
+/// The values of `keys` on the server at `port` (pipelined GETs).
+fn get_many(port: u16, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
+    let mut raw = Raw::connect(port);
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let mut bytes = Vec::new();
+        for k in chunk {
+            bytes.extend_from_slice(&common::encode(&[b"GET", k.as_bytes()]));
+        }
+        raw.send_raw(&bytes);
+        for _ in chunk {
+            out.push(match raw.read() {
+                Reply::Bulk(b) => b,
+                other => panic!("GET answered {other:?}"),
+            });
+        }
+    }
+    out
+}
+
+/// The acknowledged writes among `writes` whose value is not on the server at `port`.
+fn missing_on<'a>(port: u16, writes: &[&'a Write]) -> Vec<&'a Write> {
+    let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+    let values = get_many(port, &keys);
+    writes
+        .iter()
+        .zip(values)
+        .filter(|(w, v)| v.as_deref() != Some(w.value.as_bytes()))
+        .map(|(w, _)| *w)
+        .collect()
+}
+
+/// The acknowledged writes of `group`.
+fn acked(writes: &[Write], group: usize) -> Vec<&Write> {
+    writes.iter().filter(|w| w.group == group && w.ok()).collect()
+}
+
+/// Waits until the newest acknowledged write of `group` sent after `after` is on `port`.
+fn wait_writes_land(w: &Writer, group: usize, port: u16, after: Instant, bound: Duration) -> bool {
+    wait_until(bound, || {
+        let last =
+            w.snapshot().into_iter().rev().find(|x| x.group == group && x.ok() && x.sent > after);
+        last.is_some_and(|x| cmd(port, &["GET", &x.key]) == x.value)
+    })
+}
+
+fn keyhop_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default()
+}
+
+/// The first error replies of `group`, for failure messages.
+fn errors_of(writes: &[Write], group: usize) -> Vec<String> {
+    writes
+        .iter()
+        .filter(|w| w.group == group)
+        .filter_map(|w| w.result.clone().err())
+        .take(5)
+        .collect()
+}
+
+#[test]
+fn kill_9_of_a_master_under_continuous_writes() {
+    let mut c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
+    let (m1, r1, m2) = (c.port(0), c.port(1), c.port(2));
+    let switches = SwitchWatch::start(&c.sentinel_ports(), "g1");
+    let writer = Writer::start(proxy.port);
+    writer.wait_progress(300, Duration::from_secs(10));
+    assert!(writer.snapshot().iter().all(Write::ok), "errors before the kill");
+
+    let killed_at = Instant::now();
+    c.servers[0].kill();
+    let (switch_at, new_master) = switches.wait_since(killed_at, FAILOVER_BOUND);
+    assert_eq!(new_master, c.servers[1].addr(), "Sentinel promoted g1's replica");
+    // Writes to g1 resume; then keep writing a little to see that they stay up.
+    let resumed = wait_until(Duration::from_secs(10), || {
+        first_ok_at_or_after(&writer.snapshot(), 0, switch_at).is_some()
+    });
+    writer.wait_progress(300, Duration::from_secs(10));
+    let writes = writer.finish();
+    let log = keyhop_log(dir.path());
+    assert!(resumed, "g1 writes never resumed after +switch-master; keyhop log:\n{log}");
+
+    let g1 = outage(&writes, 0, killed_at);
+    let g2 = outage(&writes, 1, Instant::now() - Duration::from_secs(3600));
+    let first_ok = first_ok_at_or_after(&writes, 0, switch_at).expect("resumed").done;
+    let (Some(fail), Some(back)) = (g1.first_fail, g1.first_ok_after) else {
+        panic!("a dead master must cost some g1 writes: {g1:?}")
+    };
+    eprintln!(
+        "[failover] kill -9: +switch-master {:.0} ms after the kill; g1 write outage {:.1} ms \
+         (first failed write -> first success); first +switch-master -> first successful g1 \
+         write {:.1} ms; g1 errors {}; g2 errors {}; writes {}",
+        ms(killed_at, switch_at),
+        ms(fail, back),
+        ms(switch_at, first_ok),
+        g1.errors,
+        g2.errors,
+        writes.len(),
+    );
+    assert_eq!(g2.errors, 0, "g2 must not notice g1's failover: {:?}", errors_of(&writes, 1));
+    assert!(g1.errors > 0);
+    assert!(
+        ms(switch_at, first_ok) < 1000.0,
+        "g1 writes resumed {:.0} ms after +switch-master (bound 1 s); keyhop log:\n{log}",
+        ms(switch_at, first_ok)
+    );
+    // Every g1 error is a clear keyhop error naming the group, none after the switch settled.
+    assert!(
+        writes
+            .iter()
+            .filter(|w| w.group == 0)
+            .filter_map(|w| w.result.as_ref().err())
+            .all(|e| e.contains("g1")),
+        "{:?}",
+        errors_of(&writes, 0)
+    );
+    assert!(g1.last_fail.is_some_and(|t| t < first_ok), "g1 failed again after resuming");
+
+    // Every write acknowledged to g2 reads back intact, through keyhop and on g2's master.
+    let g2_acked = acked(&writes, 1);
+    assert!(g2_acked.len() > 300);
+    let lost = missing_on(m2, &g2_acked);
+    assert!(lost.is_empty(), "{} acknowledged g2 writes lost, e.g. {:?}", lost.len(), lost.first());
+    let keys: Vec<&str> = g2_acked.iter().map(|w| w.key.as_str()).collect();
+    let through = get_many(proxy.port, &keys);
+    assert!(g2_acked.iter().zip(&through).all(|(w, v)| v.as_deref() == Some(w.value.as_bytes())));
+
+    // g1 writes acknowledged after the switch are on the promoted replica, now a master.
+    assert!(is_master(r1), "ROLE of the promoted replica: {}", role(r1));
+    let after: Vec<&Write> = acked(&writes, 0).into_iter().filter(|w| w.sent >= fail).collect();
+    assert!(!after.is_empty());
+    let lost_after = missing_on(r1, &after);
+    assert!(lost_after.is_empty(), "{} g1 writes after the failover lost", lost_after.len());
+    let mut c1 = Raw::connect(proxy.port);
+    assert_eq!(c1.call(&["SET", &key_for(0, 999_999), "after"]), Reply::Status("OK".into()));
+    assert_eq!(cmd(r1, &["GET", &key_for(0, 999_999)]), "after");
+    // Writes acknowledged by the old master just before it died may not have reached the
+    // replica (asynchronous replication): counted, not asserted.
+    let before: Vec<&Write> = acked(&writes, 0).into_iter().filter(|w| w.sent < fail).collect();
+    eprintln!(
+        "[failover] kill -9: g1 writes acknowledged before the kill and missing on the promoted \
+         replica: {} of {}",
+        missing_on(r1, &before).len(),
+        before.len()
+    );
+    let _ = m1;
+}
+
+#[test]
+fn graceful_failover_loses_no_acknowledged_write() {
+    let c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
+    let (m1, r1, m2) = (c.port(0), c.port(1), c.port(2));
+    let switches = SwitchWatch::start(&c.sentinel_ports(), "g1");
+    let writer = Writer::start(proxy.port);
+    writer.wait_progress(300, Duration::from_secs(10));
+
+    let asked = c.force_failover(0, "g1");
+    let (switch_at, new_master) = switches.wait_since(asked, FAILOVER_BOUND);
+    assert_eq!(new_master, c.servers[1].addr());
+    let landed = wait_writes_land(&writer, 0, r1, switch_at, Duration::from_secs(10));
+    // The old master is turned into a replica of the new one (Sentinel waits a few seconds).
+    let demoted = wait_until(FAILOVER_BOUND, || is_linked_replica(m1));
+    writer.wait_progress(300, Duration::from_secs(10));
+    let writes = writer.finish();
+    let log = keyhop_log(dir.path());
+    assert!(landed, "g1 writes did not move to the new master; keyhop log:\n{log}");
+    assert!(demoted, "old master did not become a replica: {}", role(m1));
+    assert!(is_master(r1), "{}", role(r1));
+
+    let g1 = outage(&writes, 0, asked);
+    let g2 = outage(&writes, 1, Instant::now() - Duration::from_secs(3600));
+    let first_ok = first_ok_at_or_after(&writes, 0, switch_at).map(|w| w.done);
+    let lost1 = missing_on(r1, &acked(&writes, 0));
+    let lost2 = missing_on(m2, &acked(&writes, 1));
+    eprintln!(
+        "[failover] SENTINEL FAILOVER: +switch-master {:.0} ms after the request; g1 errors {}; \
+         g1 outage {:?} ms; g2 errors {}; acknowledged writes lost: g1 {} of {}, g2 {}",
+        ms(asked, switch_at),
+        g1.errors,
+        g1.first_fail.zip(g1.first_ok_after).map(|(a, b)| ms(a, b)),
+        g2.errors,
+        lost1.len(),
+        acked(&writes, 0).len(),
+        lost2.len(),
+    );
+    if let Some(w) = lost1.first() {
+        eprintln!(
+            "[failover] first lost g1 write sent {:.1} ms after the request, {:.1} ms from +switch-master",
+            ms(asked, w.sent),
+            ms(switch_at, w.sent)
+        );
+    }
+    assert_eq!(g2.errors, 0, "{:?}", errors_of(&writes, 1));
+    assert!(first_ok.is_some());
+    assert!(
+        lost1.is_empty() && lost2.is_empty(),
+        "acknowledged writes lost in a graceful failover: g1 {} (first {:?}), g2 {}",
+        lost1.len(),
+        lost1.first(),
+        lost2.len()
+    );
+}
+
+/// Whether keyhop (any client connection of it) is subscribed to sentinel `port`'s events: it
+/// is the only client subscribing to this many channels.
+fn keyhop_subscribed(port: u16) -> bool {
+    cmd(port, &["CLIENT", "LIST"]).lines().any(|l| l.contains(" sub=17 "))
+}
+
+#[test]
+fn a_sentinel_killed_and_restarted_mid_run() {
+    let mut c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
+    let (r1, r2) = (c.port(1), c.port(3));
+    let sw1 = SwitchWatch::start(&c.sentinel_ports(), "g1");
+    let sw2 = SwitchWatch::start(&c.sentinel_ports(), "g2");
+    let ports = c.sentinel_ports();
+    assert!(wait_until(LINK_BOUND, || ports.iter().all(|&p| keyhop_subscribed(p))));
+    let writer = Writer::start(proxy.port);
+    writer.wait_progress(200, Duration::from_secs(10));
+
+    // Two sentinels of three still make the quorum and the majority to elect a leader.
+    c.sentinels[2].kill();
+    let killed_at = Instant::now();
+    c.servers[0].kill();
+    let (switch1, new1) = sw1.wait_since(killed_at, FAILOVER_BOUND);
+    assert_eq!(new1, c.servers[1].addr());
+    assert!(wait_writes_land(&writer, 0, r1, switch1, Duration::from_secs(10)), "g1 moved");
+
+    c.restart_sentinel(2);
+    let back = Instant::now();
+    let resubscribed = wait_until(LINK_BOUND, || keyhop_subscribed(ports[2]));
+    let resub_ms = back.elapsed().as_millis();
+    assert!(resubscribed, "keyhop did not subscribe to the restarted sentinel again");
+    // A failover of g2 led by the restarted sentinel.
+    let asked = c.force_failover(2, "g2");
+    let (switch2, new2) = sw2.wait_since(asked, FAILOVER_BOUND);
+    assert_eq!(new2, c.servers[3].addr());
+    assert!(wait_writes_land(&writer, 1, r2, switch2, Duration::from_secs(10)), "g2 moved");
+    writer.wait_progress(200, Duration::from_secs(10));
+    let writes = writer.finish();
+
+    let g1 = outage(&writes, 0, killed_at);
+    let g1_back = first_ok_at_or_after(&writes, 0, switch1).expect("g1 resumed").done;
+    let g2 = outage(&writes, 1, asked);
+    let g2_early = writes.iter().filter(|w| w.group == 1 && w.sent < asked && !w.ok()).count();
+    let lost2 = missing_on(r2, &acked(&writes, 1));
+    let after1: Vec<&Write> = acked(&writes, 0).into_iter().filter(|w| w.sent >= switch1).collect();
+    let lost1 = missing_on(r1, &after1);
+    eprintln!(
+        "[failover] sentinel restarted: kill -9 with a sentinel down: +switch-master {:.0} ms after \
+         the kill, first g1 write {:.1} ms after it, g1 errors {}; keyhop re-subscribed {resub_ms} \
+         ms after the restart; SENTINEL FAILOVER g2 via the restarted sentinel: +switch-master \
+         {:.0} ms after the request, g2 errors {}, g2 outage {:?} ms; acknowledged writes lost: \
+         g1 {} g2 {}",
+        ms(killed_at, switch1),
+        ms(switch1, g1_back),
+        g1.errors,
+        ms(asked, switch2),
+        g2.errors,
+        g2.first_fail.zip(g2.first_ok_after).map(|(a, b)| ms(a, b)),
+        lost1.len(),
+        lost2.len(),
+    );
+    assert_eq!(g2_early, 0, "g2 erred before its own failover: {:?}", errors_of(&writes, 1));
+    assert!(
+        ms(switch1, g1_back) < 1000.0,
+        "g1 resumed {:.0} ms after +switch-master",
+        ms(switch1, g1_back)
+    );
+    assert!(lost1.is_empty() && lost2.is_empty(), "lost: g1 {} g2 {}", lost1.len(), lost2.len());
+}
+
+#[test]
+fn all_sentinels_down_then_back() {
+    let mut c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
+    let (r1, m2) = (c.port(1), c.port(2));
+    let writer = Writer::start(proxy.port);
+    writer.wait_progress(200, Duration::from_secs(10));
+
+    let down_at = Instant::now();
+    for s in &mut c.sentinels {
+        s.kill();
+    }
+    // Several poll intervals and reconnect attempts with no sentinel: the last table serves.
+    std::thread::sleep(Duration::from_secs(3));
+    let during = writer.snapshot();
+    let served: Vec<&Write> = during.iter().filter(|w| w.sent >= down_at).collect();
+    assert!(served.len() > 200, "too few writes while the sentinels were down: {}", served.len());
+    assert!(
+        served.iter().all(|w| w.ok()),
+        "errors with the sentinels down: {:?}",
+        errors_of(&during, 0)
+    );
+
+    for i in 0..3 {
+        c.restart_sentinel(i);
+    }
+    let back = Instant::now();
+    let ports = c.sentinel_ports();
+    let resubscribed = wait_until(LINK_BOUND, || ports.iter().all(|&p| keyhop_subscribed(p)));
+    let resub_ms = back.elapsed().as_millis();
+    assert!(resubscribed, "keyhop did not subscribe to the sentinels again");
+    let switches = SwitchWatch::start(&ports, "g1");
+    let asked = c.force_failover(0, "g1");
+    let (switch_at, new) = switches.wait_since(asked, FAILOVER_BOUND);
+    assert_eq!(new, c.servers[1].addr());
+    let landed = wait_writes_land(&writer, 0, r1, switch_at, Duration::from_secs(10));
+    writer.wait_progress(200, Duration::from_secs(10));
+    let writes = writer.finish();
+    assert!(landed, "g1 writes did not move to the new master; log:\n{}", keyhop_log(dir.path()));
+
+    let g1 = outage(&writes, 0, asked);
+    let g1_early = writes.iter().filter(|w| w.group == 0 && w.sent < asked && !w.ok()).count();
+    let g2 = outage(&writes, 1, down_at);
+    let lost1 = missing_on(r1, &acked(&writes, 0));
+    let lost2 = missing_on(m2, &acked(&writes, 1));
+    eprintln!(
+        "[failover] all sentinels down for 3 s: {} writes, 0 errors; keyhop re-subscribed to all \
+         {resub_ms} ms after their restart; SENTINEL FAILOVER g1: +switch-master {:.0} ms after \
+         the request, g1 errors {}, g1 outage {:?} ms, g2 errors {}; acknowledged writes lost: g1 \
+         {} g2 {}",
+        served.len(),
+        ms(asked, switch_at),
+        g1.errors,
+        g1.first_fail.zip(g1.first_ok_after).map(|(a, b)| ms(a, b)),
+        g2.errors,
+        lost1.len(),
+        lost2.len(),
+    );
+    assert_eq!(g1_early, 0, "{:?}", errors_of(&writes, 0));
+    assert_eq!(g2.errors, 0, "{:?}", errors_of(&writes, 1));
+    assert!(lost1.is_empty() && lost2.is_empty(), "lost: g1 {} g2 {}", lost1.len(), lost2.len());
+}
+
+/// `calls` of `cmdstat_<command>` in the server's `INFO commandstats`.
+fn calls(port: u16, command: &str) -> u64 {
+    let info = cmd(port, &["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_dying_replica_with_replica_preferred_reads() {
+    let mut c = Cluster::new();
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &c.keyhop_config("read_from = \"replica-preferred\""));
+    let (m1, r1) = (c.port(0), c.port(1));
+    let key = key_for(0, 7);
+    assert_eq!(Raw::connect(proxy.port).call(&["SET", &key, "kept"]), Reply::Status("OK".into()));
+    assert!(wait_until(LINK_BOUND, || cmd(r1, &["GET", &key]) == "kept"), "replicated");
+    // keyhop learns the replica's health from the sentinels shortly after start.
+    let (before_m, before_r) = (calls(m1, "get"), calls(r1, "get"));
+    let reader = Writer::start_op(proxy.port, Op::Gets { key: key.clone(), value: "kept".into() });
+    let on_replica = wait_until(LINK_BOUND, || calls(r1, "get") >= before_r + 200);
+    assert!(on_replica, "reads are not served by the replica");
+    assert!(calls(m1, "get") < before_m + 200, "reads went to the master");
+
+    let killed_at = Instant::now();
+    c.servers[1].kill();
+    let m_at_kill = calls(m1, "get");
+    std::thread::sleep(Duration::from_secs(5));
+    let reads = reader.finish();
+    let after: Vec<&Write> = reads.iter().filter(|w| w.sent >= killed_at).collect();
+    let errors: Vec<&Write> = after.iter().filter(|w| !w.ok()).copied().collect();
+    let last_error = errors.last().map(|w| ms(killed_at, w.done));
+    let first_ok_from_master = after.iter().find(|w| w.ok()).map(|w| ms(killed_at, w.done));
+    eprintln!(
+        "[failover] replica killed (replica-preferred): {} reads after the kill, {} errors, last \
+         error {:?} ms after the kill, first good read {:?} ms after; e.g. {:?}",
+        after.len(),
+        errors.len(),
+        last_error,
+        first_ok_from_master,
+        errors.first().map(|w| &w.result),
+    );
+    assert!(after.len() > 100, "reads stalled after the kill");
+    assert!(calls(m1, "get") > m_at_kill + 100, "the master serves the reads now");
+    // With the master healthy, a read-only client should hardly notice: the reads in flight when
+    // the replica dies fail, the next ones go to the master at once (not only when Sentinel
+    // marks the replica down, a second or more later).
+    assert!(
+        errors.len() <= 5,
+        "{} read errors after the replica died, the last {:?} ms after the kill",
+        errors.len(),
+        last_error
+    );
+    assert!(
+        last_error.is_none_or(|t| t < 3000.0),
+        "reads still failing {:?} ms after the replica died",
+        last_error
+    );
+}
+
+/// Starts redis-server again on `port` (just freed) with `extra` arguments.
+fn restart_server_on(port: u16, extra: &[&str]) -> Proc {
+    let dir = temp_dir();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly"])
+        .args(["no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let p = Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) };
+    assert!(wait_for_ping(port, Duration::from_secs(5)), "redis-server restarted on {port}");
+    p
+}
+
+#[test]
+fn static_replica_dies_and_comes_back_under_replica_preferred_reads() {
+    // No Sentinel here: nothing ever marks the replica down, keyhop alone must notice.
+    let dir = temp_dir();
+    let m = redis_server(&[]);
+    let mut r = redis_replica(m.port, &[]);
+    let other = redis_server(&[]);
+    let config = format!(
+        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n\
+         read_from = \"replica-preferred\"\n\
+         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nreplicas = [\"{}\"]\nslots = [\"0-8191\"]\n\n\
+         [[groups]]\nname = \"g2\"\nmaster = \"{}\"\nslots = [\"8192-16383\"]\n",
+        m.addr(),
+        r.addr(),
+        other.addr()
+    );
+    let proxy = keyhop(dir.path(), &config);
+    let key = key_for(0, 11);
+    assert_eq!(Raw::connect(proxy.port).call(&["SET", &key, "kept"]), Reply::Status("OK".into()));
+    assert!(wait_until(LINK_BOUND, || cmd(r.port, &["GET", &key]) == "kept"), "replicated");
+    let reader = Writer::start_op(proxy.port, Op::Gets { key: key.clone(), value: "kept".into() });
+    assert!(wait_until(LINK_BOUND, || calls(r.port, "get") >= 100), "reads not on the replica");
+
+    let killed_at = Instant::now();
+    r.kill();
+    reader.wait_progress(500, Duration::from_secs(10));
+    let m_calls = calls(m.port, "get");
+    assert!(m_calls >= 400, "the master did not take the reads over: {m_calls}");
+    let mp = m.port.to_string();
+    let _r = restart_server_on(r.port, &["--replicaof", "127.0.0.1", &mp]);
+    let back_at = Instant::now();
+    // keyhop reconnects on its own (backoff at most 2 s) and sends reads to the replica again.
+    let returned = wait_until(LINK_BOUND, || calls(r.port, "get") >= 100);
+    let returned_ms = back_at.elapsed().as_millis();
+    let reads = reader.finish();
+    let failed: Vec<&Write> = reads.iter().filter(|w| w.sent >= killed_at && !w.ok()).collect();
+    // A restarted replica answers from its empty dataset until its first sync is done; static
+    // mode does not check a replica's link to its master (Sentinel mode does): counted apart.
+    let stale = failed.iter().filter(|w| w.result == Err("unexpected reply Bulk(None)".into()));
+    let stale = stale.count();
+    let errors = failed.len() - stale;
+    eprintln!(
+        "[failover] static replica killed: {errors} read errors; reads back on the replica \
+         {returned_ms} ms after its restart; {stale} reads answered nil by the restarted replica \
+         before its sync"
+    );
+    assert!(returned, "reads never went back to the returning replica");
+    assert!(errors <= 5, "{errors} read errors: {:?}", errors_of(&reads, 0));
+}
