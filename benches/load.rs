@@ -33,6 +33,7 @@ struct Opts {
     rounds: usize,
     scale: f64,
     threads: Vec<u32>,
+    metrics: bool,
     keyhop: Option<PathBuf>,
     build: bool,
     use_keyhop: bool,
@@ -49,6 +50,8 @@ usage: cargo bench --bench load [-- OPTIONS]
   --rounds N         alternating rounds per workload (default 3; 2 with --quick)
   --scale F          multiply every request count by F (after --quick)
   --threads LIST     keyhop worker threads to compare, e.g. 1,2 (default 0 = auto)
+  --metrics          also run each keyhop with admin_listen set (per-command metrics on), to
+                     measure what recording metrics costs
   --keyhop PATH      keyhop binary to run (also KEYHOP_BIN); skips `cargo build --release`
   --no-build         don't run `cargo build --release`; use target/release/keyhop as is
   --no-keyhop        leave keyhop out
@@ -63,6 +66,7 @@ fn parse_opts() -> Res<Opts> {
         rounds: 0,
         scale: 1.0,
         threads: vec![0],
+        metrics: false,
         keyhop: std::env::var_os("KEYHOP_BIN").map(PathBuf::from),
         build: true,
         use_keyhop: true,
@@ -100,6 +104,7 @@ fn parse_opts() -> Res<Opts> {
                     return Err("--threads needs at least one count".into());
                 }
             }
+            "--metrics" => o.metrics = true,
             "--keyhop" => o.keyhop = Some(PathBuf::from(value("--keyhop")?)),
             "--no-build" => o.build = false,
             "--no-keyhop" => o.use_keyhop = false,
@@ -397,27 +402,35 @@ fn start_keyhop(
     bin: &Path,
     dir: &Path,
     threads: u32,
+    metrics: bool,
     backends: &[u16],
     notes: &mut Vec<String>,
 ) -> Res<Option<Proc>> {
+    let variant = if metrics { format!("t{threads}-metrics") } else { format!("t{threads}") };
     let mut attempt = 0;
     loop {
         attempt += 1;
         let port = free_port()?;
+        // admin_listen turns per-command metrics recording on.
+        let admin = if metrics {
+            format!("admin_listen = \"127.0.0.1:{}\"\n", free_port()?)
+        } else {
+            String::new()
+        };
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\nthreads = {threads}\n\n\
+            "listen = \"127.0.0.1:{port}\"\nthreads = {threads}\n{admin}\n\
              [[groups]]\nname = \"g1\"\nmaster = \"127.0.0.1:{}\"\nslots = [\"0-8191\"]\n\n\
              [[groups]]\nname = \"g2\"\nmaster = \"127.0.0.1:{}\"\nslots = [\"8192-16383\"]\n",
             backends[0], backends[1]
         );
-        let path = dir.join(format!("keyhop-t{threads}.toml"));
+        let path = dir.join(format!("keyhop-{variant}.toml"));
         fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--config")
             .arg(&path)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
-        let log = dir.join(format!("keyhop-t{threads}.log"));
-        let mut p = Proc::spawn(&format!("keyhop threads={threads}"), port, log, &mut cmd)?;
+        let log = dir.join(format!("keyhop-{variant}.log"));
+        let mut p = Proc::spawn(&format!("keyhop {variant}"), port, log, &mut cmd)?;
         if p.wait_ready(Duration::from_secs(10))? {
             return Ok(Some(p));
         }
@@ -1157,6 +1170,36 @@ fn report(
         m += "\n";
     }
 
+    // Metrics on vs off: each `X +metrics` target against its twin `X`.
+    let pairs: Vec<(usize, usize)> = keyhops
+        .iter()
+        .filter_map(|&on| {
+            let base = targets[on].label.strip_suffix(" +metrics")?;
+            let off = keyhops.iter().copied().find(|&j| targets[j].label == base)?;
+            Some((on, off))
+        })
+        .collect();
+    if !pairs.is_empty() {
+        let _ = writeln!(m, "## Metrics on vs off\n");
+        let _ = writeln!(
+            m,
+            "req/s with `admin_listen` set (per-command counters and latency histograms recorded) \
+             divided by req/s without it; median of per-round ratios. Target: a loss under 3%.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| workload | {} |",
+            pairs.iter().map(|&(on, _)| targets[on].label.as_str()).collect::<Vec<_>>().join(" | ")
+        );
+        let _ = writeln!(m, "|---|{}", "---:|".repeat(pairs.len()));
+        for (i, r) in rows.iter().enumerate() {
+            let cells: Vec<String> =
+                pairs.iter().map(|&(on, off)| fmt_x(ratio(&s[i][on], &s[i][off]))).collect();
+            let _ = writeln!(m, "| {} | {} |", r.name, cells.join(" | "));
+        }
+        m += "\n";
+    }
+
     let _ = writeln!(m, "## Idle connections\n");
     if idle.is_empty() {
         let _ = writeln!(m, "Not measured in this run.\n");
@@ -1324,13 +1367,22 @@ fn run() -> Res<()> {
         dead: false,
     }];
     if let Some(bin) = &keyhop_bin {
-        for &t in &opts.threads {
-            if let Some(p) = start_keyhop(bin, dir, t, &backends, &mut notes)? {
-                let label = match (opts.threads.len(), t) {
+        let variants: Vec<(u32, bool)> = opts
+            .threads
+            .iter()
+            .flat_map(|&t| {
+                let with = if opts.metrics { vec![false, true] } else { vec![false] };
+                with.into_iter().map(move |m| (t, m))
+            })
+            .collect();
+        for (t, metrics) in variants {
+            if let Some(p) = start_keyhop(bin, dir, t, metrics, &backends, &mut notes)? {
+                let base = match (opts.threads.len(), t) {
                     (1, _) => "keyhop".to_string(),
                     (_, 0) => "keyhop t=auto".to_string(),
                     (_, t) => format!("keyhop t={t}"),
                 };
+                let label = if metrics { format!("{base} +metrics") } else { base };
                 println!("{label} on {} (pid {})", p.port, p.pid());
                 targets.push(Target {
                     label,
