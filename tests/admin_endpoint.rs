@@ -7,13 +7,10 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-use common::{
-    Proc, Raw, Reply, free_port, keyhop, redis_server, temp_dir, wait_for_ping, wait_until,
-};
+use common::{Raw, Reply, free_port, keyhop, redis_server, temp_dir, wait_until};
 
 /// One HTTP/1.1 exchange over a fresh connection: (status, body). Panics on I/O errors.
 fn http(port: u16, method: &str, path: &str) -> (u16, String) {
@@ -257,34 +254,6 @@ fn wait_ready(admin: u16, timeout: Duration) -> bool {
     wait_until(timeout, || matches!(try_http(admin, "GET", "/readyz"), Ok((200, _))))
 }
 
-/// Starts redis-server on exactly `port` (to bring a dead master back at its address).
-fn redis_on_port(port: u16, dir: &Path) -> Proc {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .args(["--daemonize", "no", "--logfile", ""])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    let p = Proc { child: Some(child), port, name: format!("redis:{port}"), dir: None };
-    assert!(
-        wait_for_ping(port, Duration::from_secs(5)),
-        "redis-server did not come back on {port}"
-    );
-    p
-}
-
 #[test]
 fn health_routes_and_errors() {
     let (r1, r2) = (redis_server(&[]), redis_server(&[]));
@@ -429,8 +398,7 @@ fn readyz_follows_a_master_dying_and_returning() {
     let (_, topo) = json(admin, "/topology");
     assert_eq!(topo["groups"][1]["master"]["reachable"], serde_json::json!(false));
 
-    let data = temp_dir();
-    let _back = redis_on_port(port2, data.path());
+    let _back = common::redis_server_on(port2, &[]);
     let returned = Instant::now();
     assert!(wait_ready(admin, Duration::from_secs(6)), "/readyz never 200 again");
     let took = returned.elapsed();

@@ -9,7 +9,6 @@ mod common;
 
 use std::io::ErrorKind;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Proc, Raw, Reply, cmd, keyhop, redis_replica, redis_sentinel, redis_server, temp_dir,
-    wait_for_ping, wait_until,
+    wait_until,
 };
 use keyhop_router::key_slot;
 
@@ -92,20 +91,7 @@ impl Cluster {
     /// Restarts sentinel `i` (after a kill) on its port with its own, rewritten, config file.
     fn restart_sentinel(&mut self, i: usize) {
         let port = self.sentinels[i].port;
-        let file = self.dir.path().join(format!("sentinel-{port}.conf"));
-        assert!(file.exists(), "no sentinel config file {}", file.display());
-        let child = Command::new("redis-sentinel")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-sentinel");
-        self.sentinels[i] =
-            Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
-        assert!(
-            wait_for_ping(port, Duration::from_secs(10)),
-            "restarted sentinel {port} is silent"
-        );
+        self.sentinels[i] = common::restart_sentinel(self.dir.path(), port);
     }
 
     /// `SENTINEL FAILOVER group` through sentinel `i`, retried while Sentinel refuses (e.g.
@@ -830,24 +816,6 @@ fn a_dying_replica_with_replica_preferred_reads() {
     );
 }
 
-/// Starts redis-server again on `port` (just freed) with `extra` arguments.
-fn restart_server_on(port: u16, extra: &[&str]) -> Proc {
-    let dir = temp_dir();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly"])
-        .args(["no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    let p = Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) };
-    assert!(wait_for_ping(port, Duration::from_secs(5)), "redis-server restarted on {port}");
-    p
-}
-
 #[test]
 fn static_replica_dies_and_comes_back_under_replica_preferred_reads() {
     // No Sentinel here: nothing ever marks the replica down, keyhop alone must notice.
@@ -877,7 +845,7 @@ fn static_replica_dies_and_comes_back_under_replica_preferred_reads() {
     let m_calls = calls(m.port, "get");
     assert!(m_calls >= 400, "the master did not take the reads over: {m_calls}");
     let mp = m.port.to_string();
-    let _r = restart_server_on(r.port, &["--replicaof", "127.0.0.1", &mp]);
+    let _r = common::redis_server_on(r.port, &["--replicaof", "127.0.0.1", &mp]);
     let back_at = Instant::now();
     // keyhop reconnects on its own (backoff at most 2 s) and sends reads to the replica again.
     let returned = wait_until(LINK_BOUND, || calls(r.port, "get") >= 100);

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{Proc, Raw, Reply, cmd, keyhop, redis_server, temp_dir};
+use common::{Raw, Reply, cmd, keyhop, redis_server, temp_dir};
 use keyhop_router::key_slot;
 
 fn config(g1: &str, g2: &str, extra: &str) -> String {
@@ -115,40 +115,13 @@ fn dead_backend_costs_only_its_requests_and_recovers() {
     }
 
     // Bring a server back on the same port: keyhop reconnects on its own.
-    let _g1_again = restart_on(g1_port);
+    let _g1_again = common::redis_server_on(g1_port, &[]);
     let recovered = common::wait_until(Duration::from_secs(10), || {
         matches!(c.call(&["SET", k1, "again"]), Reply::Status(_))
     });
     assert!(recovered, "keyhop reconnects to the returning backend");
     assert_eq!(cmd(g1_port, &["GET", k1]), "again");
     assert_eq!(c.call(&["GET", k2]), Reply::Bulk(Some(b"b".to_vec())));
-}
-
-/// Starts redis-server on a specific (just freed) port.
-fn restart_on(port: u16) -> Proc {
-    let dir = temp_dir();
-    let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    let p = Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) };
-    assert!(
-        common::wait_for_ping(port, Duration::from_secs(5)),
-        "redis-server restarted on {port}"
-    );
-    p
 }
 
 #[test]

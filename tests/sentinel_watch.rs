@@ -73,7 +73,7 @@ impl Cluster {
     /// Restarts sentinel `i` (after a kill) on its port with its own (rewritten) config file.
     fn restart_sentinel(&mut self, i: usize) {
         let port = self.sentinels[i].port;
-        self.sentinels[i] = restart_sentinel(self.dir.path(), port);
+        self.sentinels[i] = common::restart_sentinel(self.dir.path(), port);
     }
 
     /// Forces a failover of `group` through sentinel `i`, retrying while Sentinel refuses
@@ -103,24 +103,6 @@ fn array_len(port: u16, args: &[&str]) -> usize {
         Reply::Array(Some(items)) => items.len(),
         _ => 0,
     }
-}
-
-/// Starts `redis-sentinel` again on `port` with the config file `redis_sentinel` wrote for it.
-fn restart_sentinel(dir: &Path, port: u16) -> Proc {
-    let file = dir.join(format!("sentinel-{port}.conf"));
-    assert!(file.exists(), "no sentinel config file {}", file.display());
-    let child = Command::new("redis-sentinel")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-sentinel");
-    let p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
-    assert!(
-        wait_for_ping(port, Duration::from_secs(10)),
-        "restarted sentinel on {port} does not answer"
-    );
-    p
 }
 
 fn watcher_config(sentinels: Vec<String>, groups: &[&str]) -> WatcherConfig {

@@ -114,38 +114,52 @@ fn need(bin: &str) -> String {
     );
 }
 
+/// Spawns `redis-server` on `port` (in its own temp dir) without waiting for it.
+fn spawn_redis(port: u16, extra: &[&str]) -> Proc {
+    let dir = temp_dir();
+    let child = Command::new(need("redis-server"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--daemonize", "no", "--logfile", ""])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) }
+}
+
 /// Starts `redis-server` on a free port with `extra` arguments (e.g. `["--replicaof", "127.0.0.1", "7001"]`).
 pub fn redis_server(extra: &[&str]) -> Proc {
     for _attempt in 0..5 {
-        let port = free_port();
-        let dir = temp_dir();
-        let child = Command::new(need("redis-server"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--daemonize", "no", "--logfile", ""])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let mut p =
-            Proc { child: Some(child), port, name: format!("redis:{port}"), dir: Some(dir) };
-        if wait_for_ping(port, Duration::from_secs(5)) {
+        let mut p = spawn_redis(free_port(), extra);
+        if wait_for_ping(p.port, Duration::from_secs(5)) {
             return p;
         }
         p.kill();
     }
     panic!("could not start redis-server on a free port");
+}
+
+/// Starts `redis-server` on exactly `port` with `extra` arguments (to bring a dead server back
+/// at its address).
+pub fn redis_server_on(port: u16, extra: &[&str]) -> Proc {
+    let p = spawn_redis(port, extra);
+    assert!(
+        wait_for_ping(port, Duration::from_secs(5)),
+        "redis-server did not come back on {port}"
+    );
+    p
 }
 
 /// Starts a replica of the server on `master_port` and waits until its link is up.
@@ -370,4 +384,23 @@ pub fn cmd(port: u16, args: &[&str]) -> String {
             items.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join("\n")
         }
     }
+}
+
+/// Starts `redis-sentinel` again on `port` with the config file [`redis_sentinel`] wrote for it
+/// in `dir` (sentinels rewrite it with what they learned).
+pub fn restart_sentinel(dir: &Path, port: u16) -> Proc {
+    let file = dir.join(format!("sentinel-{port}.conf"));
+    assert!(file.exists(), "no sentinel config file {}", file.display());
+    let child = Command::new(need("redis-sentinel"))
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-sentinel");
+    let p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
+    assert!(
+        wait_for_ping(port, Duration::from_secs(10)),
+        "restarted sentinel on {port} does not answer"
+    );
+    p
 }
