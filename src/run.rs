@@ -106,10 +106,18 @@ pub fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-/// The multi-threaded runtime a config asks for.
+/// The runtime a config asks for: with one worker, Tokio's single-threaded scheduler (no work
+/// stealing, no cross-thread wake-ups to pay for); otherwise the multi-threaded one.
 pub fn runtime(cfg: &Config) -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.worker_threads())
+    let threads = cfg.worker_threads();
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
         .thread_name("keyhop-worker")
         .enable_all()
         .build()

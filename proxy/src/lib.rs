@@ -178,11 +178,11 @@ impl Proxy {
             io::tune_socket(&stream, settings.client_keepalive);
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();
-            stats.clients_current.fetch_add(1, Ordering::Relaxed);
+            stats.clients_current.add(1);
             Stats::add(&stats.clients_total, 1);
             tokio::spawn(async move {
                 session::serve(shared.clone(), stream, id, peer).await;
-                shared.stats.clients_current.fetch_sub(1, Ordering::Relaxed);
+                shared.stats.clients_current.sub(1);
             });
         }
     }

@@ -13,8 +13,8 @@ pub const BUCKETS_US: [u64; 14] = [
     1_000_000,
 ];
 
-/// Shards per histogram set; threads beyond this share shards.
-const SHARDS: usize = 8;
+/// Shards per histogram set or counter; threads beyond this share shards.
+pub(crate) const SHARDS: usize = 8;
 
 thread_local! {
     static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -23,7 +23,7 @@ static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 /// This thread's shard index.
 #[inline]
-fn shard() -> usize {
+pub(crate) fn shard() -> usize {
     SHARD.with(|s| {
         let v = s.get();
         if v != usize::MAX {

@@ -244,6 +244,11 @@ impl Session {
         let mut buf = BytesMut::new();
         let mut scanner = RequestScanner::default();
         let mut chunk = READ_CHUNK;
+        // One drain waiter for the session's life: building a fresh `cancelled()` future per
+        // read registered and dropped a waiter each time (~3% of CPU without pipelining).
+        let drain = self.shared.drain.clone();
+        let drained = drain.cancelled();
+        tokio::pin!(drained);
         loop {
             if buf.capacity() - buf.len() < chunk / 2 {
                 buf.reserve(chunk);
@@ -251,7 +256,7 @@ impl Session {
             let n = tokio::select! {
                 biased;
                 // Draining: finish what was read, take nothing new.
-                _ = self.shared.drain.cancelled() => break,
+                _ = &mut drained => break,
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,

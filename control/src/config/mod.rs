@@ -93,7 +93,7 @@ pub struct Config {
     pub listen: String,
     /// Admin HTTP listener (metrics, health); `None` turns it off.
     pub admin_listen: Option<String>,
-    /// Worker threads; 0 means one per core (see [`Config::worker_threads`]).
+    /// Worker threads; 0 means half the cores, at least one (see [`Config::worker_threads`]).
     pub threads: usize,
     /// Timeout for connecting to a backend, in milliseconds.
     pub connect_timeout_ms: u64,
@@ -419,7 +419,7 @@ impl Config {
             push(
                 "threads".into(),
                 format!(
-                    "{} worker threads is absurd: use at most {MAX_THREADS}, or 0 for one per core",
+                    "{} worker threads is absurd: use at most {MAX_THREADS}, or 0 for half the cores",
                     self.threads
                 ),
             );
@@ -712,12 +712,16 @@ impl Config {
         Ok(RoutingTable::new(epoch, groups, &self.slot_ranges()?)?)
     }
 
-    /// Worker threads to start: [`Config::threads`], or the number of cores when it is 0.
+    /// Worker threads to start: [`Config::threads`], or half the cores (at least 1) when it is 0.
     pub fn worker_threads(&self) -> usize {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            // Half the cores: most of a proxy's CPU is the kernel's TCP work, and a worker per
+            // core left keyhop competing with it (docs/benchmarks.md: on 2 cores, 1 worker beat
+            // 2 in throughput and CPU per request in most workloads).
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            (cores / 2).max(1)
         }
     }
 
