@@ -162,18 +162,24 @@ impl RequestScanner {
                 self.reset();
                 return Err(ProtocolError::ExpectedDollar(first));
             }
-            let Some(cr) = find_crlf(buf, pos + 1) else {
-                if buf.len() - pos > MAX_INLINE {
-                    self.reset();
-                    return Err(ProtocolError::TooBigBulkCount);
-                }
-                break;
-            };
-            let len = match parse_int(&buf[pos + 1..cr]) {
-                Some(l) if (0..=MAX_BULK as i64).contains(&l) => l as usize,
-                _ => {
-                    self.reset();
-                    return Err(ProtocolError::InvalidBulkLength);
+            let (cr, len) = match bulk_header(buf, pos) {
+                Some(h) => h,
+                None => {
+                    // Slow path: incomplete, malformed or unusual headers.
+                    let Some(cr) = find_crlf(buf, pos + 1) else {
+                        if buf.len() - pos > MAX_INLINE {
+                            self.reset();
+                            return Err(ProtocolError::TooBigBulkCount);
+                        }
+                        break;
+                    };
+                    match parse_int(&buf[pos + 1..cr]) {
+                        Some(l) if (0..=MAX_BULK as i64).contains(&l) => (cr, l as usize),
+                        _ => {
+                            self.reset();
+                            return Err(ProtocolError::InvalidBulkLength);
+                        }
+                    }
                 }
             };
             let start = cr + 2;
@@ -202,6 +208,26 @@ impl RequestScanner {
         self.remaining = None;
         self.args.clear();
     }
+}
+
+/// Fast path for a well-formed `$<len>\r\n` at `pos`: digits parsed in the same pass that
+/// finds the CR. `None` sends the caller to the careful path (incomplete, leading zero, too long,
+/// anything odd), which decides between "need more bytes" and an error.
+#[inline]
+fn bulk_header(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let digits = buf.get(pos + 1..)?;
+    let mut len = 0usize;
+    for (i, &d) in digits.iter().enumerate().take(10) {
+        match d {
+            b'0'..=b'9' => len = len * 10 + (d - b'0') as usize,
+            b'\r' if i > 0 && digits.get(i + 1) == Some(&b'\n') => {
+                let leading_zero = i > 1 && digits[0] == b'0';
+                return (!leading_zero && len <= MAX_BULK).then_some((pos + 1 + i, len));
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Scans an inline command (`PING\r\n` typed in telnet) and re-encodes it as multibulk.
@@ -527,6 +553,10 @@ mod tests {
         assert_eq!(scan_all(b"*1048577\r\n"), vec![Err(ProtocolError::InvalidMultibulkLength)]);
         assert_eq!(scan_all(b"*1\r\n$-5\r\n"), vec![Err(ProtocolError::InvalidBulkLength)]);
         assert_eq!(scan_all(b"*1\r\n$536870913\r\n"), vec![Err(ProtocolError::InvalidBulkLength)]);
+        assert_eq!(scan_all(b"*1\r\n$03\r\nabc\r\n"), vec![Err(ProtocolError::InvalidBulkLength)]);
+        assert_eq!(scan_all(b"*1\r\n$\r\n"), vec![Err(ProtocolError::InvalidBulkLength)]);
+        assert_eq!(scan_all(b"*1\r\n$3x\r\n"), vec![Err(ProtocolError::InvalidBulkLength)]);
+        assert_eq!(scan_all(b"*2\r\n$0\r\n\r\n$1\r\na\r\n"), vec![Ok(vec![vec![], b"a".to_vec()])]);
         assert_eq!(scan_all(b"*1\r\n:5\r\n"), vec![Err(ProtocolError::ExpectedDollar(b':'))]);
         assert_eq!(scan_all(b"set a \"b\r\n"), vec![Err(ProtocolError::UnbalancedQuotes)]);
         let long = vec![b'a'; MAX_INLINE + 1];
