@@ -14,10 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{
-    Proc, Raw, Reply, cmd, keyhop, redis_replica, redis_sentinel, redis_server, temp_dir,
-    wait_until,
-};
+use common::{Raw, Reply, cmd, keyhop, redis_replica, redis_server, temp_dir, wait_until};
 use keyhop_router::key_slot;
 
 /// Generous bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
@@ -30,45 +27,11 @@ const WRITE_PACE: Duration = Duration::from_micros(700);
 /// No writer runs longer than this, whatever happens to the test.
 const WRITER_MAX: Duration = Duration::from_secs(100);
 
-/// Two groups, each a master and a replica, watched by three sentinels with quorum 2.
-struct Cluster {
-    /// Sentinel configuration files; declared first so it is removed last.
-    dir: tempfile::TempDir,
-    /// g1 master, g1 replica, g2 master, g2 replica.
-    servers: Vec<Proc>,
-    sentinels: Vec<Proc>,
-}
+use common::SentinelCluster as Cluster;
 
 impl Cluster {
     fn new() -> Cluster {
-        let dir = temp_dir();
-        let m1 = redis_server(&[]);
-        let r1 = redis_replica(m1.port, &[]);
-        let m2 = redis_server(&[]);
-        let r2 = redis_replica(m2.port, &[]);
-        let groups = [("g1", m1.port), ("g2", m2.port)];
-        let sentinels: Vec<Proc> = (0..3).map(|_| redis_sentinel(dir.path(), &groups, 2)).collect();
-        let c = Cluster { dir, servers: vec![m1, r1, m2, r2], sentinels };
-        c.wait_sentinels_ready();
-        c
-    }
-
-    /// Waits until every sentinel knows the two others and each group's replica (needed for a
-    /// failover to be agreed and to have a candidate).
-    fn wait_sentinels_ready(&self) {
-        let ready = wait_until(LINK_BOUND, || {
-            self.sentinels.iter().all(|s| {
-                ["g1", "g2"].iter().all(|g| {
-                    array_len(s.port, &["SENTINEL", "sentinels", g]) == 2
-                        && array_len(s.port, &["SENTINEL", "replicas", g]) == 1
-                })
-            })
-        });
-        assert!(ready, "sentinels did not discover each other and the replicas in time");
-    }
-
-    fn port(&self, i: usize) -> u16 {
-        self.servers[i].port
+        Cluster::new_ready(LINK_BOUND)
     }
 
     fn sentinel_ports(&self) -> Vec<u16> {
@@ -87,64 +50,12 @@ impl Cluster {
             addrs.join(", ")
         )
     }
-
-    /// Restarts sentinel `i` (after a kill) on its port with its own, rewritten, config file.
-    fn restart_sentinel(&mut self, i: usize) {
-        let port = self.sentinels[i].port;
-        self.sentinels[i] = common::restart_sentinel(self.dir.path(), port);
-    }
-
-    /// `SENTINEL FAILOVER group` through sentinel `i`, retried while Sentinel refuses (e.g.
-    /// `-NOGOODSLAVE` right after a restart); returns when it was accepted.
-    fn force_failover(&self, i: usize, group: &str) -> Instant {
-        let mut last = String::new();
-        let mut accepted = None;
-        let ok = wait_until(FAILOVER_BOUND, || {
-            let at = Instant::now();
-            last = cmd(self.sentinels[i].port, &["SENTINEL", "FAILOVER", group]);
-            if last == "OK" {
-                accepted = Some(at);
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            false
-        });
-        assert!(ok, "SENTINEL FAILOVER {group} kept failing: {last}");
-        accepted.unwrap_or_else(Instant::now)
-    }
-}
-
-/// Length of the array a command answers (0 for anything else, or no connection).
-fn array_len(port: u16, args: &[&str]) -> usize {
-    let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut raw = Raw { reader: std::io::BufReader::new(s.try_clone().expect("clone")), writer: s };
-    match raw.try_read_after(args) {
-        Some(Reply::Array(Some(items))) => items.len(),
-        _ => 0,
-    }
-}
-
-trait TryCall {
-    fn try_read_after(&mut self, args: &[&str]) -> Option<Reply>;
-}
-
-impl TryCall for Raw {
-    fn try_read_after(&mut self, args: &[&str]) -> Option<Reply> {
-        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
-        std::io::Write::write_all(&mut self.writer, &common::encode(&a)).ok()?;
-        self.try_read().ok()
-    }
 }
 
 /// `ROLE`'s first element (`master`, `slave`), or what went wrong.
 fn role(port: u16) -> String {
-    let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return "(connect failed)".into();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut raw = Raw { reader: std::io::BufReader::new(s.try_clone().expect("clone")), writer: s };
-    match raw.try_read_after(&["ROLE"]) {
+    let Some(mut raw) = Raw::try_connect(port) else { return "(connect failed)".into() };
+    match raw.try_call(&["ROLE"]) {
         Some(Reply::Array(Some(items))) => match items.first() {
             Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
             other => format!("{other:?}"),
@@ -349,7 +260,7 @@ fn subscribe_loop(
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
         let Ok(reader) = s.try_clone() else { continue };
         let mut raw = Raw { reader: std::io::BufReader::new(reader), writer: s };
-        if raw.try_read_after(&["PSUBSCRIBE", "+switch-master"]).is_none() {
+        if raw.try_call(&["PSUBSCRIBE", "+switch-master"]).is_none() {
             continue;
         }
         let _ = subscribed.send(());
@@ -571,7 +482,7 @@ fn graceful_failover_loses_no_acknowledged_write() {
     let writer = Writer::start(proxy.port);
     writer.wait_progress(300, Duration::from_secs(10));
 
-    let asked = c.force_failover(0, "g1");
+    let asked = c.force_failover(0, "g1", FAILOVER_BOUND);
     let (switch_at, new_master) = switches.wait_since(asked, FAILOVER_BOUND);
     assert_eq!(new_master, c.servers[1].addr());
     let landed = wait_writes_land(&writer, 0, r1, switch_at, Duration::from_secs(10));
@@ -651,7 +562,7 @@ fn a_sentinel_killed_and_restarted_mid_run() {
     let resub_ms = back.elapsed().as_millis();
     assert!(resubscribed, "keyhop did not subscribe to the restarted sentinel again");
     // A failover of g2 led by the restarted sentinel.
-    let asked = c.force_failover(2, "g2");
+    let asked = c.force_failover(2, "g2", FAILOVER_BOUND);
     let (switch2, new2) = sw2.wait_since(asked, FAILOVER_BOUND);
     assert_eq!(new2, c.servers[3].addr());
     assert!(wait_writes_land(&writer, 1, r2, switch2, Duration::from_secs(10)), "g2 moved");
@@ -722,7 +633,7 @@ fn all_sentinels_down_then_back() {
     let resub_ms = back.elapsed().as_millis();
     assert!(resubscribed, "keyhop did not subscribe to the sentinels again");
     let switches = SwitchWatch::start(&ports, "g1");
-    let asked = c.force_failover(0, "g1");
+    let asked = c.force_failover(0, "g1", FAILOVER_BOUND);
     let (switch_at, new) = switches.wait_since(asked, FAILOVER_BOUND);
     assert_eq!(new, c.servers[1].addr());
     let landed = wait_writes_land(&writer, 0, r1, switch_at, Duration::from_secs(10));

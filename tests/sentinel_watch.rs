@@ -10,10 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
-    Proc, Raw, Reply, cmd, redis_replica, redis_sentinel, redis_server, temp_dir, wait_for_ping,
-    wait_until,
-};
+use common::{Proc, Raw, Reply, redis_sentinel, redis_server, temp_dir, wait_for_ping, wait_until};
 use keyhop_control::sentinel::{
     AdoptedVia, ControlError, GroupSpec, OnPublish, WatcherConfig, WatcherHandle, start,
     start_with_table,
@@ -26,82 +23,15 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(40);
 /// Bound for links (re)connecting and polls noticing things.
 const LINK_BOUND: Duration = Duration::from_secs(15);
 
-/// Two groups, each a master and a replica, watched by three sentinels with quorum 2.
-struct Cluster {
-    /// Sentinel configuration files live here; declared first so it is removed last.
-    dir: tempfile::TempDir,
-    /// g1 master, g1 replica, g2 master, g2 replica.
-    servers: Vec<Proc>,
-    sentinels: Vec<Proc>,
-}
+use common::SentinelCluster as Cluster;
 
 impl Cluster {
     fn new() -> Cluster {
-        let dir = temp_dir();
-        // Replicas write the RDB of a full sync into their directory: keep it out of the tree.
-        let d = dir.path().to_string_lossy().into_owned();
-        let in_dir = ["--dir", d.as_str()];
-        let m1 = redis_server(&in_dir);
-        let r1 = redis_replica(m1.port, &in_dir);
-        let m2 = redis_server(&in_dir);
-        let r2 = redis_replica(m2.port, &in_dir);
-        let groups = [("g1", m1.port), ("g2", m2.port)];
-        let sentinels: Vec<Proc> = (0..3).map(|_| redis_sentinel(dir.path(), &groups, 2)).collect();
-        let c = Cluster { dir, servers: vec![m1, r1, m2, r2], sentinels };
-        // Failovers need the sentinels to know each other (hello messages every 2 s) and the
-        // replicas (INFO on the master).
-        let ready = wait_until(LINK_BOUND, || {
-            c.sentinels.iter().all(|s| {
-                ["g1", "g2"].iter().all(|g| {
-                    array_len(s.port, &["SENTINEL", "sentinels", g]) == 2
-                        && array_len(s.port, &["SENTINEL", "replicas", g]) == 1
-                })
-            })
-        });
-        assert!(ready, "sentinels did not discover each other and the replicas in time");
-        c
-    }
-
-    fn addr(&self, i: usize) -> String {
-        self.servers[i].addr()
+        Cluster::new_ready(LINK_BOUND)
     }
 
     fn watcher_config(&self, sentinels: &[usize]) -> WatcherConfig {
         watcher_config(sentinels.iter().map(|&i| self.sentinels[i].addr()).collect(), &["g1", "g2"])
-    }
-
-    /// Restarts sentinel `i` (after a kill) on its port with its own (rewritten) config file.
-    fn restart_sentinel(&mut self, i: usize) {
-        let port = self.sentinels[i].port;
-        self.sentinels[i] = common::restart_sentinel(self.dir.path(), port);
-    }
-
-    /// Forces a failover of `group` through sentinel `i`, retrying while Sentinel refuses
-    /// (e.g. `-NOGOODSLAVE` right after a restart); returns when it was accepted.
-    fn force_failover(&self, i: usize, group: &str) -> Instant {
-        let mut last = String::new();
-        let mut accepted = None;
-        let ok = wait_until(FAILOVER_BOUND, || {
-            let at = Instant::now();
-            last = cmd(self.sentinels[i].port, &["SENTINEL", "FAILOVER", group]);
-            if last == "OK" {
-                accepted = Some(at);
-                true
-            } else {
-                std::thread::sleep(Duration::from_millis(200));
-                false
-            }
-        });
-        assert!(ok, "SENTINEL FAILOVER {group} kept failing: {last}");
-        accepted.unwrap_or_else(Instant::now)
-    }
-}
-
-/// Length of the array a command answers (0 for anything else).
-fn array_len(port: u16, args: &[&str]) -> usize {
-    match Raw::connect(port).call(args) {
-        Reply::Array(Some(items)) => items.len(),
-        _ => 0,
     }
 }
 
@@ -305,7 +235,7 @@ fn follows_a_graceful_failover() {
     let w =
         rt.block_on(start(c.watcher_config(&[0, 1, 2]), rec.callback())).expect("watcher starts");
     assert_eq!(master(&w, 0), c.addr(0));
-    let asked = c.force_failover(1, "g1");
+    let asked = c.force_failover(1, "g1", FAILOVER_BOUND);
     wait_master(&w, 0, &c.addr(1), FAILOVER_BOUND);
     print_switch("SENTINEL FAILOVER g1", &w, &rec, 0, &c.addr(1), asked);
     assert_eq!(master(&w, 1), c.addr(2), "g2 unchanged");
@@ -375,7 +305,7 @@ fn a_sentinel_killed_and_restarted_mid_run() {
     c.restart_sentinel(2);
     assert!(wait_until(LINK_BOUND, || w.status().connected_sentinels == 3), "{:#?}", w.status());
     // Failover of g2 driven by the restarted sentinel.
-    let asked = c.force_failover(2, "g2");
+    let asked = c.force_failover(2, "g2", FAILOVER_BOUND);
     wait_master(&w, 1, &c.addr(3), FAILOVER_BOUND);
     print_switch("SENTINEL FAILOVER g2 via the restarted sentinel", &w, &rec, 1, &c.addr(3), asked);
     assert_eq!(master(&w, 0), c.addr(1));
@@ -416,7 +346,7 @@ fn all_sentinels_down_keeps_the_table_then_follows_again() {
         "[timing] all 3 sentinels reconnected {} ms after restart",
         back.elapsed().as_millis()
     );
-    let asked = c.force_failover(0, "g1");
+    let asked = c.force_failover(0, "g1", FAILOVER_BOUND);
     wait_master(&w, 0, &c.addr(1), FAILOVER_BOUND);
     print_switch(
         "SENTINEL FAILOVER g1 after all sentinels restarted",

@@ -404,3 +404,99 @@ pub fn restart_sentinel(dir: &Path, port: u16) -> Proc {
     );
     p
 }
+
+impl Raw {
+    /// Connects to 127.0.0.1:`port` (5 s read timeout), or `None` when nothing listens.
+    pub fn try_connect(port: u16) -> Option<Raw> {
+        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        Some(Raw { reader: BufReader::new(s.try_clone().ok()?), writer: s })
+    }
+
+    /// Sends a command and reads its reply; `None` on any I/O error.
+    pub fn try_call(&mut self, args: &[&str]) -> Option<Reply> {
+        let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+        self.writer.write_all(&encode(&a)).ok()?;
+        self.try_read().ok()
+    }
+}
+
+/// Length of the array a command answers on 127.0.0.1:`port` (0 for anything else, or no
+/// connection).
+pub fn array_len(port: u16, args: &[&str]) -> usize {
+    match Raw::try_connect(port).and_then(|mut r| r.try_call(args)) {
+        Some(Reply::Array(Some(items))) => items.len(),
+        _ => 0,
+    }
+}
+
+/// Two groups `g1` and `g2`, each a master and a replica, watched by three sentinels with quorum 2
+/// (`down-after-milliseconds 1000`).
+pub struct SentinelCluster {
+    /// Sentinel configuration files; declared first so it is removed last.
+    pub dir: tempfile::TempDir,
+    /// g1 master, g1 replica, g2 master, g2 replica.
+    pub servers: Vec<Proc>,
+    /// The three sentinels.
+    pub sentinels: Vec<Proc>,
+}
+
+impl SentinelCluster {
+    /// Starts the servers and sentinels and waits (up to `ready_within`) until every sentinel
+    /// knows the two others and each group's replica: a failover needs both.
+    pub fn new_ready(ready_within: Duration) -> SentinelCluster {
+        let dir = temp_dir();
+        let m1 = redis_server(&[]);
+        let r1 = redis_replica(m1.port, &[]);
+        let m2 = redis_server(&[]);
+        let r2 = redis_replica(m2.port, &[]);
+        let groups = [("g1", m1.port), ("g2", m2.port)];
+        let sentinels: Vec<Proc> = (0..3).map(|_| redis_sentinel(dir.path(), &groups, 2)).collect();
+        let c = SentinelCluster { dir, servers: vec![m1, r1, m2, r2], sentinels };
+        let ready = wait_until(ready_within, || {
+            c.sentinels.iter().all(|s| {
+                ["g1", "g2"].iter().all(|g| {
+                    array_len(s.port, &["SENTINEL", "sentinels", g]) == 2
+                        && array_len(s.port, &["SENTINEL", "replicas", g]) == 1
+                })
+            })
+        });
+        assert!(ready, "sentinels did not discover each other and the replicas in time");
+        c
+    }
+
+    /// Port of server `i` (0 g1 master, 1 g1 replica, 2 g2 master, 3 g2 replica).
+    pub fn port(&self, i: usize) -> u16 {
+        self.servers[i].port
+    }
+
+    /// `host:port` of server `i`.
+    pub fn addr(&self, i: usize) -> String {
+        self.servers[i].addr()
+    }
+
+    /// Restarts sentinel `i` (after a kill) on its port with its own, rewritten, config file.
+    pub fn restart_sentinel(&mut self, i: usize) {
+        let port = self.sentinels[i].port;
+        self.sentinels[i] = restart_sentinel(self.dir.path(), port);
+    }
+
+    /// `SENTINEL FAILOVER group` through sentinel `i`, retried (for up to `within`) while
+    /// Sentinel refuses, e.g. `-NOGOODSLAVE` right after a restart; returns when it was accepted.
+    pub fn force_failover(&self, i: usize, group: &str, within: Duration) -> Instant {
+        let mut last = String::new();
+        let mut accepted = None;
+        let ok = wait_until(within, || {
+            let at = Instant::now();
+            last = cmd(self.sentinels[i].port, &["SENTINEL", "FAILOVER", group]);
+            if last == "OK" {
+                accepted = Some(at);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        });
+        assert!(ok, "SENTINEL FAILOVER {group} kept failing: {last}");
+        accepted.unwrap_or_else(Instant::now)
+    }
+}
