@@ -278,7 +278,8 @@ impl Backends {
     }
 
     /// Closes the pools of every address for which `keep` is false: their in-flight and queued
-    /// requests fail, and clients re-resolve on their next request.
+    /// requests fail. Sessions resolve pools once per routing-table epoch, so publish a table
+    /// with a new epoch too (as a failover or a reload does), or they keep the closed pools.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let gone: Vec<Arc<str>> =
             self.pools.iter().filter(|p| !keep(p.key())).map(|p| p.key().clone()).collect();
