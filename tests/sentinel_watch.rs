@@ -129,7 +129,13 @@ fn print_switch(
     since: Instant,
 ) {
     let p = rec.switch_to(group, new).expect("a publish switching the master");
-    let last = w.status().groups[group].last_switch.clone().expect("switch recorded in status");
+    // The publish callback runs before the watcher updates its status: give it a moment.
+    let mut last = None;
+    wait_until(Duration::from_secs(5), || {
+        last = w.status().groups[group].last_switch.clone();
+        last.is_some()
+    });
+    let last = last.expect("switch recorded in status");
     let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| d.as_millis().to_string());
     eprintln!(
         "[timing] {what}: to publish {} ms; +switch-master to publish {} ms; first +sdown to publish {} ms; via {:?}",
