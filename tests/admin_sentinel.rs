@@ -81,7 +81,12 @@ fn failover_is_counted_and_shown() {
         sample(admin, "keyhop_failovers_total{group=\"g1\"}") == Some(1.0)
     });
     assert!(counted, "failover not counted: {:?}", get(admin, "/metrics"));
-    let t = topology(admin);
+    // The failover counter moves in the publish callback, just before the watcher's status.
+    let mut t = topology(admin);
+    wait_until(Duration::from_secs(5), || {
+        t = topology(admin);
+        t["groups"][0]["failovers"] == 1
+    });
     let g = &t["groups"][0];
     assert_eq!(g["master"]["addr"], replica.addr());
     assert_eq!(g["failovers"], 1);
