@@ -69,7 +69,7 @@ pub static SLOTS: [u16; 512] = [
 ];
 
 /// Every top-level command, sorted by name.
-pub static COMMANDS: &[CommandSpec] = &[
+pub static COMMANDS: [CommandSpec; 240] = [
     CommandSpec {
         name: "acl",
         arity: -2,

@@ -286,7 +286,7 @@ pub fn lookup_full(name: &[u8]) -> Option<&'static CommandSpec> {
 
 /// Every top-level command, sorted by name (subcommands hang off their container).
 pub fn commands() -> &'static [CommandSpec] {
-    generated::COMMANDS
+    &generated::COMMANDS
 }
 
 /// Multiplier that spreads the displaced hash over the slots (golden ratio).
