@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Proc, Raw, Reply, redis_sentinel, redis_server, temp_dir, wait_for_ping, wait_until};
+use common::{Raw, Reply, redis_sentinel, redis_server, temp_dir, wait_until};
 use keyhop_control::sentinel::{
     AdoptedVia, ControlError, GroupSpec, OnPublish, WatcherConfig, WatcherHandle, start,
     start_with_table,
@@ -144,32 +142,6 @@ fn print_switch(
         ms(last.down_to_swap),
         last.via,
     );
-}
-
-/// Starts a sentinel monitoring `g1` on `master_port` (quorum 1) with extra config `lines`.
-fn custom_sentinel(dir: &Path, master_port: u16, lines: &str) -> Proc {
-    for _ in 0..5 {
-        let port = common::free_port();
-        let file = dir.join(format!("custom-sentinel-{port}.conf"));
-        let conf = format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor g1 127.0.0.1 {master_port} 1\n\
-             sentinel down-after-milliseconds g1 1000\nsentinel failover-timeout g1 3000\n{lines}\n",
-            dir.display()
-        );
-        std::fs::write(&file, conf).expect("write sentinel config");
-        let child = Command::new("redis-sentinel")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-sentinel");
-        let mut p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
-        if wait_for_ping(port, Duration::from_secs(5)) {
-            return p;
-        }
-        p.kill();
-    }
-    panic!("could not start a sentinel");
 }
 
 #[test]
@@ -402,8 +374,12 @@ fn passwords_for_sentinels_and_servers() {
         raw.call(&["INFO", "replication"]).text().contains("master_link_status:up")
     });
     assert!(linked, "password-protected replica did not link");
-    let s =
-        custom_sentinel(dir.path(), m.port, "requirepass sent-pw\nsentinel auth-pass g1 srv-pw");
+    let s = common::redis_sentinel_with(
+        dir.path(),
+        &[("g1", m.port)],
+        1,
+        "requirepass sent-pw\nsentinel auth-pass g1 srv-pw",
+    );
     let has_replica = wait_until(LINK_BOUND, || {
         let mut raw = Raw::connect(s.port);
         raw.call(&["AUTH", "sent-pw"]);
@@ -439,7 +415,7 @@ fn passwords_for_sentinels_and_servers() {
 fn start_with_an_existing_table() {
     let dir = temp_dir();
     let m = redis_server(&[]);
-    let s = custom_sentinel(dir.path(), m.port, "");
+    let s = common::redis_sentinel(dir.path(), &[("g1", m.port)], 1);
     let rt = runtime();
     let placeholder = RoutingTable::new(
         5,

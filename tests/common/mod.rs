@@ -178,6 +178,11 @@ pub fn redis_replica(master_port: u16, extra: &[&str]) -> Proc {
 /// Starts a sentinel monitoring `masters` (name, port) with quorum `quorum`,
 /// `down-after-milliseconds 1000` and `failover-timeout 3000`. `dir` must outlive it.
 pub fn redis_sentinel(dir: &Path, masters: &[(&str, u16)], quorum: u32) -> Proc {
+    redis_sentinel_with(dir, masters, quorum, "")
+}
+
+/// Like [`redis_sentinel`], with `extra` config lines appended (e.g. `requirepass ...`).
+pub fn redis_sentinel_with(dir: &Path, masters: &[(&str, u16)], quorum: u32, extra: &str) -> Proc {
     for _attempt in 0..5 {
         let port = free_port();
         let file: PathBuf = dir.join(format!("sentinel-{port}.conf"));
@@ -190,6 +195,8 @@ pub fn redis_sentinel(dir: &Path, masters: &[(&str, u16)], quorum: u32) -> Proc 
                  sentinel parallel-syncs {name} 1\n"
             ));
         }
+        conf.push_str(extra);
+        conf.push('\n');
         std::fs::write(&file, conf).expect("write sentinel config");
         let child = Command::new(need("redis-sentinel"))
             .arg(&file)
