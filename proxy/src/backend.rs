@@ -1,9 +1,9 @@
 //! Backend connections: a few shared, pipelined connections per redis-server, established lazily,
 //! re-established with backoff, multiplexing the requests of many clients.
 //!
-//! Each connection is one task that owns the socket: a writer half that drains queued requests and
-//! writes them with one vectored write per batch, and a reader half that finds reply boundaries and
-//! hands each request its replies as one contiguous slice of the read buffer (no copy, no decode).
+//! Each connection is one task that owns the socket: it drains queued requests and writes them
+//! with one vectored write per batch, and finds reply boundaries and hands each request its
+//! replies as one contiguous slice of the read buffer (no copy, no decode).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -15,17 +15,19 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::io::{tune_socket, write_all_bufs};
+use crate::io::{OutQueue, tune_socket};
 use crate::resp::{self, ReplyScanner};
 
 /// Requests queued per connection before senders wait (backpressure on clients).
 const QUEUE_DEPTH: usize = 4096;
-/// Requests written in one batch at most.
+/// Requests taken from the queue at once at most.
 const MAX_BATCH: usize = 1024;
+/// Unwritten request bytes above which no more requests are taken from the queue (they wait
+/// there, and senders feel the backpressure).
+const MAX_OUT_BYTES: usize = 4 << 20;
 /// First and largest pause between failed connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -451,146 +453,125 @@ impl Connection {
     }
 
     /// Serves one established connection until it fails or the backend is retired.
+    ///
+    /// One loop owns the socket, the queue of requests in flight and the timeout: queued
+    /// requests are appended to the outgoing slices and written with one vectored write per
+    /// batch, replies complete the oldest requests in order. No lock and no wake-up between a
+    /// writer and a reader half.
     async fn serve(
         &self,
-        stream: TcpStream,
+        mut stream: TcpStream,
         first: Option<Request>,
         rx: &mut mpsc::Receiver<Request>,
     ) -> BackendError {
-        let (rd, mut wr) = stream.into_split();
-        let inflight: Mutex<VecDeque<Inflight>> = Mutex::new(VecDeque::new());
-        let wake = Notify::new();
-        let writer = async {
-            let mut bufs: Vec<Bytes> = Vec::with_capacity(64);
-            let mut next = first;
-            loop {
-                let first = match next.take() {
-                    Some(r) => r,
-                    None => match rx.recv().await {
-                        Some(r) => r,
-                        None => return BackendError::Retired,
-                    },
-                };
+        let (mut rd, mut wr) = stream.split();
+        let timeout = self.settings.request_timeout;
+        let mut inflight: VecDeque<Inflight> = VecDeque::new();
+        let mut out = OutQueue::default();
+        let mut incoming: Vec<Request> = Vec::with_capacity(64);
+        incoming.extend(first);
+        let mut replies = ReplyReader::default();
+        // Armed at or before the oldest request's deadline, and re-armed only when it fires: a
+        // timer per batch would cost a timer-wheel insert and removal for every round trip.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut timer_armed = false;
+        let cancelled = self.cancel.cancelled();
+        tokio::pin!(cancelled);
+        let err = loop {
+            if !incoming.is_empty() {
                 let now = Instant::now();
-                let mut n = 0u64;
-                {
-                    let Ok(mut q) = inflight.lock() else {
-                        return BackendError::Lost("lock poisoned".into());
-                    };
-                    let mut push = |req: Request| {
-                        match req.payload {
-                            Payload::One(b) => bufs.push(b),
-                            Payload::Many(v) => bufs.extend(v),
-                        }
-                        q.push_back(Inflight {
-                            count: req.count,
-                            ends: Vec::new(),
-                            sent_at: now,
-                            reply: req.reply,
-                        });
-                    };
-                    push(first);
-                    n += 1;
-                    while (n as usize) < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(r) => {
-                                push(r);
-                                n += 1;
-                            }
-                            Err(_) => break,
-                        }
+                self.state.requests.fetch_add(incoming.len() as u64, Ordering::Relaxed);
+                for req in incoming.drain(..) {
+                    match req.payload {
+                        Payload::One(b) => out.push(b),
+                        Payload::Many(v) => v.into_iter().for_each(|b| out.push(b)),
                     }
+                    inflight.push_back(Inflight {
+                        count: req.count,
+                        ends: Vec::new(),
+                        sent_at: now,
+                        reply: req.reply,
+                    });
                 }
-                self.state.requests.fetch_add(n, Ordering::Relaxed);
-                wake.notify_one();
-                if let Err(e) = write_all_bufs(&mut wr, &mut bufs).await {
-                    return BackendError::Lost(e.to_string());
+                if !timer_armed {
+                    timer.as_mut().reset((now + timeout).into());
+                    timer_armed = true;
                 }
             }
+            replies.make_room();
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => break BackendError::Retired,
+                r = out.write_some(&mut wr), if !out.is_empty() => {
+                    if let Err(e) = r {
+                        break BackendError::Lost(e.to_string());
+                    }
+                }
+                r = rd.read_buf(&mut replies.buf) => match r {
+                    Ok(0) => break BackendError::Lost("closed by the server".into()),
+                    Ok(_) => {
+                        if let Err(e) = self.complete(&mut replies, &mut inflight) {
+                            break e;
+                        }
+                    }
+                    Err(e) => break BackendError::Lost(e.to_string()),
+                },
+                n = rx.recv_many(&mut incoming, MAX_BATCH), if out.len() < MAX_OUT_BYTES => {
+                    if n == 0 {
+                        break BackendError::Retired;
+                    }
+                }
+                () = &mut timer, if timer_armed => match inflight.front() {
+                    None => timer_armed = false,
+                    Some(f) if f.sent_at.elapsed() >= timeout => break BackendError::Timeout(timeout),
+                    Some(f) => timer.as_mut().reset((f.sent_at + timeout).into()),
+                },
+            }
         };
-        let reader = self.read_replies(rd, &inflight, &wake);
-        let err = tokio::select! {
-            _ = self.cancel.cancelled() => BackendError::Retired,
-            e = writer => e,
-            e = reader => e,
-        };
-        let failed: Vec<Inflight> = match inflight.lock() {
-            Ok(mut q) => q.drain(..).collect(),
-            Err(_) => Vec::new(),
-        };
-        self.count_errors(failed.len() as u64);
-        for f in failed {
+        self.count_errors(inflight.len() as u64);
+        for f in inflight.drain(..) {
             let _ = f.reply.send(Err(err.clone()));
+        }
+        // Taken from the queue but not yet in flight (the loop ended in between).
+        for r in incoming.drain(..) {
+            self.count_errors(1);
+            fail(r, &err);
         }
         err
     }
 
-    /// Reads replies and completes in-flight requests in order; fails when the oldest request
-    /// waits longer than the request timeout.
-    async fn read_replies(
+    /// Completes in-flight requests, oldest first, with every whole reply in the read buffer;
+    /// each gets its replies as one slice of the buffer (no copy).
+    fn complete(
         &self,
-        mut rd: OwnedReadHalf,
-        inflight: &Mutex<VecDeque<Inflight>>,
-        wake: &Notify,
-    ) -> BackendError {
-        let timeout = self.settings.request_timeout;
-        let mut buf = BytesMut::with_capacity(16 * 1024);
-        let mut scanner = ReplyScanner::default();
-        // Offset in `buf` where the next reply starts (earlier bytes belong to the oldest request).
-        let mut pos = 0usize;
-        let mut last_stale_report: Option<Instant> = None;
+        r: &mut ReplyReader,
+        inflight: &mut VecDeque<Inflight>,
+    ) -> Result<(), BackendError> {
         loop {
-            loop {
-                match scanner.scan(&buf[pos..]) {
-                    Ok(Some(len)) => {
-                        if buf[pos] == b'-' {
-                            self.check_stale(&buf[pos..pos + len], &mut last_stale_report);
-                        }
-                        pos += len;
-                        let Ok(mut q) = inflight.lock() else {
-                            return BackendError::Lost("lock poisoned".into());
-                        };
-                        let Some(front) = q.front_mut() else {
-                            return BackendError::Lost("reply without a request".into());
-                        };
-                        if front.count > 1 {
-                            front.ends.push(pos);
-                        }
-                        if front.count == 1 || front.ends.len() == front.count {
-                            let Some(done) = q.pop_front() else { continue };
-                            drop(q);
-                            let data = buf.split_to(pos).freeze();
-                            pos = 0;
-                            self.state.latency.record(done.sent_at.elapsed(), 1);
-                            let _ = done.reply.send(Ok(Replies { data, ends: done.ends }));
-                        }
+            let pos = r.pos;
+            match r.scanner.scan(&r.buf[pos..]) {
+                Ok(Some(len)) => {
+                    if r.buf[pos] == b'-' {
+                        self.check_stale(&r.buf[pos..pos + len], &mut r.last_stale_report);
                     }
-                    Ok(None) => break,
-                    Err(_) => return BackendError::Lost("malformed reply from backend".into()),
-                }
-            }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
-            }
-            let deadline =
-                inflight.lock().ok().and_then(|q| q.front().map(|f| f.sent_at + timeout));
-            tokio::select! {
-                r = rd.read_buf(&mut buf) => match r {
-                    Ok(0) => return BackendError::Lost("closed by the server".into()),
-                    Ok(_) => {}
-                    Err(e) => return BackendError::Lost(e.to_string()),
-                },
-                _ = sleep_until_opt(deadline) => {
-                    let expired = inflight
-                        .lock()
-                        .ok()
-                        .and_then(|q| q.front().map(|f| f.sent_at.elapsed() >= timeout))
-                        .unwrap_or(false);
-                    if expired {
-                        return BackendError::Timeout(timeout);
+                    r.pos += len;
+                    let Some(front) = inflight.front_mut() else {
+                        return Err(BackendError::Lost("reply without a request".into()));
+                    };
+                    if front.count > 1 {
+                        front.ends.push(r.pos);
+                    }
+                    if front.count == 1 || front.ends.len() == front.count {
+                        let Some(done) = inflight.pop_front() else { continue };
+                        let data = r.buf.split_to(r.pos).freeze();
+                        r.pos = 0;
+                        self.state.latency.record(done.sent_at.elapsed(), 1);
+                        let _ = done.reply.send(Ok(Replies { data, ends: done.ends }));
                     }
                 }
-                _ = wake.notified(), if deadline.is_none() => {}
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(BackendError::Lost("malformed reply from backend".into())),
             }
         }
     }
@@ -605,6 +586,26 @@ impl Connection {
         *last = Some(Instant::now());
         if let Some(hook) = &self.hook {
             hook(&self.addr);
+        }
+    }
+}
+
+/// The read side of a backend connection: replies not yet handed out.
+#[derive(Default)]
+struct ReplyReader {
+    buf: BytesMut,
+    scanner: ReplyScanner,
+    /// Where the next reply starts in `buf` (earlier bytes belong to the oldest request).
+    pos: usize,
+    last_stale_report: Option<Instant>,
+}
+
+impl ReplyReader {
+    /// Keeps room for the next read.
+    #[inline]
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
         }
     }
 }

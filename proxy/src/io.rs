@@ -1,50 +1,93 @@
 //! Socket helpers shared by client sessions and backend connections.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use smallvec::SmallVec;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 /// Most buffers handed to one `writev` call.
 const MAX_IOV: usize = 64;
 
-/// Writes every buffer with vectored writes (one syscall per up to 64 buffers), so forwarded
-/// request and reply slices reach the socket without being copied into a staging buffer.
-pub async fn write_all_bufs<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    bufs: &mut Vec<Bytes>,
-) -> io::Result<()> {
-    let mut idx = 0;
-    while idx < bufs.len() {
-        if bufs[idx].is_empty() {
-            idx += 1;
-            continue;
+/// Bytes waiting to be written, as the slices they came in (written with vectored writes, never
+/// copied into a staging buffer).
+#[derive(Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl OutQueue {
+    /// Appends `b` (empty slices are skipped).
+    #[inline]
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.bytes += b.len();
+            self.chunks.push_back(b);
         }
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let mut k = 0;
-        for b in bufs[idx..].iter().filter(|b| !b.is_empty()).take(MAX_IOV) {
-            slices[k] = IoSlice::new(b);
-            k += 1;
-        }
-        let mut n = w.write_vectored(&slices[..k]).await?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed while writing"));
-        }
-        while n > 0 && idx < bufs.len() {
-            let b = &mut bufs[idx];
-            if n >= b.len() {
-                n -= b.len();
-                idx += 1;
+    }
+
+    /// Bytes not yet written.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// True when everything was written.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// One vectored write of up to [`MAX_IOV`] slices: ready once the socket took some bytes
+    /// (cancel-safe, so it can be one branch of a `select!`).
+    pub fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let slices: SmallVec<[IoSlice<'_>; 8]> =
+            self.chunks.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
+        let r = Pin::new(w).poll_write_vectored(cx, &slices);
+        drop(slices);
+        let n = match r {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket closed while writing",
+                )));
+            }
+            Poll::Ready(Ok(n)) => n,
+        };
+        self.advance(n);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes some of the queue (see [`OutQueue::poll_write`]).
+    pub async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_write(w, cx)).await
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n.min(self.bytes);
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else { return };
+            if n >= front.len() {
+                n -= front.len();
+                self.chunks.pop_front();
             } else {
-                b.advance(n);
-                n = 0;
+                front.advance(n);
+                return;
             }
         }
     }
-    bufs.clear();
-    Ok(())
 }
 
 /// Turns on TCP_NODELAY and, when `keepalive` is set, TCP keepalive probes after that idle time.
