@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::Cancelled;
 use crate::io::{OutQueue, tune_socket};
 use crate::resp::{self, ReplyScanner};
 
@@ -476,7 +477,7 @@ impl Connection {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut timer_armed = false;
-        let cancelled = self.cancel.cancelled();
+        let cancelled = Cancelled::new(self.cancel.clone());
         tokio::pin!(cancelled);
         let err = loop {
             if !incoming.is_empty() {

@@ -4,6 +4,7 @@
 //! never depends on the control plane itself; the binary wires the two together.
 
 pub mod backend;
+pub mod cancel;
 pub mod io;
 mod local;
 pub mod merge;

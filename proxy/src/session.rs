@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::backend::{BackendConn, BackendError, Payload, Pool, ReplyResult, Request};
+use crate::cancel::Cancelled;
 use crate::io::OutQueue;
 use crate::merge;
 use crate::resp::{self, RequestScanner, Scanned};
@@ -258,8 +259,7 @@ impl Session {
         let mut close = false;
         // One drain waiter for the session's life: building a fresh `cancelled()` future per
         // read registered and dropped a waiter each time (~3% of CPU without pipelining).
-        let drain = self.shared.drain.clone();
-        let drained = drain.cancelled();
+        let drained = Cancelled::new(self.shared.drain.clone());
         tokio::pin!(drained);
         loop {
             // Every batch at the head whose results are all in becomes reply bytes.
