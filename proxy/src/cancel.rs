@@ -2,28 +2,48 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Resolves when `token` is cancelled, like `token.cancelled()`, but cheap to poll again and
 /// again from a `select!` in a loop.
 ///
-/// Re-polling tokio's waiter takes its `Notify`'s lock every time; with one waiter per client,
-/// all on one token, that was 3% of keyhop's CPU with 1,000 clients (perf). After the first poll
-/// this only reads the token's flag: the waker registered then stays valid because the future
-/// never leaves the task that first polled it (a task's waker doesn't change).
+/// Polling tokio-util's waiter takes the token's mutex (`is_cancelled`) and its `Notify`'s lock
+/// every time; with one waiter per client, all on one token, that was 3-5% of keyhop's CPU with
+/// 1,000 clients (perf). Here the waiter is registered once, with a waker that raises a flag of
+/// our own before waking the task, so later polls read one uncontended atomic. That waker stays
+/// valid because the future never leaves the task that first polled it.
 pub struct Cancelled {
     token: CancellationToken,
     wait: Pin<Box<WaitForCancellationFutureOwned>>,
-    registered: bool,
+    flag: Option<(Arc<Flag>, Waker)>,
+}
+
+/// Raised when the token's waiter is woken; then wakes the task.
+struct Flag {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 impl Cancelled {
     /// A waiter for `token`; poll it from one task only.
     pub fn new(token: CancellationToken) -> Cancelled {
         let wait = Box::pin(token.clone().cancelled_owned());
-        Cancelled { token, wait, registered: false }
+        Cancelled { token, wait, flag: None }
     }
 }
 
@@ -31,14 +51,22 @@ impl Future for Cancelled {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.token.is_cancelled() {
+        let this = &mut *self;
+        let waker = match &this.flag {
+            Some((flag, _)) if !flag.fired.swap(false, Ordering::Acquire) => return Poll::Pending,
+            Some((_, waker)) => waker.clone(),
+            None => {
+                let flag = Arc::new(Flag { fired: AtomicBool::new(false), task: cx.waker().clone() });
+                let waker = Waker::from(flag.clone());
+                this.flag = Some((flag, waker.clone()));
+                waker
+            }
+        };
+        // The token's own check, for a cancel that raced with registration.
+        if this.token.is_cancelled() {
             return Poll::Ready(());
         }
-        if self.registered {
-            return Poll::Pending;
-        }
-        self.registered = true;
-        self.wait.as_mut().poll(cx)
+        this.wait.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 
