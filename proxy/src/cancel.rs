@@ -56,7 +56,8 @@ impl Future for Cancelled {
             Some((flag, _)) if !flag.fired.swap(false, Ordering::Acquire) => return Poll::Pending,
             Some((_, waker)) => waker.clone(),
             None => {
-                let flag = Arc::new(Flag { fired: AtomicBool::new(false), task: cx.waker().clone() });
+                let flag =
+                    Arc::new(Flag { fired: AtomicBool::new(false), task: cx.waker().clone() });
                 let waker = Waker::from(flag.clone());
                 this.flag = Some((flag, waker.clone()));
                 waker
