@@ -4,14 +4,49 @@
 pub const SLOT_COUNT: usize = 16384;
 
 /// The bytes of `key` that are hashed: the first non-empty `{hash tag}`, or the whole key.
+#[inline]
 pub fn hash_tag(key: &[u8]) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{')
-        && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
+    if let Some(open) = find_byte(key, b'{')
+        && let Some(tag) = key.get(open + 1..)
+        && let Some(len) = find_byte(tag, b'}')
         && len > 0
     {
-        return &key[open + 1..open + 1 + len];
+        return &tag[..len];
     }
     key
+}
+
+/// Position of the first `needle` in `hay`.
+///
+/// Eight bytes at a time: most keys have no `{`, so the whole key is searched on every command,
+/// and a byte loop costs as much as the CRC.
+#[inline]
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    let (words, rest) = hay.as_chunks::<8>();
+    for (i, w) in words.iter().enumerate() {
+        if let Some(p) = find_in_word(*w, needle) {
+            return Some(i * 8 + p);
+        }
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    if let Some(last) = hay.last_chunk::<8>() {
+        // Overlaps bytes already searched (no needle there), so a hit is the first in `rest`.
+        return find_in_word(*last, needle).map(|p| hay.len() - 8 + p);
+    }
+    rest.iter().position(|&b| b == needle)
+}
+
+/// Position of the first `needle` in `w`: the classic "has zero byte" test on `w ^ needle`,
+/// whose lowest flagged byte is always a true match (false flags only follow a true one).
+#[inline(always)]
+fn find_in_word(w: [u8; 8], needle: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let x = u64::from_le_bytes(w) ^ (ONES * u64::from(needle));
+    let found = x.wrapping_sub(ONES) & !x & HIGHS;
+    (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
 }
 
 /// The slot (0..16384) that owns `key`, honouring hash tags.
@@ -150,7 +185,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn find_byte_every_position() {
+        for len in 0..40 {
+            let mut hay = vec![b'a'; len];
+            assert_eq!(find_byte(&hay, b'{'), None, "len {len}");
+            for at in (0..len).rev() {
+                hay[at] = b'{';
+                assert_eq!(find_byte(&hay, b'{'), Some(at), "len {len} at {at}");
+            }
+        }
+        // Bytes just above and below the needle must not match (borrows in the SWAR test).
+        assert_eq!(find_byte(b"zzzz|zzz{", b'{'), Some(8));
+        assert_eq!(find_byte(b"\x7a\x7c\x00\xfb\x7b", b'{'), Some(4));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn find_byte_matches_position(
+            hay in proptest::collection::vec(proptest::sample::select(b"{}za\x00\xfb\x7c\x7a".to_vec()), 0..40),
+        ) {
+            proptest::prop_assert_eq!(find_byte(&hay, b'{'), hay.iter().position(|&b| b == b'{'));
+            proptest::prop_assert_eq!(find_byte(&hay, b'}'), hay.iter().position(|&b| b == b'}'));
+        }
+
         #[test]
         fn matches_redis_protocol(key in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
             proptest::prop_assert_eq!(key_slot(&key), redis_protocol::redis_keyslot(&key));
