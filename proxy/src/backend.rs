@@ -16,9 +16,8 @@ use dashmap::DashMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
-use crate::cancel::Cancelled;
+use crate::cancel::Signal;
 use crate::io::{OutQueue, tune_socket};
 use crate::resp::{self, ReplyScanner};
 
@@ -198,7 +197,7 @@ pub struct Pool {
     /// `host:port`.
     pub addr: Arc<str>,
     conns: Vec<BackendConn>,
-    cancel: CancellationToken,
+    cancel: Signal,
     /// Live state.
     pub state: Arc<BackendState>,
 }
@@ -257,7 +256,7 @@ impl Backends {
             .entry(Arc::from(addr))
             .or_insert_with(|| {
                 let addr: Arc<str> = Arc::from(addr);
-                let cancel = CancellationToken::new();
+                let cancel = Signal::new();
                 let state = Arc::new(BackendState::default());
                 let hook = self.stale_hook.lock().ok().and_then(|h| h.clone());
                 let settings = self.settings.load_full();
@@ -334,7 +333,7 @@ struct Inflight {
 struct Connection {
     addr: Arc<str>,
     settings: BackendSettings,
-    cancel: CancellationToken,
+    cancel: Signal,
     state: Arc<BackendState>,
     hook: Option<StaleHook>,
 }
@@ -477,7 +476,7 @@ impl Connection {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut timer_armed = false;
-        let cancelled = Cancelled::new(self.cancel.clone());
+        let cancelled = self.cancel.cancelled();
         tokio::pin!(cancelled);
         let err = loop {
             if !incoming.is_empty() {
@@ -521,6 +520,16 @@ impl Connection {
                 n = rx.recv_many(&mut incoming, MAX_BATCH), if out.len() < MAX_OUT_BYTES => {
                     if n == 0 {
                         break BackendError::Retired;
+                    }
+                    // Let the clients whose requests are already readable route them first (a
+                    // yield runs after the runtime's next I/O poll), so they go out in this
+                    // write: fewer, larger writes here, and fewer wake-ups of the server.
+                    tokio::task::yield_now().await;
+                    while incoming.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(r) => incoming.push(r),
+                            Err(_) => break,
+                        }
                     }
                 }
                 () = &mut timer, if timer_armed => match inflight.front() {

@@ -1,73 +1,77 @@
-//! Waiting for a cancellation token from a task's hot loop.
+//! A cancellation signal that a hot loop can poll for nothing.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Resolves when `token` is cancelled, like `token.cancelled()`, but cheap to poll again and
-/// again from a `select!` in a loop.
+/// A one-way signal (drain, retirement) with a lock-free check.
 ///
-/// Polling tokio-util's waiter takes the token's mutex (`is_cancelled`) and its `Notify`'s lock
-/// every time; with one waiter per client, all on one token, that was 3-5% of keyhop's CPU with
-/// 1,000 clients (perf). Here the waiter is registered once, with a waker that raises a flag of
-/// our own before waking the task, so later polls read one uncontended atomic. That waker stays
-/// valid because the future never leaves the task that first polled it.
-pub struct Cancelled {
-    token: CancellationToken,
-    wait: Pin<Box<WaitForCancellationFutureOwned>>,
-    flag: Option<(Arc<Flag>, Waker)>,
+/// tokio-util's `CancellationToken::is_cancelled` takes the token's mutex, and re-polling its
+/// waiter takes its `Notify`'s lock too: with one waiter per client, all polled on every turn
+/// of the client's loop, that was 3-5% of keyhop's CPU with 1,000 clients (perf). Here the
+/// check is one load of a flag that nobody writes until the signal fires, and the token is only
+/// used to wake waiters.
+#[derive(Clone, Debug, Default)]
+pub struct Signal {
+    inner: Arc<SignalInner>,
 }
 
-/// Raised when the token's waiter is woken; then wakes the task.
-struct Flag {
+#[derive(Debug, Default)]
+struct SignalInner {
     fired: AtomicBool,
-    task: Waker,
+    token: CancellationToken,
 }
 
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+impl Signal {
+    /// A signal that has not fired.
+    pub fn new() -> Signal {
+        Signal::default()
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake_by_ref();
+    /// Fires the signal and wakes every waiter.
+    pub fn cancel(&self) {
+        self.inner.fired.store(true, Ordering::Release);
+        self.inner.token.cancel();
+    }
+
+    /// True once the signal has fired.
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.fired.load(Ordering::Acquire)
+    }
+
+    /// A future that resolves once the signal has fired; poll it from one task only.
+    pub fn cancelled(&self) -> Cancelled {
+        Cancelled { signal: self.clone(), wait: None }
     }
 }
 
-impl Cancelled {
-    /// A waiter for `token`; poll it from one task only.
-    pub fn new(token: CancellationToken) -> Cancelled {
-        let wait = Box::pin(token.clone().cancelled_owned());
-        Cancelled { token, wait, flag: None }
-    }
+/// Resolves when its [`Signal`] fires. Registers its waker once, on the first poll: a task's
+/// waker doesn't change, so later polls only read the flag.
+pub struct Cancelled {
+    signal: Signal,
+    wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl Future for Cancelled {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let waker = match &this.flag {
-            Some((flag, _)) if !flag.fired.swap(false, Ordering::Acquire) => return Poll::Pending,
-            Some((_, waker)) => waker.clone(),
-            None => {
-                let flag =
-                    Arc::new(Flag { fired: AtomicBool::new(false), task: cx.waker().clone() });
-                let waker = Waker::from(flag.clone());
-                this.flag = Some((flag, waker.clone()));
-                waker
-            }
-        };
-        // The token's own check, for a cancel that raced with registration.
-        if this.token.is_cancelled() {
+        if self.signal.is_cancelled() {
             return Poll::Ready(());
         }
-        this.wait.as_mut().poll(&mut Context::from_waker(&waker))
+        if self.wait.is_some() {
+            return Poll::Pending;
+        }
+        let mut wait = Box::pin(self.signal.inner.token.clone().cancelled_owned());
+        // A fire between the flag check and this registration is seen by the waiter itself.
+        let r = wait.as_mut().poll(cx);
+        self.wait = Some(wait);
+        r
     }
 }
 
@@ -78,11 +82,11 @@ mod tests {
 
     #[tokio::test]
     async fn wakes_a_waiting_task_on_cancel() {
-        let token = CancellationToken::new();
+        let token = Signal::new();
         let waiter = tokio::spawn({
             let token = token.clone();
             async move {
-                let mut c = std::pin::pin!(Cancelled::new(token));
+                let mut c = std::pin::pin!(token.cancelled());
                 // Polled several times before the cancel, as in a select! loop.
                 for _ in 0..3 {
                     tokio::select! {
@@ -103,9 +107,10 @@ mod tests {
 
     #[tokio::test]
     async fn ready_at_once_when_already_cancelled() {
-        let token = CancellationToken::new();
+        let token = Signal::new();
         token.cancel();
-        let r = tokio::time::timeout(Duration::from_secs(1), Cancelled::new(token)).await;
+        assert!(token.is_cancelled());
+        let r = tokio::time::timeout(Duration::from_secs(1), token.cancelled()).await;
         assert!(r.is_ok());
     }
 }

@@ -41,7 +41,7 @@ pub(crate) struct Shared {
     pub slowlog: std::sync::Mutex<slowlog::SlowLog>,
     pub started: std::time::Instant,
     /// Cancelled when the proxy drains: sessions stop reading and finish what is in flight.
-    pub drain: tokio_util::sync::CancellationToken,
+    pub drain: cancel::Signal,
 }
 
 /// The data plane: accepts clients and serves them from the published routing table.
@@ -64,7 +64,7 @@ impl Proxy {
                 commands: metrics::CommandMetrics::new(keyhop_router::command::commands().len()),
                 slowlog: std::sync::Mutex::new(slowlog::SlowLog::default()),
                 started: std::time::Instant::now(),
-                drain: tokio_util::sync::CancellationToken::new(),
+                drain: cancel::Signal::new(),
             }),
         }
     }

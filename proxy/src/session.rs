@@ -25,7 +25,6 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::backend::{BackendConn, BackendError, Payload, Pool, ReplyResult, Request};
-use crate::cancel::Cancelled;
 use crate::io::OutQueue;
 use crate::merge;
 use crate::resp::{self, RequestScanner, Scanned};
@@ -259,7 +258,7 @@ impl Session {
         let mut close = false;
         // One drain waiter for the session's life: building a fresh `cancelled()` future per
         // read registered and dropped a waiter each time (~3% of CPU without pipelining).
-        let drained = Cancelled::new(self.shared.drain.clone());
+        let drained = self.shared.drain.cancelled();
         tokio::pin!(drained);
         loop {
             // Every batch at the head whose results are all in becomes reply bytes.
