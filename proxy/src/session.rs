@@ -808,7 +808,8 @@ fn record(shared: &Shared, batch: &Batch, peer: SocketAddr) {
         return;
     }
     let Ok(mut log) = shared.slowlog.lock() else { return };
-    for c in &batch.cmds {
+    let room = log.room(settings.slowlog_max_len);
+    for c in batch.cmds.iter().take(room) {
         let args = if c.start == u32::MAX {
             Vec::new()
         } else {
