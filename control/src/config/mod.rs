@@ -135,7 +135,7 @@ impl Default for Config {
             request_timeout_ms: 5000,
             tcp_keepalive_s: 60,
             max_clients: 10_000,
-            backend_connections: 2,
+            backend_connections: 1,
             allow_flush: false,
             password: None,
             backend_password: None,

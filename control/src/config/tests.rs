@@ -52,7 +52,7 @@ fn defaults_fill_everything() {
     assert_eq!(cfg.request_timeout_ms, 5000);
     assert_eq!(cfg.tcp_keepalive_s, 60);
     assert_eq!(cfg.max_clients, 10_000);
-    assert_eq!(cfg.backend_connections, 2);
+    assert_eq!(cfg.backend_connections, 1);
     assert!(!cfg.allow_flush);
     assert_eq!(cfg.password, None);
     assert_eq!(cfg.backend_password, None);
