@@ -5,6 +5,8 @@
 //! cargo bench --bench load                              # full run, writes docs/benchmarks.md
 //! cargo bench --bench load -- --quick                   # ~1 minute smoke run
 //! cargo bench --bench load -- --threads 1,2 --rounds 5  # compare keyhop worker-thread counts
+//! cargo bench --bench load -- --baseline /tmp/keyhop-old --only "GET c50" --rounds 6 --out -
+//!                                                       # A/B one change against an older build
 //! cargo bench --bench load -- --help
 //! ```
 //!
@@ -35,6 +37,8 @@ struct Opts {
     threads: Vec<u32>,
     metrics: bool,
     keyhop: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+    only: Vec<String>,
     build: bool,
     use_keyhop: bool,
     use_nutcracker: bool,
@@ -53,6 +57,10 @@ usage: cargo bench --bench load [-- OPTIONS]
   --metrics          also run each keyhop with admin_listen set (per-command metrics on), to
                      measure what recording metrics costs
   --keyhop PATH      keyhop binary to run (also KEYHOP_BIN); skips `cargo build --release`
+  --baseline PATH    also run this keyhop binary (e.g. a build from before a change), labelled
+                     `baseline`, side by side with keyhop
+  --only NAMES       run only these workloads, comma-separated, by their names in the report
+                     (e.g. `GET c50,GET c1000`)
   --no-build         don't run `cargo build --release`; use target/release/keyhop as is
   --no-keyhop        leave keyhop out
   --no-nutcracker    leave nutcracker out
@@ -68,6 +76,8 @@ fn parse_opts() -> Res<Opts> {
         threads: vec![0],
         metrics: false,
         keyhop: std::env::var_os("KEYHOP_BIN").map(PathBuf::from),
+        baseline: None,
+        only: Vec::new(),
         build: true,
         use_keyhop: true,
         use_nutcracker: true,
@@ -106,6 +116,10 @@ fn parse_opts() -> Res<Opts> {
             }
             "--metrics" => o.metrics = true,
             "--keyhop" => o.keyhop = Some(PathBuf::from(value("--keyhop")?)),
+            "--baseline" => o.baseline = Some(PathBuf::from(value("--baseline")?)),
+            "--only" => {
+                o.only = value("--only")?.split(',').map(|w| w.trim().to_string()).collect()
+            }
             "--no-build" => o.build = false,
             "--no-keyhop" => o.use_keyhop = false,
             "--no-nutcracker" => o.use_nutcracker = false,
@@ -399,6 +413,7 @@ fn start_nutcracker(bin: &Path, dir: &Path, backends: &[u16]) -> Res<Proc> {
 
 /// Starts keyhop over the two groups; `Ok(None)` (with a printed notice) if it doesn't answer PING.
 fn start_keyhop(
+    name: &str,
     bin: &Path,
     dir: &Path,
     threads: u32,
@@ -406,7 +421,8 @@ fn start_keyhop(
     backends: &[u16],
     notes: &mut Vec<String>,
 ) -> Res<Option<Proc>> {
-    let variant = if metrics { format!("t{threads}-metrics") } else { format!("t{threads}") };
+    let variant =
+        if metrics { format!("{name}-t{threads}-metrics") } else { format!("{name}-t{threads}") };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -423,14 +439,14 @@ fn start_keyhop(
              [[groups]]\nname = \"g2\"\nmaster = \"127.0.0.1:{}\"\nslots = [\"8192-16383\"]\n",
             backends[0], backends[1]
         );
-        let path = dir.join(format!("keyhop-{variant}.toml"));
+        let path = dir.join(format!("{variant}.toml"));
         fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--config")
             .arg(&path)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
-        let log = dir.join(format!("keyhop-{variant}.log"));
-        let mut p = Proc::spawn(&format!("keyhop {variant}"), port, log, &mut cmd)?;
+        let log = dir.join(format!("{variant}.log"));
+        let mut p = Proc::spawn(&variant, port, log, &mut cmd)?;
         if p.wait_ready(Duration::from_secs(10))? {
             return Ok(Some(p));
         }
@@ -441,7 +457,7 @@ fn start_keyhop(
             continue;
         }
         let note = format!(
-            "keyhop ({}, threads = {threads}) {state}; it is left out of this run{}",
+            "{name} ({}, threads = {threads}) {state}; it is left out of this run{}",
             bin.display(),
             if tail.is_empty() {
                 String::new()
@@ -1366,7 +1382,8 @@ fn run() -> Res<()> {
         proc_idx: 0,
         dead: false,
     }];
-    if let Some(bin) = &keyhop_bin {
+    let builds = [("keyhop", keyhop_bin.as_ref()), ("baseline", opts.baseline.as_ref())];
+    for (name, bin) in builds.into_iter().filter_map(|(n, b)| Some((n, b?))) {
         let variants: Vec<(u32, bool)> = opts
             .threads
             .iter()
@@ -1376,11 +1393,12 @@ fn run() -> Res<()> {
             })
             .collect();
         for (t, metrics) in variants {
-            if let Some(p) = start_keyhop(bin, dir, t, metrics, &backends, &mut notes)? {
+            if let Some(p) = start_keyhop(name, bin, dir, t, metrics, &backends, &mut notes)? {
+                let name = if name == "keyhop" { "keyhop" } else { "keyhop baseline" };
                 let base = match (opts.threads.len(), t) {
-                    (1, _) => "keyhop".to_string(),
-                    (_, 0) => "keyhop t=auto".to_string(),
-                    (_, t) => format!("keyhop t={t}"),
+                    (1, _) => name.to_string(),
+                    (_, 0) => format!("{name} t=auto"),
+                    (_, t) => format!("{name} t={t}"),
                 };
                 let label = if metrics { format!("{base} +metrics") } else { base };
                 println!("{label} on {} (pid {})", p.port, p.pid());
@@ -1492,7 +1510,21 @@ fn run() -> Res<()> {
     }
 
     let scale = opts.scale * if opts.quick { 0.1 } else { 1.0 };
-    let rows = rows(scale, &keys, fd_limit, &mut notes);
+    let mut rows = rows(scale, &keys, fd_limit, &mut notes);
+    if !opts.only.is_empty() {
+        let unknown: Vec<&String> = opts
+            .only
+            .iter()
+            .filter(|w| !rows.iter().any(|r| r.name.eq_ignore_ascii_case(w)))
+            .collect();
+        if !unknown.is_empty() {
+            let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+            return Err(format!(
+                "--only: no workload named {unknown:?}; the workloads are {names:?}"
+            ));
+        }
+        rows.retain(|r| opts.only.iter().any(|w| r.name.eq_ignore_ascii_case(w)));
+    }
     let bench = Bench { bin: &rb_bin, dir, tck: clk_tck() };
     let mut samples: Samples = vec![vec![vec![None; opts.rounds]; targets.len()]; rows.len()];
     let mut seen_errors = std::collections::HashSet::new();
