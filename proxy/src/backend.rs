@@ -539,13 +539,12 @@ impl Connection {
                 },
             }
         };
-        self.count_errors(inflight.len() as u64);
+        // In flight, and taken from the queue but not yet in flight (the loop ended in between).
+        self.count_errors((inflight.len() + incoming.len()) as u64);
         for f in inflight.drain(..) {
             let _ = f.reply.send(Err(err.clone()));
         }
-        // Taken from the queue but not yet in flight (the loop ended in between).
         for r in incoming.drain(..) {
-            self.count_errors(1);
             fail(r, &err);
         }
         err

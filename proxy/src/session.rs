@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -762,17 +762,34 @@ fn render(batch: &mut Batch, out: &mut OutQueue, stats: &Stats) -> bool {
     close
 }
 
+impl Pending {
+    /// Takes the result if it has arrived (true then, or when it was taken before); with `cx`,
+    /// also asks to be woken when it arrives.
+    fn take(&mut self, cx: Option<&mut Context<'_>>) -> bool {
+        if self.result.is_some() {
+            return true;
+        }
+        let r = match cx {
+            Some(cx) => match Pin::new(&mut self.rx).poll(cx) {
+                Poll::Ready(r) => r.ok(),
+                Poll::Pending => return false,
+            },
+            None => match self.rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(oneshot::error::TryRecvError::Empty) => return false,
+                Err(oneshot::error::TryRecvError::Closed) => None,
+            },
+        };
+        self.result = Some(r.unwrap_or_else(|| Err(BackendError::Lost("request dropped".into()))));
+        true
+    }
+}
+
 /// Takes every result that has already arrived; true when none is missing.
 fn poll_ready(batch: &mut Batch) -> bool {
     let mut all = true;
-    for p in batch.pending.iter_mut().filter(|p| p.result.is_none()) {
-        match p.rx.try_recv() {
-            Ok(r) => p.result = Some(r),
-            Err(oneshot::error::TryRecvError::Empty) => all = false,
-            Err(oneshot::error::TryRecvError::Closed) => {
-                p.result = Some(Err(BackendError::Lost("request dropped".into())))
-            }
-        }
+    for p in batch.pending.iter_mut() {
+        all &= p.take(None);
     }
     all
 }
@@ -781,17 +798,11 @@ fn poll_ready(batch: &mut Batch) -> bool {
 fn head_results(queue: &mut VecDeque<Box<Batch>>) -> impl Future<Output = ()> + '_ {
     std::future::poll_fn(move |cx| {
         let Some(batch) = queue.front_mut() else { return Poll::Pending };
-        for p in batch.pending.iter_mut().filter(|p| p.result.is_none()) {
-            match Pin::new(&mut p.rx).poll(cx) {
-                Poll::Ready(r) => {
-                    p.result = Some(
-                        r.unwrap_or_else(|_| Err(BackendError::Lost("request dropped".into()))),
-                    )
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+        if batch.pending.iter_mut().all(|p| p.take(Some(cx))) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        Poll::Ready(())
     })
 }
 
