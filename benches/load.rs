@@ -22,10 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use keyhop_router::key_slot;
+
 type Res<T> = Result<T, String>;
 
 const INSTALL_HINT: &str = "apt-get install -y redis-server redis-tools nutcracker";
-const SLOTS: u16 = 16384;
+const SLOTS: u16 = keyhop_router::SLOT_COUNT as u16;
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -596,36 +598,12 @@ fn call(port: u16, args: &[&str]) -> Res<Reply> {
 // ---------------------------------------------------------------------------------------------
 // Key placement
 
-/// CRC16-XMODEM (poly 0x1021, init 0), the hash Redis Cluster and keyhop use for slots.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
-}
-
-fn key_slot(key: &str) -> u16 {
-    // Hash tags: hash only what is inside the first non-empty {...}.
-    let k = key.as_bytes();
-    if let Some(open) = k.iter().position(|&c| c == b'{')
-        && let Some(len) = k[open + 1..].iter().position(|&c| c == b'}')
-        && len > 0
-    {
-        return crc16(&k[open + 1..open + 1 + len]) % SLOTS;
-    }
-    crc16(k) % SLOTS
-}
-
 /// Ten MGET keys, five in each keyhop group (slots 0-8191 and 8192-16383). When nutcracker runs
 /// (`nc` = its port), the keys are also split five/five between its two servers, found by writing
 /// candidates through it and looking where they land (ketama over named servers is deterministic).
 fn mget_keys(nc: Option<u16>, backends: [u16; 2]) -> Res<Vec<String>> {
     let candidates: Vec<String> = (0..400).map(|i| format!("mget:{i}")).collect();
-    let keyhop_hi = |k: &str| key_slot(k) >= SLOTS / 2;
+    let keyhop_hi = |k: &str| key_slot(k.as_bytes()) >= SLOTS / 2;
     // Buckets by (keyhop group, nutcracker server); without nutcracker only the first matters.
     let mut buckets: [Vec<&String>; 4] = Default::default();
     if let Some(nc) = nc {
@@ -1319,7 +1297,6 @@ fn main() {
 
 fn run() -> Res<()> {
     let opts = parse_opts()?;
-    assert_eq!(crc16(b"123456789"), 0x31C3, "CRC16-XMODEM self-check");
 
     let redis_bin = find_tool("redis-server", "REDIS_SERVER_BIN")
         .ok_or(format!("redis-server not found; install it with `{INSTALL_HINT}`"))?;
@@ -1431,7 +1408,8 @@ fn run() -> Res<()> {
     // MGET keys: check placement through each proxy and that MGET answers all ten values.
     let nc_port = targets.iter().find(|t| matches!(t.kind, Kind::Nutcracker)).map(|t| t.port);
     let keys = mget_keys(nc_port, backends)?;
-    let slots: Vec<String> = keys.iter().map(|k| format!("{k}→{}", key_slot(k))).collect();
+    let slots: Vec<String> =
+        keys.iter().map(|k| format!("{k}→{}", key_slot(k.as_bytes()))).collect();
     println!("MGET keys (slot): {}", slots.join(" "));
     let value = "v".repeat(64);
     let flush = |port| call(port, &["FLUSHALL"]);
