@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cancel::Signal;
 use crate::io::{OutQueue, tune_socket};
-use crate::resp::{self, ReplyScanner};
+use crate::resp::{self, ReplyScanner, parse_int};
 
 /// Requests queued per connection before senders wait (backpressure on clients).
 const QUEUE_DEPTH: usize = 4096;
@@ -129,6 +129,17 @@ pub struct Request {
     pub reply: oneshot::Sender<ReplyResult>,
 }
 
+/// What a backend connection is set up for: the protocol its replies use and the database it
+/// has selected. Clients are served by connections of their own mode, so replies are still
+/// forwarded as slices and never re-encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Mode {
+    /// RESP3 (`HELLO 3` at connect) instead of RESP2.
+    pub resp3: bool,
+    /// The database selected at connect.
+    pub db: u32,
+}
+
 /// Called with a backend's address when it answers -READONLY or -MASTERDOWN (stale routing).
 pub type StaleHook = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -174,6 +185,10 @@ pub struct BackendState {
     /// While fenced: the end of the fence, in nanoseconds since [`fence_clock`]'s origin (0: not
     /// fenced).
     fenced_until: AtomicU64,
+    /// The server's `databases` setting, learned at connect (0: not known yet).
+    pub databases: AtomicU64,
+    /// The server's `redis_version`, learned at connect.
+    pub version: Mutex<Option<Arc<str>>>,
 }
 
 /// Nanoseconds since a process-wide origin (never 0).
@@ -191,23 +206,94 @@ impl BackendState {
     }
 }
 
-/// The connections to one backend server.
-#[derive(Debug)]
+/// The connections to one backend server: the RESP2/database-0 ones every client starts with,
+/// and those of other modes, created when a client first needs them.
 pub struct Pool {
     /// `host:port`.
     pub addr: Arc<str>,
     conns: Vec<BackendConn>,
+    /// Connections of other modes (RESP3, another database), by mode.
+    others: Mutex<Vec<(Mode, Arc<[BackendConn]>)>>,
     cancel: Signal,
     /// Live state.
     pub state: Arc<BackendState>,
+    settings: Arc<BackendSettings>,
+    hook: Option<StaleHook>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl Pool {
+    fn new(addr: Arc<str>, settings: Arc<BackendSettings>, hook: Option<StaleHook>) -> Pool {
+        let mut pool = Pool {
+            addr,
+            conns: Vec::new(),
+            others: Mutex::new(Vec::new()),
+            cancel: Signal::new(),
+            state: Arc::new(BackendState::default()),
+            settings,
+            hook,
+        };
+        pool.conns = pool.spawn(Mode::default());
+        pool
+    }
+
+    /// Starts the connection tasks of one mode (they connect on first use).
+    fn spawn(&self, mode: Mode) -> Vec<BackendConn> {
+        (0..self.settings.connections.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                let conn = Connection {
+                    addr: self.addr.clone(),
+                    settings: (*self.settings).clone(),
+                    mode,
+                    cancel: self.cancel.clone(),
+                    state: self.state.clone(),
+                    hook: self.hook.clone(),
+                };
+                tokio::spawn(conn.supervise(rx));
+                BackendConn { tx, state: self.state.clone() }
+            })
+            .collect()
+    }
+
     /// The connection a client with this id uses (always the same one, so its requests to this
     /// server keep their order).
     #[inline]
     pub fn conn(&self, client_id: u64) -> &BackendConn {
         &self.conns[(client_id % self.conns.len() as u64) as usize]
+    }
+
+    /// The connection a client with this id uses in `mode`, created on first use. Must run in a
+    /// runtime.
+    pub fn conn_for(&self, client_id: u64, mode: Mode) -> BackendConn {
+        if mode == Mode::default() {
+            return self.conn(client_id).clone();
+        }
+        let conns = {
+            let mut others = match self.others.lock() {
+                Ok(o) => o,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            match others.iter().find(|(m, _)| *m == mode) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let c: Arc<[BackendConn]> = self.spawn(mode).into();
+                    others.push((mode, c.clone()));
+                    c
+                }
+            }
+        };
+        conns[(client_id % conns.len() as u64) as usize].clone()
+    }
+
+    /// The server's `redis_version`, once a connection has learned it.
+    pub fn version(&self) -> Option<Arc<str>> {
+        self.state.version.lock().ok().and_then(|v| v.clone())
     }
 }
 
@@ -255,26 +341,8 @@ impl Backends {
         self.pools
             .entry(Arc::from(addr))
             .or_insert_with(|| {
-                let addr: Arc<str> = Arc::from(addr);
-                let cancel = Signal::new();
-                let state = Arc::new(BackendState::default());
                 let hook = self.stale_hook.lock().ok().and_then(|h| h.clone());
-                let settings = self.settings.load_full();
-                let conns = (0..settings.connections.max(1))
-                    .map(|_| {
-                        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-                        let conn = Connection {
-                            addr: addr.clone(),
-                            settings: (*settings).clone(),
-                            cancel: cancel.clone(),
-                            state: state.clone(),
-                            hook: hook.clone(),
-                        };
-                        tokio::spawn(conn.supervise(rx));
-                        BackendConn { tx, state: state.clone() }
-                    })
-                    .collect();
-                Arc::new(Pool { addr, conns, cancel, state })
+                Arc::new(Pool::new(Arc::from(addr), self.settings.load_full(), hook))
             })
             .clone()
     }
@@ -333,6 +401,7 @@ struct Inflight {
 struct Connection {
     addr: Arc<str>,
     settings: BackendSettings,
+    mode: Mode,
     cancel: Signal,
     state: Arc<BackendState>,
     hook: Option<StaleHook>,
@@ -346,8 +415,11 @@ impl Connection {
     async fn supervise(self, mut rx: mpsc::Receiver<Request>) {
         let mut backoff = Duration::ZERO;
         let mut retry_at: Option<(Instant, String)> = None;
+        // False after a refused set-up: the server is up, only this mode is refused, so no
+        // probing; the next request tries again once the backoff has passed.
+        let mut probe = true;
         loop {
-            let probe_at = retry_at.as_ref().map(|(at, _)| *at);
+            let probe_at = retry_at.as_ref().filter(|_| probe).map(|(at, _)| *at);
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 r = rx.recv() => match r { Some(r) => Some(r), None => return },
@@ -363,14 +435,19 @@ impl Connection {
                 (first, _) => first,
             };
             match self.connect().await {
-                Err(why) => {
+                Err(ConnectError { why, refused }) => {
                     backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                    if first.is_some() || !self.state.failing.load(Ordering::Relaxed) {
+                    if refused {
+                        tracing::warn!(backend = %self.addr, error = %why, "backend refused the connection set-up");
+                    } else if first.is_some() || !self.state.failing.load(Ordering::Relaxed) {
                         tracing::warn!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend connect failed");
                     } else {
                         tracing::debug!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend still unreachable");
                     }
-                    self.state.failing.store(true, Ordering::Relaxed);
+                    if !refused {
+                        self.state.failing.store(true, Ordering::Relaxed);
+                    }
+                    probe = !refused;
                     let err = BackendError::Connect(why.clone());
                     if let Some(first) = first {
                         self.count_errors(1);
@@ -386,6 +463,7 @@ impl Connection {
                 Ok(stream) => {
                     backoff = Duration::ZERO;
                     retry_at = None;
+                    probe = true;
                     self.state.failing.store(false, Ordering::Relaxed);
                     self.state.connected.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(backend = %self.addr, "backend connected");
@@ -410,43 +488,104 @@ impl Connection {
         self.state.errors.fetch_add(n, Ordering::Relaxed);
     }
 
-    async fn connect(&self) -> Result<TcpStream, String> {
+    /// Connects and sets the connection up for its mode: `HELLO 3` (with AUTH) or AUTH, SELECT,
+    /// and two questions whose answers clients need from keyhop (the server's version for
+    /// HELLO, its `databases` for SELECT), all in one round trip.
+    async fn connect(&self) -> Result<TcpStream, ConnectError> {
         let timeout = self.settings.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(&*self.addr)).await {
+        let unreachable = |why: String| ConnectError { why, refused: false };
+        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(&*self.addr)).await
+        {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("connect timed out after {} ms", timeout.as_millis())),
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "connect timed out after {} ms",
+                    timeout.as_millis()
+                )));
+            }
         };
         tune_socket(&stream, self.settings.keepalive);
-        if let Some(pw) = &self.settings.password {
-            let stream = stream;
-            let auth = resp::command([b"AUTH".as_slice(), pw.as_bytes()]);
-            let mut stream = stream;
-            let reply = tokio::time::timeout(timeout, async {
-                tokio::io::AsyncWriteExt::write_all(&mut stream, &auth).await?;
-                let mut buf = BytesMut::with_capacity(256);
-                let mut scanner = ReplyScanner::default();
-                loop {
-                    if stream.read_buf(&mut buf).await? == 0 {
-                        return Err(std::io::Error::other("closed during AUTH"));
+        let pw = self.settings.password.as_deref().map(str::as_bytes);
+        let db = self.mode.db.to_string();
+        let mut steps: Vec<(Step, Bytes)> = Vec::with_capacity(5);
+        match (self.mode.resp3, pw) {
+            (true, Some(pw)) => steps.push((
+                Step::Hello,
+                resp::command([b"HELLO".as_slice(), b"3", b"AUTH", b"default", pw]),
+            )),
+            (true, None) => steps.push((Step::Hello, resp::command([b"HELLO".as_slice(), b"3"]))),
+            (false, Some(pw)) => {
+                steps.push((Step::Auth, resp::command([b"AUTH".as_slice(), pw])));
+            }
+            (false, None) => {}
+        }
+        if self.mode.db != 0 {
+            steps.push((Step::Select, resp::command([b"SELECT".as_slice(), db.as_bytes()])));
+        }
+        steps.push((Step::Databases, resp::command([b"CONFIG".as_slice(), b"GET", b"databases"])));
+        steps.push((Step::Version, resp::command([b"INFO".as_slice(), b"server"])));
+        let request: Vec<u8> = steps.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        let replies = tokio::time::timeout(timeout, async {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &request).await?;
+            let mut buf = BytesMut::with_capacity(4096);
+            let mut scanner = ReplyScanner::default();
+            let mut replies = Vec::with_capacity(steps.len());
+            while replies.len() < steps.len() {
+                match scanner.scan(&buf) {
+                    Ok(Some(len)) => {
+                        replies.push(buf.split_to(len).freeze());
+                        continue;
                     }
-                    match scanner.scan(&buf) {
-                        Ok(Some(len)) => return Ok(buf.split_to(len)),
-                        Ok(None) => continue,
-                        Err(_) => return Err(std::io::Error::other("bad AUTH reply")),
+                    Ok(None) => {}
+                    Err(_) => return Err(std::io::Error::other("malformed reply during set-up")),
+                }
+                if stream.read_buf(&mut buf).await? == 0 {
+                    return Err(std::io::Error::other("closed by the server during set-up"));
+                }
+            }
+            Ok(replies)
+        })
+        .await;
+        let replies = match replies {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable("set-up (AUTH/HELLO/SELECT) timed out".into())),
+        };
+        for ((step, _), reply) in steps.iter().zip(replies.iter()) {
+            let error = matches!(reply.first(), Some(b'-' | b'!'));
+            let text =
+                || String::from_utf8_lossy(reply).trim_end().trim_start_matches('-').to_string();
+            match step {
+                Step::Auth | Step::Hello if error => {
+                    let what = if *step == Step::Auth { "AUTH" } else { "HELLO 3" };
+                    let hint = if text().contains("unknown command") {
+                        " (the server does not speak RESP3: Redis 6 or later is needed)"
+                    } else {
+                        " (check backend_password)"
+                    };
+                    return Err(unreachable(format!("{what} failed: {}{hint}", text())));
+                }
+                Step::Select if error => {
+                    return Err(ConnectError {
+                        why: format!("SELECT {} failed: {}", self.mode.db, text()),
+                        refused: true,
+                    });
+                }
+                Step::Databases if !error => {
+                    if let Some(n) = config_int(reply) {
+                        self.state.databases.store(n.max(0) as u64, Ordering::Relaxed);
                     }
                 }
-            })
-            .await;
-            match reply {
-                Ok(Ok(r)) if r.starts_with(b"+OK") => return Ok(stream),
-                Ok(Ok(r)) => {
-                    let text =
-                        String::from_utf8_lossy(&r).trim_end().trim_start_matches('-').to_string();
-                    return Err(format!("AUTH failed: {text} (check backend_password)"));
+                Step::Version if !error => {
+                    if let Some(v) = resp::text_of(reply).and_then(info_version)
+                        && let Ok(mut slot) = self.state.version.lock()
+                        && slot.as_deref() != Some(v)
+                    {
+                        *slot = Some(Arc::from(v));
+                    }
                 }
-                Ok(Err(e)) => return Err(format!("AUTH failed: {e}")),
-                Err(_) => return Err("AUTH timed out".into()),
+                _ => {}
             }
         }
         Ok(stream)
@@ -561,6 +700,14 @@ impl Connection {
             let pos = r.pos;
             match r.scanner.scan(&r.buf[pos..]) {
                 Ok(Some(len)) => {
+                    if r.buf[pos] == b'>' {
+                        // A RESP3 push is nobody's reply (shared connections subscribe to
+                        // nothing and track no keys, so none is expected): drop it.
+                        let rest = r.buf.len();
+                        r.buf.copy_within(pos + len..rest, pos);
+                        r.buf.truncate(rest - len);
+                        continue;
+                    }
                     if r.buf[pos] == b'-' {
                         self.check_stale(&r.buf[pos..pos + len], &mut r.last_stale_report);
                     }
@@ -597,6 +744,37 @@ impl Connection {
             hook(&self.addr);
         }
     }
+}
+
+/// One command of a connection's set-up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Auth,
+    Hello,
+    Select,
+    Databases,
+    Version,
+}
+
+/// Why a connection could not be set up.
+struct ConnectError {
+    why: String,
+    /// The server answered but refused the set-up (SELECT of a database it doesn't have): it is
+    /// up, so it is not marked failing and not probed.
+    refused: bool,
+}
+
+/// The integer value of a `CONFIG GET name` reply (RESP2 array or RESP3 map of one pair).
+fn config_int(reply: &Bytes) -> Option<i64> {
+    let items = resp::elements(reply)?;
+    parse_int(resp::text_of(items.get(1)?)?)
+}
+
+/// `redis_version` from an `INFO server` text.
+fn info_version(text: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(text).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("redis_version:"))?;
+    Some(line.trim())
 }
 
 /// First size of a backend connection's read buffer.

@@ -8,7 +8,7 @@ use keyhop_router::command::{CommandSpec, Local};
 use keyhop_router::{Args, Merge, RoutingTable};
 
 use crate::merge;
-use crate::resp::{self, parse_int};
+use crate::resp::{self, Proto, parse_int};
 use crate::session::{Builder, FrameArgs, MergeKind, Session, Slot, Src, display_name};
 
 /// Bits of a keyhop SCAN cursor that name the group (so at most 1024 groups).
@@ -29,15 +29,15 @@ pub fn decode_scan_cursor(cursor: u64) -> (usize, u64) {
     ((cursor & ((1 << GROUP_BITS) - 1)) as usize, cursor >> GROUP_BITS)
 }
 
-/// Picks one non-nil RANDOMKEY reply (errors win; all nil gives nil).
-pub fn pick_random_key(parts: &[Bytes], seed: u64) -> Bytes {
+/// Picks one non-nil RANDOMKEY reply (errors win; all nil gives nil in `proto`).
+pub fn pick_random_key(parts: &[Bytes], seed: u64, proto: Proto) -> Bytes {
     if let Some(e) = parts.iter().find(|p| merge::is_error(p)) {
         return e.clone();
     }
     let found: Vec<&Bytes> =
         parts.iter().filter(|p| p.first() == Some(&b'$') && p.as_ref() != resp::NIL).collect();
     if found.is_empty() {
-        return Bytes::from_static(resp::NIL);
+        return proto.nil();
     }
     found[(seed % found.len() as u64) as usize].clone()
 }
@@ -92,24 +92,22 @@ impl Session {
                 b.slots_push(Slot::Close(Some(Bytes::from_static(resp::OK))));
                 return true;
             }
-            Local::Select => match parse_int(args.arg(1)) {
-                Some(0) => b.ready(Bytes::from_static(resp::OK)),
-                Some(n) => b.ready(resp::error(&format!(
-                    "ERR keyhop: SELECT {n} is not supported (keyhop serves database 0 only)"
-                ))),
-                None => b.ready(resp::error(NOT_INTEGER)),
-            },
+            Local::Select => {
+                let reply = self.select(table, args);
+                b.ready(reply);
+            }
             Local::Auth => {
                 let reply = self.auth(args, 1);
                 b.ready(reply);
             }
             Local::Hello => {
-                let reply = self.hello(args);
+                let reply = self.hello(table, args);
                 b.ready(reply);
             }
             Local::Reset => {
                 self.name = None;
                 self.authed = self.shared.settings.load().password.is_none();
+                self.set_mode(table, Proto::Resp2, 0);
                 b.ready(Bytes::from_static(b"+RESET\r\n"));
             }
             Local::Client => {
@@ -127,7 +125,8 @@ impl Session {
             Local::Scan => self.scan(table, args, b),
             Local::RandomKey => {
                 let seed = self.next_random();
-                self.fan_out(b, table.groups.len(), src, MergeKind::RandomKey { seed });
+                let proto = self.proto;
+                self.fan_out(b, table.groups.len(), src, MergeKind::RandomKey { seed, proto });
             }
             Local::Flush => {
                 if self.shared.settings.load().allow_flush {
@@ -152,16 +151,15 @@ impl Session {
                     if wanted.keyhop { crate::render::info_keyhop(table) } else { String::new() };
                 if wanted.keyspace {
                     let frame = resp::command([b"INFO".as_slice(), b"keyspace"]);
+                    let proto = self.proto;
                     self.fan_out(
                         b,
                         table.groups.len(),
                         Src::Owned(frame),
-                        MergeKind::Info { head, tail },
+                        MergeKind::Info { head, tail, proto },
                     );
                 } else {
-                    b.ready(resp::bulk(
-                        format!("{head}{tail}").trim_end_matches("\r\n").as_bytes(),
-                    ));
+                    b.ready(crate::render::info_text(self.proto, &format!("{head}{tail}")));
                 }
             }
             Local::Slowlog => {
@@ -196,17 +194,32 @@ impl Session {
         }
     }
 
-    /// HELLO [protover [AUTH user pass] [SETNAME name]] (RESP2 only for now).
-    fn hello(&mut self, args: &FrameArgs) -> Bytes {
+    /// SELECT n: later requests go to connections that selected database `n`. A database a
+    /// server is known not to have gets Redis's error at once; otherwise the first request
+    /// there reports the server's refusal, naming the server.
+    fn select(&mut self, table: &RoutingTable, args: &FrameArgs) -> Bytes {
+        let Some(n) = parse_int(args.arg(1)) else { return resp::error(NOT_INTEGER) };
+        let out_of_range = || resp::error("ERR DB index is out of range");
+        let Ok(db) = u32::try_from(n) else { return out_of_range() };
+        let known_short = self.pools.iter().any(|g| {
+            let have = g.master.pool.state.databases.load(std::sync::atomic::Ordering::Relaxed);
+            have != 0 && u64::from(db) >= have
+        });
+        if known_short {
+            return out_of_range();
+        }
+        self.set_mode(table, self.proto, db);
+        Bytes::from_static(resp::OK)
+    }
+
+    /// HELLO [protover [AUTH user pass] [SETNAME name]], with Redis 7.0's checks in its order.
+    fn hello(&mut self, table: &RoutingTable, args: &FrameArgs) -> Bytes {
         let argc = args.count();
+        let mut proto = self.proto;
         if argc >= 2 {
             match parse_int(args.arg(1)) {
-                Some(2) => {}
-                Some(3) => {
-                    return Bytes::from_static(
-                        b"-NOPROTO sorry, this protocol version is not supported.\r\n",
-                    );
-                }
+                Some(2) => proto = Proto::Resp2,
+                Some(3) => proto = Proto::Resp3,
                 Some(_) => return Bytes::from_static(b"-NOPROTO unsupported protocol version\r\n"),
                 None => {
                     return resp::error("ERR Protocol version is not an integer or out of range");
@@ -215,13 +228,11 @@ impl Session {
         }
         let mut i = 2;
         let mut new_name = None;
+        let mut credentials = None;
         while i < argc {
             let opt = args.arg(i);
             if eq_ic(opt, "AUTH") && i + 2 < argc {
-                let reply = self.auth_pair(args.arg(i + 1), args.arg(i + 2));
-                if reply.first() == Some(&b'-') {
-                    return reply;
-                }
+                credentials = Some((args.arg(i + 1), args.arg(i + 2)));
                 i += 3;
             } else if eq_ic(opt, "SETNAME") && i + 1 < argc {
                 new_name = Some(args.arg(i + 1));
@@ -233,6 +244,12 @@ impl Session {
                 ));
             }
         }
+        if let Some((user, pass)) = credentials {
+            let reply = self.auth_pair(user, pass);
+            if reply.first() == Some(&b'-') {
+                return reply;
+            }
+        }
         if !self.authed {
             return Bytes::from_static(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
         }
@@ -242,14 +259,21 @@ impl Session {
             }
             self.name = if n.is_empty() { None } else { Some(Bytes::copy_from_slice(n)) };
         }
+        self.set_mode(table, proto, self.db);
+        // Clients read `version` to decide what they may send: report the servers' own.
+        let version = self
+            .pools
+            .first()
+            .and_then(|g| g.master.pool.version())
+            .unwrap_or_else(|| std::sync::Arc::from(keyhop_router::command::REDIS_VERSION));
         let mut out = BytesMut::with_capacity(160);
-        resp::push_array_len(&mut out, 14);
-        for (k, v) in [("server", "redis"), ("version", "7.0.15")] {
+        proto.push_map_len(&mut out, 7);
+        for (k, v) in [("server", "redis"), ("version", &*version)] {
             resp::push_bulk(&mut out, k.as_bytes());
             resp::push_bulk(&mut out, v.as_bytes());
         }
         resp::push_bulk(&mut out, b"proto");
-        resp::push_int(&mut out, 2);
+        resp::push_int(&mut out, proto.version());
         resp::push_bulk(&mut out, b"id");
         resp::push_int(&mut out, self.id as i64);
         for (k, v) in [("mode", "standalone"), ("role", "master")] {
@@ -289,7 +313,7 @@ impl Session {
             }
             "getname" => match &self.name {
                 Some(n) => resp::bulk(n),
-                None => Bytes::from_static(resp::NIL),
+                None => self.proto.nil(),
             },
             "id" => resp::int(self.id as i64),
             "setinfo" => {
@@ -315,7 +339,7 @@ impl Session {
             }
             "info" | "list" => {
                 let line = self.client_line();
-                resp::bulk(line.as_bytes())
+                self.proto.verbatim(line.as_bytes())
             }
             "reply" if eq_ic(args.arg(2), "on") => Bytes::from_static(resp::OK),
             "help" => {
@@ -341,11 +365,13 @@ impl Session {
             v.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default()
         };
         format!(
-            "id={} addr={} laddr={} fd=0 name={} age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 cmd=client|info user=default lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=0 name={} age=0 idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 cmd=client|info user=default resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
             name,
+            self.db,
+            self.proto.version(),
             lib(&self.lib_name),
             lib(&self.lib_ver)
         )
@@ -448,7 +474,9 @@ mod tests {
     fn random_key_choice() {
         let nil = Bytes::from_static(resp::NIL);
         let k = Bytes::from_static(b"$1\r\nk\r\n");
-        assert_eq!(pick_random_key(&[nil.clone(), k.clone()], 7), k);
-        assert_eq!(pick_random_key(&[nil.clone(), nil.clone()], 7), nil);
+        assert_eq!(pick_random_key(&[nil.clone(), k.clone()], 7, Proto::Resp2), k);
+        assert_eq!(pick_random_key(&[nil.clone(), nil.clone()], 7, Proto::Resp2), nil);
+        let null3 = Bytes::from_static(b"_\r\n");
+        assert_eq!(pick_random_key(&[null3.clone(), null3], 7, Proto::Resp3), Proto::Resp3.nil());
     }
 }

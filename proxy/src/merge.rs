@@ -6,9 +6,9 @@ use keyhop_router::Merge;
 
 use crate::resp::{self, ReplyScanner, parse_int};
 
-/// True when the reply frame is an error.
+/// True when the reply frame is an error (simple, or a RESP3 blob error).
 pub fn is_error(frame: &[u8]) -> bool {
-    frame.first() == Some(&b'-')
+    matches!(frame.first(), Some(b'-' | b'!'))
 }
 
 /// The value of an integer reply.

@@ -278,17 +278,26 @@ pub(crate) fn info_keyhop(table: &RoutingTable) -> String {
     out
 }
 
-/// Sums the groups' `db0:keys=..,expires=..,avg_ttl=..` lines into one keyspace section.
-pub(crate) fn info_reply(head: &str, parts: &[Bytes], tail: &str) -> Bytes {
-    let (mut keys, mut expires, mut ttl_sum, mut ttl_n, mut failed) = (0u64, 0u64, 0u64, 0u64, 0);
+/// Sums the groups' `dbN:keys=..,expires=..,avg_ttl=..` lines, database by database, into one
+/// keyspace section, rendered as a bulk (RESP2) or verbatim (RESP3) string.
+pub(crate) fn info_reply(head: &str, parts: &[Bytes], tail: &str, proto: resp::Proto) -> Bytes {
+    // db -> (keys, expires, sum of non-zero avg_ttl, their count)
+    let mut dbs: std::collections::BTreeMap<u64, (u64, u64, u64, u64)> = Default::default();
+    let mut failed = 0;
     for p in parts {
-        if p.first() != Some(&b'$') {
+        let Some(body) = resp::text_of(p) else {
             failed += 1;
             continue;
-        }
-        let text = String::from_utf8_lossy(p);
+        };
+        let text = String::from_utf8_lossy(body);
         for line in text.lines() {
-            let Some(rest) = line.trim_end().strip_prefix("db0:") else { continue };
+            let Some((db, rest)) =
+                line.trim_end().strip_prefix("db").and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let Ok(db) = db.parse::<u64>() else { continue };
+            let e = dbs.entry(db).or_default();
             for kv in rest.split(',') {
                 let mut it = kv.splitn(2, '=');
                 let (k, v) = (
@@ -296,11 +305,11 @@ pub(crate) fn info_reply(head: &str, parts: &[Bytes], tail: &str) -> Bytes {
                     it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
                 );
                 match k {
-                    "keys" => keys += v,
-                    "expires" => expires += v,
+                    "keys" => e.0 += v,
+                    "expires" => e.1 += v,
                     "avg_ttl" if v > 0 => {
-                        ttl_sum += v;
-                        ttl_n += 1;
+                        e.2 += v;
+                        e.3 += 1;
                     }
                     _ => {}
                 }
@@ -312,11 +321,20 @@ pub(crate) fn info_reply(head: &str, parts: &[Bytes], tail: &str) -> Bytes {
     if failed > 0 {
         let _ = write!(out, "keyhop_groups_unreachable:{failed}\r\n");
     }
-    if keys > 0 {
-        let avg = ttl_sum.checked_div(ttl_n).unwrap_or(0);
-        let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl={avg}\r\n");
+    for (db, (keys, expires, ttl_sum, ttl_n)) in dbs {
+        if keys > 0 {
+            let avg = ttl_sum.checked_div(ttl_n).unwrap_or(0);
+            let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n");
+        }
     }
     out.push_str("\r\n");
     out.push_str(tail);
-    resp::bulk(out.trim_end_matches("\r\n").as_bytes())
+    info_text(proto, &out)
+}
+
+/// INFO's text as Redis sends it: sections separated by blank lines, ending with one CRLF.
+pub(crate) fn info_text(proto: resp::Proto, text: &str) -> Bytes {
+    let mut text = text.trim_end_matches("\r\n").to_string();
+    text.push_str("\r\n");
+    proto.verbatim(text.as_bytes())
 }

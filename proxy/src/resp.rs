@@ -351,8 +351,8 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
 }
 
-/// A resumable scanner for reply frame boundaries (RESP2 from backends): it finds where each
-/// reply ends without decoding it, so replies are forwarded as untouched byte slices.
+/// A resumable scanner for reply frame boundaries (RESP2 and RESP3 from backends): it finds
+/// where each reply ends without decoding it, so replies are forwarded as untouched byte slices.
 #[derive(Debug, Default)]
 pub struct ReplyScanner {
     /// Where scanning resumes, relative to the reply start.
@@ -361,12 +361,13 @@ pub struct ReplyScanner {
     pending: usize,
 }
 
-/// A reply that is not valid RESP2: the backend connection can't be trusted any more.
+/// A reply that is not valid RESP2/RESP3: the backend connection can't be trusted any more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadReply;
 
 impl ReplyScanner {
     /// Scans `buf` (starting at the current reply). `Ok(Some(len))`: a complete reply of `len` bytes.
+    /// An attribute (`|`) and the reply it annotates count as one reply.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, BadReply> {
         if self.pending == 0 {
             self.pos = 0;
@@ -377,11 +378,13 @@ impl ReplyScanner {
             let Some(&kind) = buf.get(pos) else { return Ok(None) };
             let Some(cr) = find_crlf(buf, pos + 1) else { return Ok(None) };
             match kind {
-                b'+' | b'-' | b':' => {
+                // Simple string, error, integer; RESP3 null, boolean, double, big number.
+                b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => {
                     self.pos = cr + 2;
                     self.pending -= 1;
                 }
-                b'$' => {
+                // Bulk string; RESP3 blob error and verbatim string.
+                b'$' | b'!' | b'=' => {
                     let n = parse_int(&buf[pos + 1..cr]).ok_or(BadReply)?;
                     if n < 0 {
                         self.pos = cr + 2;
@@ -394,12 +397,21 @@ impl ReplyScanner {
                     }
                     self.pending -= 1;
                 }
-                b'*' => {
+                // Array; RESP3 set, push, map (two frames per entry), attribute (its entries
+                // and then the reply it annotates).
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
                     let n = parse_int(&buf[pos + 1..cr]).ok_or(BadReply)?;
                     self.pos = cr + 2;
                     self.pending -= 1;
                     if n > 0 {
-                        self.pending += n as usize;
+                        let n = n as usize;
+                        self.pending += match kind {
+                            b'%' => n * 2,
+                            b'|' => n * 2 + 1,
+                            _ => n,
+                        };
+                    } else if kind == b'|' {
+                        self.pending += 1;
                     }
                 }
                 _ => return Err(BadReply),
@@ -409,6 +421,100 @@ impl ReplyScanner {
         self.pos = 0;
         Ok(Some(len))
     }
+}
+
+/// The protocol a client speaks (chosen with HELLO), which decides how keyhop renders its own
+/// replies and which backend connections serve the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Proto {
+    /// RESP2, every connection's start.
+    #[default]
+    Resp2,
+    /// RESP3, after `HELLO 3`.
+    Resp3,
+}
+
+impl Proto {
+    /// The version number HELLO uses.
+    pub fn version(self) -> i64 {
+        match self {
+            Proto::Resp2 => 2,
+            Proto::Resp3 => 3,
+        }
+    }
+
+    /// The null reply: `$-1` in RESP2, `_` in RESP3.
+    pub fn nil(self) -> Bytes {
+        match self {
+            Proto::Resp2 => Bytes::from_static(NIL),
+            Proto::Resp3 => Bytes::from_static(b"_\r\n"),
+        }
+    }
+
+    /// A text reply Redis sends as a verbatim string in RESP3 (INFO, CLIENT INFO/LIST) and as a
+    /// bulk string in RESP2.
+    pub fn verbatim(self, text: &[u8]) -> Bytes {
+        match self {
+            Proto::Resp2 => bulk(text),
+            Proto::Resp3 => {
+                let mut out = BytesMut::with_capacity(text.len() + 20);
+                out.put_u8(b'=');
+                push_decimal(&mut out, text.len() as i64 + 4);
+                out.put_slice(b"\r\ntxt:");
+                out.put_slice(text);
+                out.put_slice(b"\r\n");
+                out.freeze()
+            }
+        }
+    }
+
+    /// Appends a map header: `%n` in RESP3, a flat array of `2n` in RESP2.
+    pub fn push_map_len(self, out: &mut BytesMut, n: usize) {
+        match self {
+            Proto::Resp2 => push_array_len(out, n * 2),
+            Proto::Resp3 => {
+                out.put_u8(b'%');
+                push_decimal(out, n as i64);
+                out.put_slice(b"\r\n");
+            }
+        }
+    }
+}
+
+/// The text of a bulk (`$`) or verbatim (`=`, without its `txt:` format) reply frame.
+pub fn text_of(frame: &[u8]) -> Option<&[u8]> {
+    let kind = *frame.first()?;
+    if kind != b'$' && kind != b'=' {
+        return None;
+    }
+    let cr = frame.iter().position(|&b| b == b'\r')?;
+    let n = usize::try_from(parse_int(&frame[1..cr])?).ok()?;
+    let body = frame.get(cr + 2..cr + 2 + n)?;
+    if kind == b'=' { body.get(4..) } else { Some(body) }
+}
+
+/// The element frames of an aggregate reply: an array, set or push's items, or a map's keys and
+/// values in turn. `None` for anything else (a null included).
+pub fn elements(frame: &Bytes) -> Option<Vec<Bytes>> {
+    let kind = *frame.first()?;
+    if !matches!(kind, b'*' | b'~' | b'%' | b'>') {
+        return None;
+    }
+    let cr = frame.iter().position(|&b| b == b'\r')?;
+    let n = parse_int(&frame[1..cr])?;
+    if n < 0 {
+        return None;
+    }
+    let n = if kind == b'%' { n as usize * 2 } else { n as usize };
+    let mut out = Vec::with_capacity(n.min(1 << 16));
+    let mut pos = cr + 2;
+    let mut scanner = ReplyScanner::default();
+    for _ in 0..n {
+        let len = scanner.scan(frame.get(pos..)?).ok()??;
+        out.push(frame.slice(pos..pos + len));
+        pos += len;
+    }
+    Some(out)
 }
 
 /// Appends `*n\r\n`.
@@ -595,6 +701,58 @@ mod tests {
         }
         assert_eq!(s.scan(one), Ok(Some(one.len())));
         assert_eq!(ReplyScanner::default().scan(b"?x\r\n"), Err(BadReply));
+    }
+
+    #[test]
+    fn reply_scanner_resp3_types() {
+        // null, boolean, double, big number, blob error, verbatim, map, set, push, attribute.
+        let frames: [&[u8]; 11] = [
+            b"_\r\n",
+            b"#t\r\n",
+            b",1.5\r\n",
+            b"(3492890328409238509324850943850943825024385\r\n",
+            b"!21\r\nSYNTAX invalid syntax\r\n",
+            b"=15\r\ntxt:Some string\r\n",
+            b"%2\r\n+first\r\n:1\r\n$6\r\nsecond\r\n*2\r\n_\r\n,2.5\r\n",
+            b"~3\r\n+a\r\n+b\r\n%1\r\n+k\r\n#f\r\n",
+            b">3\r\n+message\r\n+ch\r\n$3\r\nmsg\r\n",
+            b"|1\r\n+ttl\r\n:3600\r\n*2\r\n:1\r\n:2\r\n",
+            b"*2\r\n|1\r\n+a\r\n:1\r\n:10\r\n%0\r\n",
+        ];
+        let all: Vec<u8> = frames.concat();
+        let mut s = ReplyScanner::default();
+        let mut off = 0;
+        for f in frames {
+            assert_eq!(s.scan(&all[off..]), Ok(Some(f.len())), "{}", String::from_utf8_lossy(f));
+            off += f.len();
+        }
+        // Byte by byte: a map with nested aggregates never completes early.
+        let f = frames[6];
+        let mut s = ReplyScanner::default();
+        for cut in 1..f.len() {
+            assert_eq!(s.scan(&f[..cut]), Ok(None), "cut {cut}");
+        }
+        assert_eq!(s.scan(f), Ok(Some(f.len())));
+    }
+
+    #[test]
+    fn text_elements_and_protocol_rendering() {
+        assert_eq!(text_of(b"$3\r\nabc\r\n"), Some(&b"abc"[..]));
+        assert_eq!(text_of(b"=7\r\ntxt:abc\r\n"), Some(&b"abc"[..]));
+        assert_eq!(text_of(b"$-1\r\n"), None);
+        assert_eq!(text_of(b"+OK\r\n"), None);
+        let map = Bytes::from_static(b"%1\r\n$9\r\ndatabases\r\n$2\r\n16\r\n");
+        let items = elements(&map).expect("map");
+        assert_eq!(items.len(), 2);
+        assert_eq!(text_of(&items[1]), Some(&b"16"[..]));
+        assert!(elements(&Bytes::from_static(b"_\r\n")).is_none());
+        assert_eq!(Proto::Resp3.verbatim(b"hi"), Bytes::from_static(b"=6\r\ntxt:hi\r\n"));
+        assert_eq!(Proto::Resp2.verbatim(b"hi"), Bytes::from_static(b"$2\r\nhi\r\n"));
+        assert_eq!(Proto::Resp2.nil(), Bytes::from_static(NIL));
+        let mut out = BytesMut::new();
+        Proto::Resp3.push_map_len(&mut out, 2);
+        Proto::Resp2.push_map_len(&mut out, 2);
+        assert_eq!(&out[..], b"%2\r\n*4\r\n");
     }
 
     #[test]

@@ -24,10 +24,10 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
 use crate::Shared;
-use crate::backend::{BackendConn, BackendError, Payload, Pool, ReplyResult, Request};
+use crate::backend::{BackendConn, BackendError, Mode, Payload, Pool, ReplyResult, Request};
 use crate::io::OutQueue;
 use crate::merge;
-use crate::resp::{self, RequestScanner, Scanned};
+use crate::resp::{self, Proto, RequestScanner, Scanned};
 use crate::stats::Stats;
 
 /// Batches a session may have waiting for replies before it stops reading (backpressure).
@@ -85,11 +85,13 @@ pub(crate) enum MergeKind {
     },
     RandomKey {
         seed: u64,
+        proto: Proto,
     },
     /// INFO: keyhop's own sections around the groups' keyspace sections summed.
     Info {
         head: String,
         tail: String,
+        proto: Proto,
     },
 }
 
@@ -192,10 +194,17 @@ struct Pending {
     addr: Arc<str>,
 }
 
-/// Backend pools for one routing-table epoch, resolved once per epoch instead of per command.
-struct GroupPools {
-    master: Arc<Pool>,
-    replicas: Vec<Arc<Pool>>,
+/// A server's pool and the connection to it that this session uses in its current mode.
+pub(crate) struct Target {
+    pub pool: Arc<Pool>,
+    conn: BackendConn,
+}
+
+/// Backend connections for one routing-table epoch and session mode, resolved once per epoch
+/// (or mode change) instead of per command.
+pub(crate) struct GroupPools {
+    pub master: Target,
+    replicas: Vec<Target>,
 }
 
 /// Per-client state owned by the reader.
@@ -209,9 +218,17 @@ pub(crate) struct Session {
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
     pub rng: u64,
+    /// The protocol the client chose with HELLO.
+    pub proto: Proto,
+    /// The database the client chose with SELECT.
+    pub db: u32,
+    /// Set when HELLO/SELECT/RESET changed the mode: later requests go to other backend
+    /// connections, so they wait until every earlier request has been answered (a request on
+    /// the new connection must not overtake one still in flight on the old one).
+    mode_changed: bool,
     table_cache: arc_swap::Cache<keyhop_router::SharedTable, Arc<RoutingTable>>,
     epoch: u64,
-    pools: Vec<GroupPools>,
+    pub(crate) pools: Vec<GroupPools>,
     replica_rr: usize,
     keys: Vec<usize>,
 }
@@ -231,6 +248,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
         lib_name: None,
         lib_ver: None,
         rng: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        proto: Proto::Resp2,
+        db: 0,
+        mode_changed: false,
         epoch: u64::MAX,
         pools: Vec::new(),
         replica_rr: 0,
@@ -256,6 +276,8 @@ impl Session {
         let mut out = OutQueue::default();
         let mut reading = true;
         let mut close = false;
+        // Requests left in `buf` after a mode change, processed once the queue has drained.
+        let mut barrier = false;
         // One drain waiter for the session's life: building a fresh `cancelled()` future per
         // read registered and dropped a waiter each time (~3% of CPU without pipelining).
         let drained = self.shared.drain.cancelled();
@@ -278,11 +300,20 @@ impl Session {
                 reading = false;
                 queue.clear();
             }
+            if barrier && queue.is_empty() && !close {
+                let (batch, closing) = self.process(&mut buf, &mut scanner).await;
+                barrier = std::mem::take(&mut self.mode_changed);
+                queue.extend(batch);
+                if closing {
+                    reading = false;
+                }
+                continue;
+            }
             if out.is_empty() {
                 for b in written.drain(..) {
                     record(&self.shared, &b, self.peer);
                 }
-                if close || (!reading && queue.is_empty()) {
+                if close || (!reading && queue.is_empty() && !barrier) {
                     break;
                 }
             }
@@ -299,7 +330,7 @@ impl Session {
                 // Draining: finish what was read, take nothing new.
                 _ = &mut drained, if reading => reading = false,
                 _ = head_results(&mut queue), if !queue.is_empty() && out.len() < COALESCE_BYTES => {}
-                r = rd.read_buf(&mut buf), if reading && queue.len() < WRITER_QUEUE => {
+                r = rd.read_buf(&mut buf), if reading && !barrier && queue.len() < WRITER_QUEUE => {
                     let n = match r {
                         Ok(0) | Err(_) => {
                             reading = false;
@@ -312,6 +343,7 @@ impl Session {
                         chunk *= 2;
                     }
                     let (batch, closing) = self.process(&mut buf, &mut scanner).await;
+                    barrier = std::mem::take(&mut self.mode_changed);
                     if let Some(batch) = batch {
                         queue.push_back(batch);
                     }
@@ -361,6 +393,9 @@ impl Session {
                         len: len as u32,
                     });
                     off += len;
+                    if self.mode_changed {
+                        break;
+                    }
                 }
                 Ok(Some(Scanned::Inline { len, frame })) => {
                     commands += 1;
@@ -373,6 +408,9 @@ impl Session {
                         cmds.push(CmdMeta { id, group: last_group(&b), start: u32::MAX, len: 0 });
                     }
                     off += len;
+                    if self.mode_changed {
+                        break;
+                    }
                 }
                 Err(e) => {
                     Stats::add(&self.shared.stats.errors_protocol, 1);
@@ -412,7 +450,7 @@ impl Session {
                 let newest = self.table_cache.load().clone();
                 self.resolve_pools(&newest);
                 if let Some(g) = self.pools.get(out.group as usize) {
-                    let _ = g.master.conn(self.id).send(req).await;
+                    let _ = g.master.conn.send(req).await;
                 }
             }
             pending.push(Pending { rx: rrx, result: None, group: out.group, addr: out.addr });
@@ -436,23 +474,41 @@ impl Session {
     fn resolve_pools(&mut self, table: &RoutingTable) {
         let settings = self.shared.settings.load();
         let backends = &self.shared.backends;
+        let (id, mode) = (self.id, self.mode());
+        let target = |addr: &str| {
+            let pool = backends.pool(addr);
+            Target { conn: pool.conn_for(id, mode), pool }
+        };
         self.pools = table
             .groups
             .iter()
             .map(|g| GroupPools {
-                master: backends.pool(&g.master),
+                master: target(&g.master),
                 replicas: if settings.read_from_replicas {
-                    g.replicas
-                        .iter()
-                        .filter(|r| r.healthy)
-                        .map(|r| backends.pool(&r.addr))
-                        .collect()
+                    g.replicas.iter().filter(|r| r.healthy).map(|r| target(&r.addr)).collect()
                 } else {
                     Vec::new()
                 },
             })
             .collect();
         self.epoch = table.epoch;
+    }
+
+    /// The backend connection mode this session's requests need.
+    fn mode(&self) -> Mode {
+        Mode { resp3: self.proto == Proto::Resp3, db: self.db }
+    }
+
+    /// Switches protocol and database (HELLO, SELECT, RESET): the rest of the pipeline waits for
+    /// the requests already sent, then goes to connections of the new mode.
+    pub(crate) fn set_mode(&mut self, table: &RoutingTable, proto: Proto, db: u32) {
+        if proto == self.proto && db == self.db {
+            return;
+        }
+        self.proto = proto;
+        self.db = db;
+        self.mode_changed = true;
+        self.resolve_pools(table);
     }
 
     /// Queues `src` for `group`'s master (or a replica for a read when allowed).
@@ -468,19 +524,19 @@ impl Session {
             b.ready(resp::error("ERR keyhop: internal routing error (group out of range)"));
             return (u16::MAX, 0);
         };
-        let pool = if read_only && !g.replicas.is_empty() {
+        let target = if read_only && !g.replicas.is_empty() {
             self.replica_rr = self.replica_rr.wrapping_add(1);
             // A replica keyhop cannot reach is skipped (the master serves when none is left)
             // until it answers again, without waiting for the table to mark it down.
             let n = g.replicas.len();
             (0..n)
                 .map(|k| &g.replicas[(self.replica_rr + k) % n])
-                .find(|p| !p.state.failing.load(std::sync::atomic::Ordering::Relaxed))
+                .find(|t| !t.pool.state.failing.load(std::sync::atomic::Ordering::Relaxed))
                 .unwrap_or(&g.master)
         } else {
             &g.master
         };
-        b.send_to(pool.conn(self.id), group, &pool.addr, src)
+        b.send_to(&target.conn, group, &target.pool.addr, src)
     }
 
     /// Forwards a request whose single reply goes straight to the client.
@@ -742,9 +798,11 @@ fn render(batch: &mut Batch, out: &mut OutQueue, stats: &Stats) -> bool {
                         Some(p) => merge::scan_reply(p, group, groups),
                         None => resp::error("ERR keyhop: internal error (SCAN)"),
                     },
-                    MergeKind::RandomKey { seed } => crate::local::pick_random_key(&parts, seed),
-                    MergeKind::Info { head, tail } => {
-                        crate::render::info_reply(&head, &parts, &tail)
+                    MergeKind::RandomKey { seed, proto } => {
+                        crate::local::pick_random_key(&parts, seed, proto)
+                    }
+                    MergeKind::Info { head, tail, proto } => {
+                        crate::render::info_reply(&head, &parts, &tail, proto)
                     }
                 });
             }

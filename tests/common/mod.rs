@@ -260,7 +260,7 @@ pub struct Raw {
     pub writer: TcpStream,
 }
 
-/// A decoded RESP2 reply, for assertions.
+/// A decoded RESP2 or RESP3 reply, for assertions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     Status(String),
@@ -268,6 +268,22 @@ pub enum Reply {
     Int(i64),
     Bulk(Option<Vec<u8>>),
     Array(Option<Vec<Reply>>),
+    /// RESP3 `_`.
+    Null,
+    /// RESP3 `#t` / `#f`.
+    Bool(bool),
+    /// RESP3 `,` (kept as text: `1.5`, `inf`).
+    Double(String),
+    /// RESP3 `(`.
+    BigNumber(String),
+    /// RESP3 `=`: format and text.
+    Verbatim(String, Vec<u8>),
+    /// RESP3 `%`.
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 `~`.
+    Set(Vec<Reply>),
+    /// RESP3 `>`.
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -275,6 +291,7 @@ impl Reply {
     pub fn text(&self) -> String {
         match self {
             Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+            Reply::Verbatim(_, b) => String::from_utf8_lossy(b).into_owned(),
             Reply::Status(s) => s.clone(),
             other => panic!("expected a bulk or status reply, got {other:?}"),
         }
@@ -352,6 +369,43 @@ impl Raw {
                     Reply::Array(Some(items))
                 }
             }
+            "_" => Reply::Null,
+            "#" => Reply::Bool(rest == "t"),
+            "," => Reply::Double(rest.to_string()),
+            "(" => Reply::BigNumber(rest.to_string()),
+            "=" | "!" => {
+                let n: usize = rest.parse().map_err(bad)?;
+                let mut buf = vec![0u8; n + 2];
+                self.reader.read_exact(&mut buf)?;
+                buf.truncate(n);
+                if kind == "!" {
+                    Reply::Error(String::from_utf8_lossy(&buf).into_owned())
+                } else {
+                    let text = buf.split_off(4.min(buf.len()));
+                    let format = String::from_utf8_lossy(&buf).trim_end_matches(':').to_string();
+                    Reply::Verbatim(format, text)
+                }
+            }
+            "%" | "~" | ">" => {
+                let n: usize = rest.parse().map_err(bad)?;
+                let width = if kind == "%" { 2 } else { 1 };
+                let mut items = Vec::with_capacity(n * width);
+                for _ in 0..n * width {
+                    items.push(self.try_read()?);
+                }
+                match kind {
+                    "%" => {
+                        let mut pairs = Vec::with_capacity(n);
+                        let mut it = items.into_iter();
+                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                            pairs.push((k, v));
+                        }
+                        Reply::Map(pairs)
+                    }
+                    "~" => Reply::Set(items),
+                    _ => Reply::Push(items),
+                }
+            }
             _ => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -390,6 +444,8 @@ pub fn cmd(port: u16, args: &[&str]) -> String {
         Reply::Array(Some(items)) => {
             items.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join("\n")
         }
+        Reply::Null => "(nil)".into(),
+        other => format!("{other:?}"),
     }
 }
 
