@@ -626,6 +626,11 @@ impl Session {
                     Stats::add(&self.shared.stats.errors_crossslot, 1);
                     b.ready(Bytes::from_static(CROSSSLOT));
                 }
+                // FCALL looks the function up before it reads numkeys: a server answers
+                // either error, without running anything.
+                Err(RouteError::Syntax(_)) if spec.keys_proc == command::KeysProc::Fcall => {
+                    self.forward_reply(b, 0, false, src)
+                }
                 Err(RouteError::Syntax(msg)) => b.ready(resp::error(&msg)),
             },
             Policy::AnyGroup => self.forward_reply(b, 0, false, src),
