@@ -37,6 +37,7 @@ impl Plan {
         diff("max_clients", old.max_clients != new.max_clients);
         diff("backend_connections", old.backend_connections != new.backend_connections);
         diff("allow_flush", old.allow_flush != new.allow_flush);
+        diff("allow_admin", old.allow_admin != new.allow_admin);
         diff("password", old.password != new.password);
         diff("backend_password", old.backend_password != new.backend_password);
         diff("read_from", old.read_from != new.read_from);
@@ -135,6 +136,15 @@ slots = ["8192-16383"]
         let p = Plan::new(&a, &b);
         assert_eq!(p.changed, vec!["backend_password"]);
         assert!(p.backend && !p.topology);
+    }
+
+    #[test]
+    fn allow_admin_applies_live() {
+        let a = parse(STATIC);
+        let b = parse(&format!("allow_admin = true\n{STATIC}"));
+        let p = Plan::new(&a, &b);
+        assert_eq!(p.changed, vec!["allow_admin"]);
+        assert!(!p.topology && !p.backend && !p.mode_switch && p.needs_restart.is_empty());
     }
 
     #[test]

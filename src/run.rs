@@ -28,6 +28,7 @@ pub fn proxy_settings(cfg: &Config) -> Settings {
         max_clients: cfg.max_clients,
         client_keepalive: cfg.tcp_keepalive(),
         allow_flush: cfg.allow_flush,
+        allow_admin: cfg.allow_admin,
         password: cfg.password.clone(),
         read_from_replicas: cfg.read_from == ReadFrom::ReplicaPreferred,
         // Metrics are scraped from the admin endpoint; without it, skip recording them.

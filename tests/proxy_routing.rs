@@ -205,7 +205,7 @@ fn refused_commands_say_why_and_keep_the_connection() {
     let s = setup();
     let mut c = Raw::connect(s.proxy.port);
     for args in [
-        vec!["CONFIG", "GET", "maxmemory"],
+        vec!["CONFIG", "SET", "maxmemory", "1"],
         vec!["SHUTDOWN"],
         vec!["DEBUG", "SLEEP", "0"],
         vec!["REPLICAOF", "NO", "ONE"],

@@ -3,6 +3,7 @@
 //! It reads the routing table the control plane publishes ([`keyhop_router::SharedTable`]) and
 //! never depends on the control plane itself; the binary wires the two together.
 
+mod admin;
 pub mod backend;
 pub mod cancel;
 pub mod io;

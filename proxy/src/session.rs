@@ -93,6 +93,8 @@ pub(crate) enum MergeKind {
         tail: String,
         proto: Proto,
     },
+    /// An administrative fan-out: OK only when every server succeeded (see `admin.rs`).
+    Admin(crate::admin::AdminReplies),
 }
 
 /// Which group served a command, for SLOWLOG.
@@ -539,6 +541,18 @@ impl Session {
         b.send_to(&target.conn, group, &target.pool.addr, src)
     }
 
+    /// Queues `src` for one server's `pool` on behalf of `group` (a replica that the session's
+    /// per-epoch pools do not hold, for CONFIG SET).
+    pub(crate) fn forward_to_pool(
+        &mut self,
+        b: &mut Builder,
+        group: GroupId,
+        pool: &Pool,
+        src: Src,
+    ) -> (u16, u32) {
+        b.send_to(pool.conn(self.id), group, &pool.addr, src)
+    }
+
     /// Forwards a request whose single reply goes straight to the client.
     pub(crate) fn forward_reply(
         &mut self,
@@ -643,6 +657,9 @@ impl Session {
                 self.fan_out(b, table.groups.len(), src, MergeKind::Router(merge, Vec::new()))
             }
             Policy::Local(local) => return self.local(local, table, spec, args, src, b),
+            p @ (Policy::Admin(_) | Policy::SingleGroup) => {
+                self.admin(p, table, spec, args, src, b)
+            }
             Policy::Refused => {
                 Stats::add(&self.shared.stats.errors_unsupported, 1);
                 b.ready(resp::error(&format!(
@@ -713,7 +730,7 @@ fn last_group(b: &Builder) -> u16 {
 }
 
 /// The CROSSSLOT refusal, naming the fix.
-const CROSSSLOT: &[u8] =
+pub(crate) const CROSSSLOT: &[u8] =
     b"-CROSSSLOT keyhop: keys in request don't hash to the same group (use a {hash tag})\r\n";
 
 /// `object|encoding` -> `OBJECT ENCODING`.
@@ -809,6 +826,7 @@ fn render(batch: &mut Batch, out: &mut OutQueue, stats: &Stats) -> bool {
                     MergeKind::Info { head, tail, proto } => {
                         crate::render::info_reply(&head, &parts, &tail, proto)
                     }
+                    MergeKind::Admin(a) => a.merge(&parts),
                 });
             }
             Slot::Close(reply) => {

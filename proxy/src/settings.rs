@@ -13,6 +13,9 @@ pub struct Settings {
     pub client_keepalive: Option<Duration>,
     /// Whether FLUSHALL/FLUSHDB are passed to every group (otherwise refused).
     pub allow_flush: bool,
+    /// Whether administrative commands (CONFIG SET, SAVE, DEBUG ...) are fanned out (otherwise
+    /// refused).
+    pub allow_admin: bool,
     /// Clients must AUTH with this password first, when set.
     pub password: Option<String>,
     /// Send read-only commands to a healthy replica when the group has one.
@@ -33,6 +36,7 @@ impl Default for Settings {
             max_clients: 10_000,
             client_keepalive: Some(Duration::from_secs(60)),
             allow_flush: false,
+            allow_admin: false,
             password: None,
             read_from_replicas: false,
             metrics: true,

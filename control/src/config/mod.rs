@@ -107,6 +107,9 @@ pub struct Config {
     pub backend_connections: usize,
     /// Whether `FLUSHALL`/`FLUSHDB` are allowed through.
     pub allow_flush: bool,
+    /// Whether administrative commands (CONFIG SET, SAVE, DEBUG, SCRIPT KILL ...) are fanned out
+    /// to every server; refused otherwise, so a shared proxy's clients cannot reconfigure them.
+    pub allow_admin: bool,
     /// Password clients must give with `AUTH`, if any.
     pub password: Option<String>,
     /// Password keyhop gives to the redis-servers with `AUTH`, if any.
@@ -137,6 +140,7 @@ impl Default for Config {
             max_clients: 10_000,
             backend_connections: 1,
             allow_flush: false,
+            allow_admin: false,
             password: None,
             backend_password: None,
             read_from: ReadFrom::Master,
@@ -163,6 +167,7 @@ struct RawConfig {
     max_clients: usize,
     backend_connections: usize,
     allow_flush: bool,
+    allow_admin: bool,
     password: Option<String>,
     backend_password: Option<String>,
     read_from: String,
@@ -186,6 +191,7 @@ impl Default for RawConfig {
             max_clients: d.max_clients,
             backend_connections: d.backend_connections,
             allow_flush: d.allow_flush,
+            allow_admin: d.allow_admin,
             password: d.password,
             backend_password: d.backend_password,
             read_from: d.read_from.as_str().into(),
@@ -372,6 +378,7 @@ impl Config {
             max_clients: raw.max_clients,
             backend_connections: raw.backend_connections,
             allow_flush: raw.allow_flush,
+            allow_admin: raw.allow_admin,
             password: raw.password,
             backend_password: raw.backend_password,
             read_from,

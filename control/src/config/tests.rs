@@ -54,6 +54,7 @@ fn defaults_fill_everything() {
     assert_eq!(cfg.max_clients, 10_000);
     assert_eq!(cfg.backend_connections, 1);
     assert!(!cfg.allow_flush);
+    assert!(!cfg.allow_admin);
     assert_eq!(cfg.password, None);
     assert_eq!(cfg.backend_password, None);
     assert_eq!(cfg.read_from, ReadFrom::Master);
@@ -80,6 +81,7 @@ tcp_keepalive_s = 0
 max_clients = 5
 backend_connections = 4
 allow_flush = true
+allow_admin = true
 password = "pw"
 backend_password = "bpw"
 read_from = "replica-preferred"
@@ -108,6 +110,7 @@ name = "b"
     assert_eq!(cfg.max_clients, 5);
     assert_eq!(cfg.backend_connections, 4);
     assert!(cfg.allow_flush);
+    assert!(cfg.allow_admin);
     assert_eq!(cfg.password.as_deref(), Some("pw"));
     assert_eq!(cfg.backend_password.as_deref(), Some("bpw"));
     assert_eq!(cfg.read_from, ReadFrom::ReplicaPreferred);
@@ -148,6 +151,9 @@ fn wrong_types_and_bad_toml_are_syntax_errors() {
     assert!(m.contains("threads") || m.contains("four"), "{m}");
     let m = syntax_error(&with_groups("connect_timeout_ms = -1"));
     assert!(m.contains("connect_timeout_ms") || m.contains("-1"), "{m}");
+    // A quoted boolean would silently read as "off" in a looser parser: it is refused.
+    let m = syntax_error(&with_groups("allow_admin = \"yes\""));
+    assert!(m.contains("allow_admin") || m.contains("yes"), "{m}");
     syntax_error("listen = ");
     syntax_error("[[groups]]\nname = \"g\"\nslots = [1, 2]\n");
 }

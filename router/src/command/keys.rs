@@ -1,6 +1,6 @@
 //! Key extraction: Redis 7.0's generic key-spec interpretation (`getKeysUsingKeySpecs` in db.c),
-//! plus the command logic the specs cannot express (SORT's STORE, MIGRATE's KEYS) and the
-//! argument checks whose failure Redis reports before touching any key (numkeys).
+//! plus the command logic the specs cannot express (SORT's STORE, MIGRATE's KEYS, DEBUG's keyed
+//! forms) and the argument checks whose failure Redis reports before touching any key (numkeys).
 
 use super::policy::bytes_eq;
 use super::{Args, BeginSearch, CommandSpec, FindKeys, KeySpec, RouteError, key_flags};
@@ -453,4 +453,59 @@ pub(super) fn xread_blocks<A: Args + ?Sized>(args: &A) -> bool {
         };
     }
     false
+}
+
+/// What a DEBUG subcommand does with keys.
+pub(super) enum DebugForm {
+    /// Reads the keys whose indexes were pushed.
+    Keyed,
+    /// POPULATE: writes keys the server names itself.
+    CreatesKeys,
+    /// Acts on the server as a whole.
+    Server,
+}
+
+/// DEBUG subcommands reading one key at index 2, with the argument counts `debugCommand`
+/// accepts for them (command name and subcommand included).
+const DEBUG_ONE_KEY: &[(&str, usize, usize)] = &[
+    ("object", 3, 3),
+    ("sdslen", 3, 3),
+    ("listpack", 3, 3),
+    ("htstats-key", 3, 3),
+    ("quicklist", 3, 4),
+];
+
+/// Finds the keys of DEBUG `args` into `out` (cleared first). DIGEST-VALUE takes any number of
+/// keys, including none. A keyed form with another argument count is refused with the text
+/// `debugCommand` gives (`addReplySubcommandSyntaxError`).
+pub(super) fn debug_keys<A: Args + ?Sized>(
+    args: &A,
+    out: &mut Vec<usize>,
+) -> Result<DebugForm, RouteError> {
+    out.clear();
+    let argc = args.count();
+    if argc < 2 {
+        return Ok(DebugForm::Server);
+    }
+    let sub = args.arg(1);
+    if sub.eq_ignore_ascii_case(b"digest-value") {
+        out.extend(2..argc);
+        return Ok(DebugForm::Keyed);
+    }
+    if sub.eq_ignore_ascii_case(b"populate") {
+        return Ok(DebugForm::CreatesKeys);
+    }
+    let Some(&(_, min, max)) =
+        DEBUG_ONE_KEY.iter().find(|(name, _, _)| sub.eq_ignore_ascii_case(name.as_bytes()))
+    else {
+        return Ok(DebugForm::Server);
+    };
+    if !(min..=max).contains(&argc) {
+        let mut msg = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
+        msg.extend_from_slice(super::c_prefix(sub, 128));
+        msg.extend_from_slice(b"'. Try DEBUG HELP.");
+        return Err(RouteError::Syntax(super::reply_text(msg)));
+    }
+    out.push(2);
+    Ok(DebugForm::Keyed)
 }

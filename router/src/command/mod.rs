@@ -134,6 +134,38 @@ pub enum Policy {
     Refused,
     /// Needs a dedicated backend connection (transactions, pub/sub, blocking): refused for now.
     NeedsPinning,
+    /// Administrative and server-wide: refused unless the `allow_admin` setting is on, then
+    /// sent where [`AdminFanout`] says.
+    Admin(AdminFanout),
+    /// Acts on a server's numbered databases, which hold only that group's keys (MOVE, SWAPDB):
+    /// forwarded when the table has exactly one group, refused otherwise.
+    SingleGroup,
+}
+
+/// Where an administrative command goes once `allow_admin` lets it through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminFanout {
+    /// Every group's master; succeeds only when every master did (SAVE, CONFIG RESETSTAT ...).
+    Masters,
+    /// Every group's master and every healthy replica (CONFIG SET).
+    MastersAndReplicas,
+    /// Every group's master; succeeds when any of them killed a script (SCRIPT/FUNCTION KILL).
+    Kill,
+    /// DEBUG: forms that read keys go to the keys' group, the others to every master (see
+    /// [`route_debug`]).
+    Debug,
+}
+
+/// Where an allowed DEBUG goes, from its subcommand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugRoute {
+    /// A form that reads keys (OBJECT, DIGEST-VALUE, SDSLEN, LISTPACK, QUICKLIST, HTSTATS-KEY):
+    /// the group owning them, `None` when no key is given (DIGEST-VALUE alone).
+    Keys(Option<GroupId>),
+    /// POPULATE writes keys named by the server, whichever group owns their slots.
+    CreatesKeys,
+    /// Every other form acts on the server as a whole: every master.
+    Servers,
 }
 
 /// How the replies of a split or fanned-out command are merged into one.
@@ -441,8 +473,34 @@ pub fn route<A: Args + ?Sized>(
         return Ok(Some(table.group_for_key(args.arg(1))));
     }
     spec.keys(args, scratch)?;
+    owning_group(table, args, scratch)
+}
+
+/// Where DEBUG `args` go (see [`DebugRoute`]); keys spanning groups are `CrossGroup`.
+///
+/// DEBUG has no key specs (`COMMAND GETKEYS` finds no key in it), so its keys are found here
+/// rather than by [`CommandSpec::keys`]. A keyed form with the wrong number of arguments gets
+/// Redis's own error text, since there is no key to route it by.
+pub fn route_debug<A: Args + ?Sized>(
+    table: &RoutingTable,
+    args: &A,
+    scratch: &mut Vec<usize>,
+) -> Result<DebugRoute, RouteError> {
+    match keys::debug_keys(args, scratch)? {
+        keys::DebugForm::Keyed => Ok(DebugRoute::Keys(owning_group(table, args, scratch)?)),
+        keys::DebugForm::CreatesKeys => Ok(DebugRoute::CreatesKeys),
+        keys::DebugForm::Server => Ok(DebugRoute::Servers),
+    }
+}
+
+/// The one group owning the keys at `keys` (`None` for none); `CrossGroup` when they span more.
+fn owning_group<A: Args + ?Sized>(
+    table: &RoutingTable,
+    args: &A,
+    keys: &[usize],
+) -> Result<Option<GroupId>, RouteError> {
     let mut group = None;
-    for &i in scratch.iter() {
+    for &i in keys {
         let g = table.group_for_key(args.arg(i));
         match group {
             None => group = Some(g),

@@ -3,10 +3,10 @@
 //! The lists are exhaustive on purpose. `of` runs at compile time for every generated entry and
 //! a command missing here fails the build (a regenerated table with a new command forces a
 //! decision). `container|*` covers every subcommand of a container; use it only where the answer
-//! cannot depend on the subcommand (CLIENT is answered locally, CONFIG is refused, ...).
+//! cannot depend on the subcommand (CLIENT is answered locally, CLUSTER is refused, ...).
 //! Unit tests check that no entry is stale or listed twice. docs/commands.md explains the choices.
 
-use super::{Local, Merge, Policy};
+use super::{AdminFanout, Local, Merge, Policy};
 
 /// Keyed data commands: sent to the group owning all their keys (CROSSSLOT across groups).
 /// EVAL/EVALSHA/FCALL and their `_ro` forms with no keys route nowhere (`route` gives `None`);
@@ -187,14 +187,23 @@ const FORWARD: &[&str] = &[
 ];
 
 /// Keyless and harmless: sent to the first group's master. Server-wide views (LATENCY, MEMORY
-/// STATS, PUBSUB CHANNELS/NUMSUB/NUMPAT/SHARD*, FUNCTION LIST/STATS/DUMP) therefore describe that
-/// one server only. FUNCTION DUMP is representative because FUNCTION LOAD/RESTORE go to every
-/// group. A container's own entry is only reached when its arity fails (no subcommand given).
+/// STATS, PUBSUB CHANNELS/NUMSUB/NUMPAT/SHARD*, FUNCTION LIST/STATS/DUMP, CONFIG GET) therefore
+/// describe that one server only. FUNCTION DUMP is representative because FUNCTION LOAD/RESTORE
+/// go to every group. A container's own entry is only reached when its arity fails (no
+/// subcommand given).
 const ANY_GROUP: &[&str] = &[
     "lastsave",
     "lolwut",
+    "config",
+    "config|get",
+    "config|help",
     "latency",
-    "latency|*",
+    "latency|doctor",
+    "latency|graph",
+    "latency|help",
+    "latency|histogram",
+    "latency|history",
+    "latency|latest",
     "memory",
     "memory|doctor",
     "memory|help",
@@ -241,28 +250,34 @@ const NEEDS_PINNING: &[&str] = &[
     "wait",
 ];
 
+/// Administrative and server-wide: refused unless `allow_admin` is set, then sent to every
+/// group's master; `+OK` only when every master succeeded.
+const ADMIN_MASTERS: &[&str] = &[
+    "bgrewriteaof",
+    "bgsave",
+    "config|resetstat",
+    "config|rewrite",
+    "latency|reset",
+    "memory|purge",
+    "save",
+];
+
 /// Never through the proxy: they act on one server's global state, replication or cluster
 /// topology, or are only meaningful between servers. ROLE is refused because it would expose a
-/// backend's replication view as if it were keyhop's. SCRIPT/FUNCTION KILL cannot know which
-/// group runs the script; SCRIPT DEBUG needs a dedicated connection.
+/// backend's replication view as if it were keyhop's. SCRIPT DEBUG needs a dedicated connection.
+/// The administrative commands an operator may want across every server are `ADMIN_MASTERS`
+/// and the `Policy::Admin` entries of `OTHER` instead.
 const REFUSED: &[&str] = &[
     "acl",
     "acl|*",
     "asking",
-    "bgrewriteaof",
-    "bgsave",
     "cluster",
     "cluster|*",
-    "config",
-    "config|*",
-    "debug",
     "failover",
-    "function|kill",
     "migrate",
     "module",
     "module|*",
     "monitor",
-    "move",
     "pfdebug",
     "pfselftest",
     "psync",
@@ -272,12 +287,9 @@ const REFUSED: &[&str] = &[
     "replicaof",
     "restore-asking",
     "role",
-    "save",
     "script|debug",
-    "script|kill",
     "shutdown",
     "slaveof",
-    "swapdb",
     "sync",
 ];
 
@@ -317,8 +329,18 @@ pub(super) const OTHER: &[(&str, Policy)] = &[
     ("function|delete", Policy::AllGroups(Merge::First)),
     ("function|flush", Policy::AllGroups(Merge::First)),
     ("function|restore", Policy::AllGroups(Merge::First)),
-    // Frees allocator memory on every server; each answers +OK.
-    ("memory|purge", Policy::AllGroups(Merge::AllOk)),
+    // A setting must reach the replicas too: a replica promoted by a failover keeps its own.
+    ("config|set", Policy::Admin(AdminFanout::MastersAndReplicas)),
+    // Any group may be running the script; only one of them can have something to kill.
+    ("script|kill", Policy::Admin(AdminFanout::Kill)),
+    ("function|kill", Policy::Admin(AdminFanout::Kill)),
+    // DEBUG is not a container: its keyed forms (OBJECT, DIGEST-VALUE ...) are found by
+    // `route_debug`.
+    ("debug", Policy::Admin(AdminFanout::Debug)),
+    // Databases span every group: moving a key between them, or swapping two, is one server's
+    // operation only when that server holds every key.
+    ("move", Policy::SingleGroup),
+    ("swapdb", Policy::SingleGroup),
     ("publish", Policy::ByChannel),
     ("spublish", Policy::ByChannel),
 ];
@@ -328,6 +350,7 @@ pub(super) const LISTS: &[(&[&str], Policy)] = &[
     (FORWARD, Policy::Forward),
     (ANY_GROUP, Policy::AnyGroup),
     (NEEDS_PINNING, Policy::NeedsPinning),
+    (ADMIN_MASTERS, Policy::Admin(AdminFanout::Masters)),
     (REFUSED, Policy::Refused),
 ];
 

@@ -172,6 +172,7 @@ fn every_command_has_the_overlay_policy() {
 
 #[test]
 fn required_policies() {
+    use AdminFanout as A;
     use Local as L;
     use Merge as M;
     let cases: &[(&str, Policy)] = &[
@@ -199,16 +200,30 @@ fn required_policies() {
         ("function|restore", Policy::AllGroups(M::First)),
         ("publish", Policy::ByChannel),
         ("spublish", Policy::ByChannel),
-        ("config|get", Policy::Refused),
+        ("config|get", Policy::AnyGroup),
+        ("config|help", Policy::AnyGroup),
+        ("config|set", Policy::Admin(A::MastersAndReplicas)),
+        ("config|resetstat", Policy::Admin(A::Masters)),
+        ("config|rewrite", Policy::Admin(A::Masters)),
+        ("debug", Policy::Admin(A::Debug)),
+        ("save", Policy::Admin(A::Masters)),
+        ("bgsave", Policy::Admin(A::Masters)),
+        ("bgrewriteaof", Policy::Admin(A::Masters)),
+        ("latency|reset", Policy::Admin(A::Masters)),
+        ("latency|doctor", Policy::AnyGroup),
+        ("memory|purge", Policy::Admin(A::Masters)),
+        ("script|kill", Policy::Admin(A::Kill)),
+        ("function|kill", Policy::Admin(A::Kill)),
+        ("move", Policy::SingleGroup),
+        ("swapdb", Policy::SingleGroup),
         ("cluster|info", Policy::Refused),
         ("acl|whoami", Policy::Refused),
         ("module|list", Policy::Refused),
-        ("script|kill", Policy::Refused),
-        ("function|kill", Policy::Refused),
+        ("shutdown", Policy::Refused),
+        ("replicaof", Policy::Refused),
+        ("script|debug", Policy::Refused),
         ("readonly", Policy::Refused),
         ("migrate", Policy::Refused),
-        ("move", Policy::Refused),
-        ("swapdb", Policy::Refused),
         ("pfdebug", Policy::Refused),
         ("restore-asking", Policy::Refused),
         ("multi", Policy::NeedsPinning),
@@ -234,6 +249,55 @@ fn required_policies() {
 }
 
 #[test]
+fn keyed_commands_never_fan_out() {
+    // A fan-out sends the same frame everywhere: a key would land on groups that do not own it.
+    for s in all_specs() {
+        let has_keys = s.key_specs.iter().any(|k| k.flags & key_flags::NOT_KEY == 0);
+        if has_keys {
+            assert!(
+                !matches!(s.policy, Policy::AllGroups(_) | Policy::Admin(_)),
+                "{} has keys but fans out",
+                s.name
+            );
+        }
+    }
+}
+
+#[test]
+fn debug_routes_keyed_forms_by_key() {
+    let t = two_groups();
+    let mut scratch = Vec::new();
+    let mut route = |args: &[&str]| route_debug(&t, &a(args), &mut scratch);
+    // `bar` and `hello` are in group 0, `foo` in group 1.
+    assert_eq!(route(&["DEBUG", "OBJECT", "foo"]), Ok(DebugRoute::Keys(Some(1))));
+    assert_eq!(route(&["debug", "object", "bar"]), Ok(DebugRoute::Keys(Some(0))));
+    assert_eq!(route(&["DEBUG", "SDSLEN", "foo"]), Ok(DebugRoute::Keys(Some(1))));
+    assert_eq!(route(&["DEBUG", "QUICKLIST", "foo", "1"]), Ok(DebugRoute::Keys(Some(1))));
+    assert_eq!(route(&["DEBUG", "HTSTATS-KEY", "bar"]), Ok(DebugRoute::Keys(Some(0))));
+    assert_eq!(route(&["DEBUG", "DIGEST-VALUE", "bar", "hello"]), Ok(DebugRoute::Keys(Some(0))));
+    assert_eq!(route(&["DEBUG", "DIGEST-VALUE"]), Ok(DebugRoute::Keys(None)));
+    assert_eq!(route(&["DEBUG", "DIGEST-VALUE", "bar", "foo"]), Err(RouteError::CrossGroup));
+    assert_eq!(route(&["DEBUG", "POPULATE", "10"]), Ok(DebugRoute::CreatesKeys));
+    for args in [&["DEBUG", "SLEEP", "0"][..], &["DEBUG", "DIGEST"], &["DEBUG", "HELP"]] {
+        assert_eq!(route(args), Ok(DebugRoute::Servers), "{args:?}");
+    }
+    // Keyed forms with the wrong argument count: debugCommand's own text.
+    assert_eq!(
+        route(&["DEBUG", "Object"]),
+        Err(RouteError::Syntax(
+            "ERR unknown subcommand or wrong number of arguments for 'Object'. Try DEBUG HELP."
+                .into()
+        ))
+    );
+    assert!(matches!(route(&["DEBUG", "OBJECT", "a", "b"]), Err(RouteError::Syntax(_))));
+    assert!(matches!(route(&["DEBUG", "QUICKLIST", "a", "1", "2"]), Err(RouteError::Syntax(_))));
+    // DEBUG has no key specs: keys() agrees with COMMAND GETKEYS, which finds none.
+    let mut out = vec![];
+    spec("debug").keys(&a(&["DEBUG", "OBJECT", "foo"]), &mut out).expect("arity ok");
+    assert!(out.is_empty());
+}
+
+#[test]
 fn blocking_commands_need_pinning() {
     for s in all_specs() {
         if s.flags & flags::BLOCKING == 0 {
@@ -253,7 +317,8 @@ fn policies_agree_with_keys() {
         let has_keys = s.key_specs.iter().any(|k| k.flags & key_flags::NOT_KEY == 0);
         match s.policy {
             Policy::Forward | Policy::Split(_) => assert!(has_keys, "{} has no keys", s.name),
-            Policy::NeedsPinning | Policy::Refused => {}
+            // MOVE is keyed and SWAPDB is not; both route the same way (to the only group).
+            Policy::NeedsPinning | Policy::Refused | Policy::SingleGroup => {}
             _ => assert!(!has_keys, "{} has keys but policy {:?}", s.name, s.policy),
         }
     }
@@ -717,6 +782,11 @@ fn policy_text(p: Policy) -> String {
         Policy::Local(l) => format!("local ({l:?})"),
         Policy::Refused => "refused".into(),
         Policy::NeedsPinning => "needs pinning".into(),
+        Policy::Admin(AdminFanout::Masters) => "admin, all masters".into(),
+        Policy::Admin(AdminFanout::MastersAndReplicas) => "admin, all masters and replicas".into(),
+        Policy::Admin(AdminFanout::Kill) => "admin, all masters, any kill".into(),
+        Policy::Admin(AdminFanout::Debug) => "admin, key's group or all masters".into(),
+        Policy::SingleGroup => "single group only".into(),
     }
 }
 
