@@ -545,7 +545,10 @@ fn resp3_behaviour(spec: &CommandSpec) -> Resp3 {
         Policy::Local(Local::Command) => Resp3::Forwarded,
         Policy::Local(Local::Flush) => Resp3::Refused, // allow_flush is off here
         Policy::Local(_) => Resp3::Rendered,
-        Policy::Refused | Policy::NeedsPinning => Resp3::Refused,
+        // allow_admin is off here.
+        Policy::Refused | Policy::NeedsPinning | Policy::Admin(_) => Resp3::Refused,
+        // One group: MOVE and SWAPDB go to it.
+        Policy::SingleGroup => Resp3::Forwarded,
     }
 }
 

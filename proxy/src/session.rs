@@ -550,7 +550,8 @@ impl Session {
         pool: &Pool,
         src: Src,
     ) -> (u16, u32) {
-        b.send_to(pool.conn(self.id), group, &pool.addr, src)
+        let conn = pool.conn_for(self.id, self.mode());
+        b.send_to(&conn, group, &pool.addr, src)
     }
 
     /// Forwards a request whose single reply goes straight to the client.
