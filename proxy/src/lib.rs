@@ -6,6 +6,7 @@
 mod admin;
 pub mod backend;
 pub mod cancel;
+mod clients;
 pub mod io;
 mod local;
 pub mod merge;
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     pub started: std::time::Instant,
     /// Cancelled when the proxy drains: sessions stop reading and finish what is in flight.
     pub drain: cancel::Signal,
+    /// Every client session, for CLIENT LIST / INFO / KILL.
+    pub clients: clients::Registry,
 }
 
 /// The data plane: accepts clients and serves them from the published routing table.
@@ -66,6 +69,7 @@ impl Proxy {
                 slowlog: std::sync::Mutex::new(slowlog::SlowLog::default()),
                 started: std::time::Instant::now(),
                 drain: cancel::Signal::new(),
+                clients: clients::Registry::default(),
             }),
         }
     }

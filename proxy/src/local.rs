@@ -337,20 +337,12 @@ impl Session {
                 }
                 Bytes::from_static(resp::OK)
             }
-            "info" | "list" => {
-                let line = self.client_line();
-                self.proto.verbatim(line.as_bytes())
-            }
-            "reply" if eq_ic(args.arg(2), "on") => Bytes::from_static(resp::OK),
-            "help" => {
-                let lines = [
-                    "CLIENT <subcommand> [<arg> ...]. Subcommands supported by keyhop:",
-                    "GETNAME, SETNAME <name>, ID, INFO, LIST, SETINFO <LIB-NAME|LIB-VER> <value>, REPLY ON, HELP",
-                ];
-                let items: Vec<Bytes> =
-                    lines.iter().map(|l| Bytes::from(format!("+{l}\r\n"))).collect();
-                merge::array(&items)
-            }
+            "info" => self.proto.verbatim(self.client_line(spec).as_bytes()),
+            "list" => self.client_list(spec, args),
+            "kill" => self.client_kill(args),
+            "no-evict" => self.client_no_evict(args),
+            "reply" => self.client_reply(args),
+            "help" => self.client_help(),
             _ => resp::error(&format!(
                 "ERR keyhop: {} is not supported through the proxy",
                 display_name(spec.name)
@@ -358,23 +350,9 @@ impl Session {
         }
     }
 
-    fn client_line(&self) -> String {
-        let name =
-            self.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
-        let lib = |v: &Option<Bytes>| {
-            v.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default()
-        };
-        format!(
-            "id={} addr={} laddr={} fd=0 name={} age=0 idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 cmd=client|info user=default resp={} lib-name={} lib-ver={}\n",
-            self.id,
-            self.peer,
-            self.local,
-            name,
-            self.db,
-            self.proto.version(),
-            lib(&self.lib_name),
-            lib(&self.lib_ver)
-        )
+    /// The caller's CLIENT INFO / LIST line while it runs `spec`.
+    fn client_line(&self, spec: &CommandSpec) -> String {
+        self.client_info(spec)
     }
 
     /// SLOWLOG GET [n] | LEN | RESET | HELP, over keyhop's own log.

@@ -74,6 +74,9 @@ pub(crate) enum Slot {
     Merge(Box<MergeSlot>),
     /// Write this reply (if any), then close the connection.
     Close(Option<Bytes>),
+    /// A slot whose reply CLIENT REPLY OFF/SKIP drops: its backend replies are still awaited
+    /// with the batch, only their bytes are not written (a `Close` inside still closes).
+    Silent(Box<Slot>),
 }
 
 /// How the parts of a split or fanned-out command become one reply.
@@ -228,6 +231,8 @@ pub(crate) struct Session {
     /// connections, so they wait until every earlier request has been answered (a request on
     /// the new connection must not overtake one still in flight on the old one).
     mode_changed: bool,
+    /// Registry entry (CLIENT LIST/KILL) and CLIENT REPLY state.
+    pub client: crate::clients::ClientState,
     table_cache: arc_swap::Cache<keyhop_router::SharedTable, Arc<RoutingTable>>,
     epoch: u64,
     pub(crate) pools: Vec<GroupPools>,
@@ -239,6 +244,7 @@ pub(crate) struct Session {
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
     let local = stream.local_addr().unwrap_or(peer);
     let authed = shared.settings.load().password.is_none();
+    let client = crate::clients::ClientState::register(&shared, id, peer, local, raw_fd(&stream));
     let mut session = Session {
         table_cache: arc_swap::Cache::new(shared.table.clone()),
         shared,
@@ -253,6 +259,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
         proto: Proto::Resp2,
         db: 0,
         mode_changed: false,
+        client,
         epoch: u64::MAX,
         pools: Vec::new(),
         replica_rr: 0,
@@ -260,6 +267,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
     };
     let (rd, wr) = stream.split();
     session.run(rd, wr).await;
+}
+
+/// The client socket's descriptor, for CLIENT LIST's `fd=`.
+#[cfg(unix)]
+fn raw_fd(stream: &TcpStream) -> i32 {
+    std::os::fd::AsRawFd::as_raw_fd(stream)
+}
+
+#[cfg(not(unix))]
+fn raw_fd(_stream: &TcpStream) -> i32 {
+    -1
 }
 
 impl Session {
@@ -284,6 +302,9 @@ impl Session {
         // read registered and dropped a waiter each time (~3% of CPU without pipelining).
         let drained = self.shared.drain.cancelled();
         tokio::pin!(drained);
+        // CLIENT KILL from another client, waited on the same way.
+        let killed = self.client.killed();
+        tokio::pin!(killed);
         loop {
             // Every batch at the head whose results are all in becomes reply bytes.
             while !close && out.len() < COALESCE_BYTES {
@@ -324,6 +345,8 @@ impl Session {
             }
             tokio::select! {
                 biased;
+                // Killed: nothing more is read or written, as Redis frees the client at once.
+                _ = &mut killed => break,
                 r = out.write_some(&mut wr), if !out.is_empty() => {
                     if r.is_err() {
                         return;
@@ -427,6 +450,10 @@ impl Session {
             }
         }
         Stats::add(&self.shared.stats.commands, commands);
+        // CLIENT LIST's cmd= and idle=: written once per batch, never per command.
+        if let Some(c) = cmds.last() {
+            self.client.touch(started, c.id, &buf[..], c.start, c.len);
+        }
         if b.slots.is_empty() {
             // Only empty requests (`*0`, blank inline lines): drop them, answer nothing.
             bytes::Buf::advance(buf, off);
@@ -509,6 +536,8 @@ impl Session {
         }
         self.proto = proto;
         self.db = db;
+        self.client.entry.set_db(db);
+        self.client.entry.set_resp(proto.version() as u8);
         self.mode_changed = true;
         self.resolve_pools(table);
     }
@@ -590,6 +619,23 @@ impl Session {
         src: Src,
         b: &mut Builder,
     ) -> (bool, u16) {
+        let first = b.slots.len();
+        let (close, id) = self.dispatch_command(table, args, src, b);
+        // CLIENT REPLY OFF/SKIP and a self-kill act on the command's reply slots; a session
+        // that never used them pays this one test.
+        if self.client.flags != 0 {
+            return (self.client.after_command(&mut b.slots[first..]) || close, id);
+        }
+        (close, id)
+    }
+
+    fn dispatch_command(
+        &mut self,
+        table: &RoutingTable,
+        args: &FrameArgs,
+        src: Src,
+        b: &mut Builder,
+    ) -> (bool, u16) {
         let Some(top) = command::lookup(args.arg(0)) else {
             Stats::add(&self.shared.stats.errors_unsupported, 1);
             b.ready(resp::error(&command::unknown_command_error(args)));
@@ -657,7 +703,11 @@ impl Session {
             Policy::AllGroups(merge) => {
                 self.fan_out(b, table.groups.len(), src, MergeKind::Router(merge, Vec::new()))
             }
-            Policy::Local(local) => return self.local(local, table, spec, args, src, b),
+            Policy::Local(local) => {
+                let close = self.local(local, table, spec, args, src, b);
+                self.after_local(local);
+                return close;
+            }
             p @ (Policy::Admin(_) | Policy::SingleGroup) => {
                 self.admin(p, table, spec, args, src, b)
             }
@@ -837,6 +887,13 @@ fn render(batch: &mut Batch, out: &mut OutQueue, stats: &Stats) -> bool {
                 }
                 close = true;
                 break;
+            }
+            Slot::Silent(inner) => {
+                flush(&mut run, out);
+                if matches!(*inner, Slot::Close(_)) {
+                    close = true;
+                    break;
+                }
             }
         }
     }
