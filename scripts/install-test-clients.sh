@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs the third-party Redis clients that tests/clients_compat.rs drives, into the repo's
+# target/ (nothing global besides python3/pip and node/npm themselves):
+#   target/test-clients/python   redis-py (latest), via `pip install --target`
+#   target/test-clients/node     node-redis (`redis` on npm), via `npm install --prefix`
+# Idempotent: when both are already there it only prints what is installed (no network).
+# Pass --upgrade to fetch the registries' latest releases again.
+# Missing python3/pip or node/npm are installed with apt-get (Debian, as root).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dest="$root/target/test-clients"
+py_dir="$dest/python"
+node_dir="$dest/node"
+upgrade=0
+[ "${1:-}" = "--upgrade" ] && upgrade=1
+
+apt_pkgs=()
+command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || apt_pkgs+=(python3-pip)
+command -v node >/dev/null 2>&1 || apt_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_pkgs+=(npm)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  echo "install-test-clients: apt-get install ${apt_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+fi
+
+py_version() {
+  PYTHONPATH="$py_dir" python3 -c 'import redis; print(redis.__version__)' 2>/dev/null
+}
+node_version() {
+  node -p 'require(process.argv[1]).version' "$node_dir/node_modules/redis/package.json" 2>/dev/null
+}
+
+py_ver="$(py_version || true)"
+if [ -z "$py_ver" ] || [ $upgrade = 1 ]; then
+  mkdir -p "$py_dir"
+  # --target skips PEP 668's externally-managed check, so this works on Debian's python3 too.
+  python3 -m pip install --quiet --disable-pip-version-check --no-input --root-user-action=ignore --upgrade \
+    --target "$py_dir" redis >&2
+  py_ver="$(py_version)"
+fi
+
+node_ver="$(node_version || true)"
+if [ -z "$node_ver" ] || [ $upgrade = 1 ]; then
+  # The latest node-redis (6.x) needs Node >= 20. Debian 12's own nodejs is 18, for which
+  # redis@5 is the newest major that still supports it: pin that one there.
+  node_major="$(node -p 'process.versions.node.split(".")[0]')"
+  spec=redis
+  if [ "$node_major" -lt 20 ]; then
+    spec='redis@5'
+  fi
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "$spec" >&2
+  node_ver="$(node_version)"
+fi
+
+echo "test clients: redis-py $py_ver (python $(python3 -c 'import platform; print(platform.python_version())')), node-redis $node_ver (node $(node --version)) in $dest"
