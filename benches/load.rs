@@ -643,6 +643,8 @@ enum Group {
     Mget,
     Clients1000,
     Big,
+    /// RESP3 clients (`HELLO 3`): keyhop and direct Redis only, nutcracker has no RESP3.
+    Resp3,
 }
 
 struct Row {
@@ -672,6 +674,16 @@ fn rows(scale: f64, mget: &[String], fd_limit: u64, notes: &mut Vec<String>) -> 
             group: Group::Pipe16,
             args: s(&["-t", t, "-c", "50", "-r", "100000", "-P", "16"]),
             requests: n(600_000),
+        });
+    }
+    for (t, pipe) in [("set", "1"), ("get", "1"), ("set", "16"), ("get", "16")] {
+        let up = t.to_uppercase();
+        let p = if pipe == "1" { String::new() } else { format!(" P{pipe}") };
+        out.push(Row {
+            name: format!("{up} c50{p} RESP3"),
+            group: Group::Resp3,
+            args: s(&["-3", "-t", t, "-c", "50", "-r", "100000", "-P", pipe]),
+            requests: n(if pipe == "1" { 100_000 } else { 600_000 }),
         });
     }
     let mut margs = s(&["-c", "50", "MGET"]);
@@ -1512,7 +1524,9 @@ fn run() -> Res<()> {
             for step in 0..targets.len() {
                 let j = (step + round) % targets.len();
                 check_interrupt()?;
-                if targets[j].dead {
+                if targets[j].dead
+                    || (row.group == Group::Resp3 && matches!(targets[j].kind, Kind::Nutcracker))
+                {
                     continue;
                 }
                 if !procs[targets[j].proc_idx].alive() {
