@@ -1,0 +1,150 @@
+//! Setting a backend connection up for its mode: connect, then `HELLO 3` (with AUTH) or AUTH,
+//! SELECT, and the two questions keyhop answers clients from (`redis_version` for HELLO,
+//! `databases` for SELECT), all in one round trip.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::Connection;
+use crate::io::tune_socket;
+use crate::resp::{self, ReplyScanner, parse_int};
+
+impl Connection {
+    /// Connects and sets the connection up for its mode: `HELLO 3` (with AUTH) or AUTH, SELECT,
+    /// and two questions whose answers clients need from keyhop (the server's version for
+    /// HELLO, its `databases` for SELECT), all in one round trip.
+    pub(super) async fn connect(&self) -> Result<TcpStream, ConnectError> {
+        let timeout = self.settings.connect_timeout;
+        let unreachable = |why: String| ConnectError { why, refused: false };
+        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(&*self.addr)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "connect timed out after {} ms",
+                    timeout.as_millis()
+                )));
+            }
+        };
+        tune_socket(&stream, self.settings.keepalive);
+        let pw = self.settings.password.as_deref().map(str::as_bytes);
+        let db = self.mode.db.to_string();
+        let mut steps: Vec<(Step, Bytes)> = Vec::with_capacity(5);
+        match (self.mode.resp3, pw) {
+            (true, Some(pw)) => steps.push((
+                Step::Hello,
+                resp::command([b"HELLO".as_slice(), b"3", b"AUTH", b"default", pw]),
+            )),
+            (true, None) => steps.push((Step::Hello, resp::command([b"HELLO".as_slice(), b"3"]))),
+            (false, Some(pw)) => {
+                steps.push((Step::Auth, resp::command([b"AUTH".as_slice(), pw])));
+            }
+            (false, None) => {}
+        }
+        if self.mode.db != 0 {
+            steps.push((Step::Select, resp::command([b"SELECT".as_slice(), db.as_bytes()])));
+        }
+        steps.push((Step::Databases, resp::command([b"CONFIG".as_slice(), b"GET", b"databases"])));
+        steps.push((Step::Version, resp::command([b"INFO".as_slice(), b"server"])));
+        let request: Vec<u8> = steps.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        let replies = tokio::time::timeout(timeout, async {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &request).await?;
+            let mut buf = BytesMut::with_capacity(4096);
+            let mut scanner = ReplyScanner::default();
+            let mut replies = Vec::with_capacity(steps.len());
+            while replies.len() < steps.len() {
+                match scanner.scan(&buf) {
+                    Ok(Some(len)) => {
+                        replies.push(buf.split_to(len).freeze());
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Err(std::io::Error::other("malformed reply during set-up")),
+                }
+                if stream.read_buf(&mut buf).await? == 0 {
+                    return Err(std::io::Error::other("closed by the server during set-up"));
+                }
+            }
+            Ok(replies)
+        })
+        .await;
+        let replies = match replies {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable("set-up (AUTH/HELLO/SELECT) timed out".into())),
+        };
+        for ((step, _), reply) in steps.iter().zip(replies.iter()) {
+            let error = matches!(reply.first(), Some(b'-' | b'!'));
+            let text =
+                || String::from_utf8_lossy(reply).trim_end().trim_start_matches('-').to_string();
+            match step {
+                Step::Auth | Step::Hello if error => {
+                    let what = if *step == Step::Auth { "AUTH" } else { "HELLO 3" };
+                    let hint = if text().contains("unknown command") {
+                        " (the server does not speak RESP3: Redis 6 or later is needed)"
+                    } else {
+                        " (check backend_password)"
+                    };
+                    return Err(unreachable(format!("{what} failed: {}{hint}", text())));
+                }
+                Step::Select if error => {
+                    return Err(ConnectError {
+                        why: format!("SELECT {} failed: {}", self.mode.db, text()),
+                        refused: true,
+                    });
+                }
+                Step::Databases if !error => {
+                    if let Some(n) = config_int(reply) {
+                        self.state.databases.store(n.max(0) as u64, Ordering::Relaxed);
+                    }
+                }
+                Step::Version if !error => {
+                    if let Some(v) = resp::text_of(reply).and_then(info_version)
+                        && let Ok(mut slot) = self.state.version.lock()
+                        && slot.as_deref() != Some(v)
+                    {
+                        *slot = Some(Arc::from(v));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(stream)
+    }
+}
+
+/// One command of a connection's set-up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Auth,
+    Hello,
+    Select,
+    Databases,
+    Version,
+}
+
+/// Why a connection could not be set up.
+pub(super) struct ConnectError {
+    pub why: String,
+    /// The server answered but refused the set-up (SELECT of a database it doesn't have): it is
+    /// up, so it is not marked failing and not probed.
+    pub refused: bool,
+}
+
+/// The integer value of a `CONFIG GET name` reply (RESP2 array or RESP3 map of one pair).
+fn config_int(reply: &Bytes) -> Option<i64> {
+    let items = resp::elements(reply)?;
+    parse_int(resp::text_of(items.get(1)?)?)
+}
+
+/// `redis_version` from an `INFO server` text.
+fn info_version(text: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(text).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("redis_version:"))?;
+    Some(line.trim())
+}
