@@ -1518,6 +1518,7 @@ fn run() -> Res<()> {
     let bench = Bench { bin: &rb_bin, dir, tck: clk_tck() };
     let mut samples: Samples = vec![vec![vec![None; opts.rounds]; targets.len()]; rows.len()];
     let mut seen_errors = std::collections::HashSet::new();
+    let mut failed = std::collections::HashSet::new();
     #[allow(clippy::needless_range_loop)] // samples are indexed [row][target][round]
     for round in 0..opts.rounds {
         for (i, row) in rows.iter().enumerate() {
@@ -1525,6 +1526,7 @@ fn run() -> Res<()> {
                 let j = (step + round) % targets.len();
                 check_interrupt()?;
                 if targets[j].dead
+                    || failed.contains(&(i, j))
                     || (row.group == Group::Resp3 && matches!(targets[j].kind, Kind::Nutcracker))
                 {
                     continue;
@@ -1567,15 +1569,20 @@ fn run() -> Res<()> {
                         samples[i][j][round] = Some(sample);
                     }
                     Err(e) if e == "interrupted" => return Err(e),
-                    Err(e) => notice(
-                        &mut notes,
-                        format!(
-                            "round {}: {} through {} failed: {e}",
-                            round + 1,
-                            row.name,
-                            t.label
-                        ),
-                    ),
+                    Err(e) => {
+                        // A target that cannot run a workload at all (a baseline build without
+                        // RESP3, say) is reported once and skipped in later rounds.
+                        failed.insert((i, j));
+                        notice(
+                            &mut notes,
+                            format!(
+                                "round {}: {} through {} failed (skipped in later rounds): {e}",
+                                round + 1,
+                                row.name,
+                                t.label
+                            ),
+                        )
+                    }
                 }
             }
         }

@@ -22,13 +22,7 @@ fn setup_with(extra: &str, server_args: &[&str]) -> Setup {
     let g1 = redis_server(server_args);
     let g2 = redis_server(server_args);
     let direct = redis_server(server_args);
-    let config = format!(
-        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 2000\n{extra}\n\
-         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nslots = [\"0-8191\"]\n\n\
-         [[groups]]\nname = \"g2\"\nmaster = \"{}\"\nslots = [\"8192-16383\"]\n",
-        g1.addr(),
-        g2.addr()
-    );
+    let config = common::two_group_config(extra, &g1, &g2);
     let proxy = keyhop(dir.path(), &config);
     Setup { _dir: dir, g1, g2, direct, proxy }
 }

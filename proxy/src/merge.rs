@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use keyhop_router::Merge;
 
-use crate::resp::{self, ReplyScanner, parse_int};
+use crate::resp::{self, parse_int};
 
 /// True when the reply frame is an error (simple, or a RESP3 blob error).
 pub fn is_error(frame: &[u8]) -> bool {
@@ -22,20 +22,7 @@ pub fn array_elements(frame: &Bytes) -> Option<Vec<Bytes>> {
     if frame.first() != Some(&b'*') {
         return None;
     }
-    let cr = frame.iter().position(|&b| b == b'\r')?;
-    let n = parse_int(&frame[1..cr])?;
-    if n < 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(n as usize);
-    let mut pos = cr + 2;
-    let mut scanner = ReplyScanner::default();
-    for _ in 0..n {
-        let len = scanner.scan(frame.get(pos..)?).ok()??;
-        out.push(frame.slice(pos..pos + len));
-        pos += len;
-    }
-    Some(out)
+    resp::elements(frame)
 }
 
 /// The first error among `parts`, if any.

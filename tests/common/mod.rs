@@ -254,6 +254,18 @@ pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
     panic!("could not start keyhop on a free port");
 }
 
+/// keyhop's config for two single-server groups split at slot 8192 (`g1` below, `g2` above),
+/// with short timeouts and `extra` top-level lines.
+pub fn two_group_config(extra: &str, g1: &Proc, g2: &Proc) -> String {
+    format!(
+        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 2000\n{extra}\n\
+         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nslots = [\"0-8191\"]\n\n\
+         [[groups]]\nname = \"g2\"\nmaster = \"{}\"\nslots = [\"8192-16383\"]\n",
+        g1.addr(),
+        g2.addr()
+    )
+}
+
 /// A minimal blocking RESP connection for tests that need raw bytes.
 pub struct Raw {
     pub reader: BufReader<TcpStream>,
