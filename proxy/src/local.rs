@@ -226,6 +226,17 @@ impl Session {
                 }
             }
         }
+        // Clients read `version` to decide what they may send: report the servers' own.
+        let version = self
+            .pools
+            .first()
+            .and_then(|g| g.master.pool.version())
+            .unwrap_or_else(|| std::sync::Arc::from(keyhop_router::command::REDIS_VERSION));
+        // Servers before Redis 6 cannot speak RESP3: refuse it as Redis 6 refuses RESP4.
+        let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
+        if proto == Proto::Resp3 && major.is_some_and(|m| m < 6) {
+            return Bytes::from_static(b"-NOPROTO unsupported protocol version\r\n");
+        }
         let mut i = 2;
         let mut new_name = None;
         let mut credentials = None;
@@ -260,12 +271,6 @@ impl Session {
             self.name = if n.is_empty() { None } else { Some(Bytes::copy_from_slice(n)) };
         }
         self.set_mode(table, proto, self.db);
-        // Clients read `version` to decide what they may send: report the servers' own.
-        let version = self
-            .pools
-            .first()
-            .and_then(|g| g.master.pool.version())
-            .unwrap_or_else(|| std::sync::Arc::from(keyhop_router::command::REDIS_VERSION));
         let mut out = BytesMut::with_capacity(160);
         proto.push_map_len(&mut out, 7);
         for (k, v) in [("server", "redis"), ("version", &*version)] {
