@@ -77,11 +77,13 @@ fn resp3_replies_match_a_direct_server() {
         assert_eq!(hello_field(&kh, field), hello_field(&dh, field), "HELLO field {field}");
     }
     assert_eq!(hello_field(&kh, "proto"), Reply::Int(3));
-    // The version is the backends' own (learned when keyhop connects to them).
-    k.call(&["PING"]);
-    k.call(&["GET", "warm"]);
-    let kh = k.call(&["HELLO", "3"]);
-    assert_eq!(hello_field(&kh, "version"), hello_field(&dh, "version"));
+    // The version is the backends' own, learned when keyhop connects to them at start, before
+    // any client request has reached a server.
+    let want = hello_field(&dh, "version");
+    let learned = common::wait_until(std::time::Duration::from_secs(5), || {
+        hello_field(&k.call(&["HELLO", "3"]), "version") == want
+    });
+    assert!(learned, "HELLO reports the servers' version {want:?}");
 
     let script_map = "redis.setresp(3); return redis.call('HGETALL', KEYS[1])";
     let steps: Vec<Vec<&str>> = vec![
@@ -219,26 +221,61 @@ fn select_gives_each_session_its_database() {
 }
 
 #[test]
-fn a_database_a_server_lacks_is_reported_with_the_server() {
-    // Fresh keyhop with servers that have 4 databases: before keyhop has talked to them, SELECT
-    // cannot know, so the first request names the server's refusal; after that SELECT knows.
+fn select_knows_each_servers_databases_before_any_request() {
+    // keyhop connects to every master when it starts: with servers of 4 databases, SELECT 6 is
+    // refused with Redis's text although no client request has reached a server yet.
     let s = setup_with("", &["--databases", "4"]);
     let mut c = Raw::connect(s.proxy.port);
+    let refused = Reply::Error("ERR DB index is out of range".into());
+    let learned = common::wait_until(std::time::Duration::from_secs(5), || {
+        c.call(&["SELECT", "6"]) == refused
+    });
+    assert!(learned, "SELECT 6 refused once keyhop knows the servers have 4 databases");
+    assert_eq!(c.call(&["SELECT", "3"]), ok());
+    assert_eq!(c.call(&["SET", "foo", "1"]), ok());
+    assert_eq!(cmd(s.owner("foo").port, &["GET", "foo"]), "(nil)", "written to database 3");
+}
+
+#[test]
+fn a_database_a_server_refuses_is_reported_naming_it() {
+    // The master has 16 databases, its replica 4: SELECT 6 passes keyhop's check (masters), and a
+    // read that goes to the replica fails naming it, without marking the replica down.
+    let dir = temp_dir();
+    let master = redis_server(&[]);
+    let replica = common::redis_replica(master.port, &["--databases", "4"]);
+    let config = format!(
+        "listen = \"{{listen}}\"\nread_from = \"replica-preferred\"\n\
+         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nreplicas = [\"{}\"]\n",
+        master.addr(),
+        replica.addr()
+    );
+    let proxy = keyhop(dir.path(), &config);
+    let mut c = Raw::connect(proxy.port);
     assert_eq!(c.call(&["SELECT", "6"]), ok());
     match c.call(&["GET", "foo"]) {
         Reply::Error(e) => {
             assert!(e.contains("SELECT 6 failed: ERR DB index is out of range"), "{e}");
-            assert!(e.contains(&s.owner("foo").addr()), "names the server: {e}");
+            assert!(e.contains(&replica.addr()), "names the server: {e}");
         }
-        other => panic!("GET in a missing database must fail, got {other:?}"),
+        other => panic!("a read in a database the replica lacks must fail, got {other:?}"),
     }
-    // The server is not taken for down: database 0 still works, then SELECT 6 is refused.
+    // Database 0 is still read from the replica: it was not taken for down.
     assert_eq!(c.call(&["SELECT", "0"]), ok());
     assert_eq!(c.call(&["SET", "foo", "1"]), ok());
-    assert_eq!(c.call(&["SET", "bar", "1"]), ok());
-    assert_eq!(c.call(&["SELECT", "6"]), Reply::Error("ERR DB index is out of range".into()));
-    assert_eq!(c.call(&["SELECT", "3"]), ok());
-    assert_eq!(c.call(&["GET", "foo"]), Reply::Bulk(None));
+    let replicated = common::wait_until(std::time::Duration::from_secs(5), || {
+        cmd(replica.port, &["GET", "foo"]) == "1"
+    });
+    assert!(replicated);
+    let hits = || {
+        cmd(replica.port, &["INFO", "stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("keyspace_hits:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = hits();
+    assert_eq!(c.call(&["GET", "foo"]), bulk("1"));
+    assert_eq!(hits(), before + 1, "the replica served keyhop's read");
 }
 
 #[test]

@@ -152,9 +152,29 @@ impl Proxy {
         render::metrics(&self.shared, out);
     }
 
+    /// Connects to every group's master once, with a PING whose reply nobody reads, so that
+    /// what keyhop learns when it connects (the servers' version for HELLO, their `databases`
+    /// for SELECT) is known before the first client asks.
+    fn warm(&self) {
+        let table = self.shared.table.load_full();
+        for g in &table.groups {
+            let conn = self.shared.backends.pool(&g.master).conn(0).clone();
+            tokio::spawn(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let ping = bytes::Bytes::from_static(b"*1\r\n$4\r\nPING\r\n");
+                let req =
+                    backend::Request { payload: backend::Payload::One(ping), count: 1, reply: tx };
+                if conn.send(req).await.is_ok() {
+                    let _ = rx.await;
+                }
+            });
+        }
+    }
+
     /// Accepts clients on `listener` until `shutdown` completes; returns once the listener is
     /// closed (sessions already running keep going until their clients leave).
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.warm();
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
