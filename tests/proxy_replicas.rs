@@ -5,27 +5,14 @@ mod common;
 use common::{Raw, Reply, cmd, keyhop, redis_replica, redis_server, temp_dir, wait_until};
 use std::time::Duration;
 
-/// `cmdstat_<name>:calls=N` from INFO commandstats, 0 when absent.
-fn calls(port: u16, name: &str) -> u64 {
-    let info = cmd(port, &["INFO", "commandstats"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
+use common::command_calls as calls;
 
 #[test]
 fn reads_go_to_the_replica_and_writes_to_the_master() {
     let dir = temp_dir();
     let master = redis_server(&[]);
     let replica = redis_replica(master.port, &[]);
-    let config = format!(
-        "listen = \"{{listen}}\"\nread_from = \"replica-preferred\"\n\
-         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nreplicas = [\"{}\"]\n",
-        master.addr(),
-        replica.addr()
-    );
+    let config = common::replica_reads_config(&master, &replica);
     let proxy = keyhop(dir.path(), &config);
     let mut c = Raw::connect(proxy.port);
     assert_eq!(c.call(&["SET", "k", "v"]), Reply::Status("OK".into()));

@@ -14,10 +14,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use dashmap::DashMap;
 use keyhop_router::Args;
-use keyhop_router::command::{self, CommandSpec, Local};
+use keyhop_router::command::{self, CommandSpec};
 
 use crate::Shared;
 use crate::cancel::{Cancelled, Signal};
+use crate::local::eq_ic;
 use crate::merge;
 use crate::resp::{self, RequestScanner, Scanned, parse_int};
 use crate::session::{FrameArgs, Session, Slot};
@@ -82,6 +83,22 @@ impl ClientEntry {
     /// Records the client's protocol version (HELLO 2|3); shown as `resp=`.
     pub fn set_resp(&self, resp: u8) {
         self.resp.store(resp, Ordering::Relaxed);
+    }
+
+    /// Records the client's name (CLIENT SETNAME, HELLO SETNAME, RESET).
+    pub fn set_name(&self, name: Option<Bytes>) {
+        self.names().name = name;
+    }
+
+    /// Records CLIENT SETINFO's library name and/or version (`None` keeps the current one).
+    pub fn set_lib(&self, lib_name: Option<Bytes>, lib_ver: Option<Bytes>) {
+        let mut names = self.names();
+        if lib_name.is_some() {
+            names.lib_name = lib_name;
+        }
+        if lib_ver.is_some() {
+            names.lib_ver = lib_ver;
+        }
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, Names> {
@@ -180,6 +197,12 @@ impl ClientState {
         });
         shared.clients.map.insert(id, entry.clone());
         ClientState { shared: shared.clone(), entry, flags: 0 }
+    }
+
+    /// RESET ends CLIENT REPLY OFF and a pending SKIP (it keeps NO-EVICT and a SKIP already in
+    /// force for RESET itself, as Redis 7.0 does).
+    pub fn on_reset(&mut self) {
+        self.flags &= !(REPLY_OFF | SKIP_NEXT);
     }
 
     /// Resolves once CLIENT KILL from another client matched this one.
@@ -362,14 +385,14 @@ impl Session {
     pub(crate) fn client_list(&self, current: &CommandSpec, args: &FrameArgs) -> Bytes {
         let argc = args.count();
         let clients = &self.shared.clients;
-        let chosen: Vec<Arc<ClientEntry>> = if argc == 4 && eq_ic(args.arg(2), b"type") {
+        let chosen: Vec<Arc<ClientEntry>> = if argc == 4 && eq_ic(args.arg(2), "type") {
             match client_type(args.arg(3)) {
                 Ok(ClientType::Normal) => clients.snapshot(),
                 // No replica, master or (until pub/sub lands) pubsub clients.
                 Ok(ClientType::Other) => Vec::new(),
                 Err(e) => return e,
             }
-        } else if argc > 3 && eq_ic(args.arg(2), b"id") {
+        } else if argc > 3 && eq_ic(args.arg(2), "id") {
             let mut found = Vec::new();
             // Listed in argument order, as Redis does.
             for i in 3..argc {
@@ -414,21 +437,21 @@ impl Session {
                     return syntax_error();
                 }
                 let (opt, value) = (args.arg(i), args.arg(i + 1));
-                if eq_ic(opt, b"id") {
+                if eq_ic(opt, "id") {
                     match parse_int(value).and_then(|v| u64::try_from(v).ok()).filter(|&v| v > 0) {
                         Some(v) => id = Some(v),
                         None => return resp::error("ERR client-id should be greater than 0"),
                     }
-                } else if eq_ic(opt, b"type") {
+                } else if eq_ic(opt, "type") {
                     match client_type(value) {
                         Ok(t) => any_type = matches!(t, ClientType::Normal),
                         Err(e) => return e,
                     }
-                } else if eq_ic(opt, b"addr") {
+                } else if eq_ic(opt, "addr") {
                     addr = Some(value);
-                } else if eq_ic(opt, b"laddr") {
+                } else if eq_ic(opt, "laddr") {
                     laddr = Some(value);
-                } else if eq_ic(opt, b"user") {
+                } else if eq_ic(opt, "user") {
                     // `default` is keyhop's only user; Redis refuses a user it doesn't have.
                     if value != b"default" {
                         return resp::error(&format!(
@@ -436,10 +459,10 @@ impl Session {
                             String::from_utf8_lossy(value)
                         ));
                     }
-                } else if eq_ic(opt, b"skipme") {
-                    if eq_ic(value, b"yes") {
+                } else if eq_ic(opt, "skipme") {
+                    if eq_ic(value, "yes") {
                         skipme = true;
-                    } else if eq_ic(value, b"no") {
+                    } else if eq_ic(value, "no") {
                         skipme = false;
                     } else {
                         return syntax_error();
@@ -482,10 +505,10 @@ impl Session {
     /// CLIENT NO-EVICT ON|OFF: recorded and shown as flag `e` (keyhop evicts no client).
     pub(crate) fn client_no_evict(&mut self, args: &FrameArgs) -> Bytes {
         let on = args.arg(2);
-        if !eq_ic(on, b"on") && !eq_ic(on, b"off") {
+        if !eq_ic(on, "on") && !eq_ic(on, "off") {
             return syntax_error();
         }
-        self.client.entry.no_evict.store(eq_ic(on, b"on"), Ordering::Relaxed);
+        self.client.entry.no_evict.store(eq_ic(on, "on"), Ordering::Relaxed);
         Bytes::from_static(resp::OK)
     }
 
@@ -493,14 +516,14 @@ impl Session {
     pub(crate) fn client_reply(&mut self, args: &FrameArgs) -> Bytes {
         let mode = args.arg(2);
         let flags = &mut self.client.flags;
-        if eq_ic(mode, b"on") {
+        if eq_ic(mode, "on") {
             // Cleared before the reply, so the ON itself is answered even after a SKIP.
             *flags &= !(REPLY_OFF | SKIP | SKIP_NEXT);
             Bytes::from_static(resp::OK)
-        } else if eq_ic(mode, b"off") {
+        } else if eq_ic(mode, "off") {
             *flags |= REPLY_OFF;
             Bytes::new()
-        } else if eq_ic(mode, b"skip") {
+        } else if eq_ic(mode, "skip") {
             if *flags & REPLY_OFF == 0 {
                 *flags |= SKIP_NEXT;
             }
@@ -515,30 +538,6 @@ impl Session {
         let items: Vec<Bytes> = HELP.iter().map(|l| Bytes::from(format!("+{l}\r\n"))).collect();
         merge::array(&items)
     }
-
-    /// Mirrors what a connection-state command changed into the registry: CLIENT SETNAME and
-    /// SETINFO, HELLO SETNAME, RESET (which also ends CLIENT REPLY OFF, as in Redis).
-    pub(crate) fn after_local(&mut self, local: Local) {
-        match local {
-            Local::Client | Local::Hello => {}
-            Local::Reset => {
-                // Redis's RESET keeps NO-EVICT and a SKIP already in force for itself.
-                self.client.flags &= !(REPLY_OFF | SKIP_NEXT);
-                self.client.entry.set_db(0);
-                self.client.entry.set_resp(2);
-            }
-            _ => return,
-        }
-        *self.client.entry.names() = Names {
-            name: self.name.clone(),
-            lib_name: self.lib_name.clone(),
-            lib_ver: self.lib_ver.clone(),
-        };
-    }
-}
-
-fn eq_ic(a: &[u8], b: &[u8]) -> bool {
-    a.eq_ignore_ascii_case(b)
 }
 
 #[cfg(test)]

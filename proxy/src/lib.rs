@@ -48,6 +48,16 @@ pub(crate) struct Shared {
     pub clients: clients::Registry,
 }
 
+/// The Redis version keyhop reports (HELLO, INFO): the first group's master's own, which
+/// clients check before using a feature; the command table's until it is known.
+pub(crate) fn servers_version(shared: &Shared, table: &RoutingTable) -> Arc<str> {
+    table
+        .groups
+        .first()
+        .and_then(|g| shared.backends.version(&g.master))
+        .unwrap_or_else(|| Arc::from(keyhop_router::command::REDIS_VERSION))
+}
+
 /// The data plane: accepts clients and serves them from the published routing table.
 #[derive(Clone)]
 pub struct Proxy {

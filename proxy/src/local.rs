@@ -42,7 +42,8 @@ pub fn pick_random_key(parts: &[Bytes], seed: u64, proto: Proto) -> Bytes {
     found[(seed % found.len() as u64) as usize].clone()
 }
 
-fn eq_ic(a: &[u8], b: &str) -> bool {
+/// ASCII case-insensitive comparison of an argument with a keyword.
+pub(crate) fn eq_ic(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
@@ -105,8 +106,10 @@ impl Session {
                 b.ready(reply);
             }
             Local::Reset => {
-                self.name = None;
+                // An empty name is always valid: it clears the name.
+                let _ = self.set_name(b"");
                 self.authed = self.shared.settings.load().password.is_none();
+                self.client.on_reset();
                 self.set_mode(table, Proto::Resp2, 0);
                 b.ready(Bytes::from_static(b"+RESET\r\n"));
             }
@@ -227,11 +230,7 @@ impl Session {
             }
         }
         // Clients read `version` to decide what they may send: report the servers' own.
-        let version = self
-            .pools
-            .first()
-            .and_then(|g| g.master.pool.version())
-            .unwrap_or_else(|| std::sync::Arc::from(keyhop_router::command::REDIS_VERSION));
+        let version = crate::servers_version(&self.shared, table);
         // Servers before Redis 6 cannot speak RESP3: refuse it as Redis 6 refuses RESP4.
         let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
         if proto == Proto::Resp3 && major.is_some_and(|m| m < 6) {
@@ -264,11 +263,10 @@ impl Session {
         if !self.authed {
             return Bytes::from_static(b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n");
         }
-        if let Some(n) = new_name {
-            if let Err(e) = valid_name(n) {
-                return e;
-            }
-            self.name = if n.is_empty() { None } else { Some(Bytes::copy_from_slice(n)) };
+        if let Some(n) = new_name
+            && let Err(e) = self.set_name(n)
+        {
+            return e;
         }
         self.set_mode(table, proto, self.db);
         let mut out = BytesMut::with_capacity(160);
@@ -305,17 +303,22 @@ impl Session {
         self.auth(&fa, 1)
     }
 
+    /// CLIENT SETNAME / HELLO SETNAME / RESET: the session's name (kept for SLOWLOG entries)
+    /// and its CLIENT LIST entry; an empty name clears it.
+    fn set_name(&mut self, n: &[u8]) -> Result<(), Bytes> {
+        valid_name(n)?;
+        self.name = if n.is_empty() { None } else { Some(Bytes::copy_from_slice(n)) };
+        self.client.entry.set_name(self.name.clone());
+        Ok(())
+    }
+
     fn client(&mut self, spec: &CommandSpec, args: &FrameArgs) -> Bytes {
         let sub = spec.name.split('|').nth(1).unwrap_or("");
         match sub {
-            "setname" => {
-                let n = args.arg(2);
-                if let Err(e) = valid_name(n) {
-                    return e;
-                }
-                self.name = if n.is_empty() { None } else { Some(Bytes::copy_from_slice(n)) };
-                Bytes::from_static(resp::OK)
-            }
+            "setname" => match self.set_name(args.arg(2)) {
+                Ok(()) => Bytes::from_static(resp::OK),
+                Err(e) => e,
+            },
             "getname" => match &self.name {
                 Some(n) => resp::bulk(n),
                 None => self.proto.nil(),
@@ -330,10 +333,11 @@ impl Session {
                         String::from_utf8_lossy(attr).to_ascii_uppercase()
                     ));
                 }
+                let value = Some(Bytes::copy_from_slice(value));
                 if eq_ic(attr, "lib-name") {
-                    self.lib_name = Some(Bytes::copy_from_slice(value));
+                    self.client.entry.set_lib(value, None);
                 } else if eq_ic(attr, "lib-ver") {
-                    self.lib_ver = Some(Bytes::copy_from_slice(value));
+                    self.client.entry.set_lib(None, value);
                 } else {
                     return resp::error(&format!(
                         "ERR Unrecognized option '{}'",

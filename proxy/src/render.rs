@@ -217,14 +217,7 @@ pub(crate) fn info_head(shared: &Shared, w: &InfoWanted, port: u16) -> String {
     if w.server {
         let uptime = shared.started.elapsed().as_secs();
         // As in HELLO: the servers' own version, which clients check before using a feature.
-        let version = shared
-            .table
-            .load()
-            .groups
-            .first()
-            .and_then(|g| shared.backends.pool(&g.master).version())
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| keyhop_router::command::REDIS_VERSION.to_string());
+        let version = crate::servers_version(shared, &shared.table.load());
         let _ = write!(
             out,
             "# Server\r\nredis_version:{}\r\nkeyhop_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{port}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n",

@@ -266,6 +266,26 @@ pub fn two_group_config(extra: &str, g1: &Proc, g2: &Proc) -> String {
     )
 }
 
+/// keyhop's config for one group with a master and one replica, reads going to the replica.
+pub fn replica_reads_config(master: &Proc, replica: &Proc) -> String {
+    format!(
+        "listen = \"{{listen}}\"\nread_from = \"replica-preferred\"\n\
+         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nreplicas = [\"{}\"]\n",
+        master.addr(),
+        replica.addr()
+    )
+}
+
+/// `cmdstat_<name>:calls=N` from the server's INFO commandstats, 0 when absent.
+pub fn command_calls(port: u16, name: &str) -> u64 {
+    let info = cmd(port, &["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A minimal blocking RESP connection for tests that need raw bytes.
 pub struct Raw {
     pub reader: BufReader<TcpStream>,

@@ -336,6 +336,11 @@ impl Backends {
         }
     }
 
+    /// The `redis_version` of the server at `addr`, once a connection to it has learned it.
+    pub fn version(&self, addr: &str) -> Option<Arc<str>> {
+        self.pools.get(addr).and_then(|p| p.version())
+    }
+
     /// The pool for `addr`, created (with its connection tasks) if needed. Must run in a runtime.
     pub fn pool(&self, addr: &str) -> Arc<Pool> {
         if let Some(p) = self.pools.get(addr) {

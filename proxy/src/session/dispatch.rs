@@ -174,11 +174,7 @@ impl Session {
             Policy::AllGroups(merge) => {
                 self.fan_out(b, table.groups.len(), src, MergeKind::Router(merge, Vec::new()))
             }
-            Policy::Local(local) => {
-                let close = self.local(local, table, spec, args, src, b);
-                self.after_local(local);
-                return close;
-            }
+            Policy::Local(local) => return self.local(local, table, spec, args, src, b),
             p @ (Policy::Admin(_) | Policy::SingleGroup) => {
                 self.admin(p, table, spec, args, src, b)
             }

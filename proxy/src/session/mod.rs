@@ -88,8 +88,6 @@ pub(crate) struct Session {
     pub local: SocketAddr,
     pub name: Option<Bytes>,
     pub authed: bool,
-    pub lib_name: Option<Bytes>,
-    pub lib_ver: Option<Bytes>,
     pub rng: u64,
     /// The protocol the client chose with HELLO.
     pub proto: Proto,
@@ -121,8 +119,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
         local,
         name: None,
         authed,
-        lib_name: None,
-        lib_ver: None,
         rng: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         proto: Proto::Resp2,
         db: 0,
