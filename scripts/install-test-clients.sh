@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the third-party Redis clients that tests/clients_compat.rs drives, into the repo's
 # target/ (nothing global besides python3/pip and node/npm themselves):
-#   target/test-clients/python   redis-py (latest), via `pip install --target`
-#   target/test-clients/node     node-redis (`redis` on npm), via `npm install --prefix`
+#   target/test-clients/python   redis-py (latest) and RQ (a job queue on redis-py), via `pip install --target`
+#   target/test-clients/node     node-redis (`redis` on npm), ioredis and BullMQ (a job queue on
+#                                ioredis), via `npm install --prefix`
 # Idempotent: when both are already there it only prints what is installed (no network).
 # Pass --upgrade to fetch the registries' latest releases again.
 # Missing python3/pip or node/npm are installed with apt-get (Debian, as root).
@@ -27,10 +28,11 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
 fi
 
 py_version() {
-  PYTHONPATH="$py_dir" python3 -c 'import redis; print(redis.__version__)' 2>/dev/null
+  PYTHONPATH="$py_dir" python3 -c 'import redis, rq; print(redis.__version__)' 2>/dev/null
 }
 node_version() {
-  node -p 'require(process.argv[1]).version' "$node_dir/node_modules/redis/package.json" 2>/dev/null
+  [ -f "$node_dir/node_modules/bullmq/package.json" ] && [ -f "$node_dir/node_modules/ioredis/package.json" ] &&
+    node -p 'require(process.argv[1]).version' "$node_dir/node_modules/redis/package.json" 2>/dev/null
 }
 
 py_ver="$(py_version || true)"
@@ -38,7 +40,7 @@ if [ -z "$py_ver" ] || [ $upgrade = 1 ]; then
   mkdir -p "$py_dir"
   # --target skips PEP 668's externally-managed check, so this works on Debian's python3 too.
   python3 -m pip install --quiet --disable-pip-version-check --no-input --root-user-action=ignore --upgrade \
-    --target "$py_dir" redis >&2
+    --target "$py_dir" redis rq >&2
   py_ver="$(py_version)"
 fi
 
@@ -52,8 +54,10 @@ if [ -z "$node_ver" ] || [ $upgrade = 1 ]; then
     spec='redis@5'
   fi
   mkdir -p "$node_dir"
-  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "$spec" >&2
+  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "$spec" ioredis bullmq >&2
   node_ver="$(node_version)"
 fi
 
-echo "test clients: redis-py $py_ver (python $(python3 -c 'import platform; print(platform.python_version())')), node-redis $node_ver (node $(node --version)) in $dest"
+rq_ver="$(PYTHONPATH="$py_dir" python3 -c 'import rq; print(rq.__version__)' 2>/dev/null || echo '?')"
+bull_ver="$(node -p 'require(process.argv[1]).version' "$node_dir/node_modules/bullmq/package.json" 2>/dev/null || echo '?')"
+echo "test clients: RQ $rq_ver, BullMQ $bull_ver, redis-py $py_ver (python $(python3 -c 'import platform; print(platform.python_version())')), node-redis $node_ver (node $(node --version)) in $dest"

@@ -35,6 +35,12 @@ pub fn proxy_settings(cfg: &Config) -> Settings {
         metrics: cfg.admin_listen.is_some(),
         slowlog_threshold: std::time::Duration::from_micros(cfg.slowlog_threshold_us),
         slowlog_max_len: cfg.slowlog_max_len,
+        max_pinned_connections: cfg.max_pinned_connections,
+        pubsub_limit: keyhop_proxy::settings::OutputLimit {
+            hard: cfg.pubsub_output_limit.hard_bytes as usize,
+            soft: cfg.pubsub_output_limit.soft_bytes as usize,
+            soft_for: std::time::Duration::from_secs(cfg.pubsub_output_limit.soft_seconds),
+        },
         backend: BackendSettings {
             connect_timeout: cfg.connect_timeout(),
             request_timeout: cfg.request_timeout(),

@@ -11,6 +11,7 @@ pub mod io;
 mod local;
 pub mod merge;
 pub mod metrics;
+mod pinned;
 mod render;
 pub mod resp;
 mod session;
@@ -46,6 +47,11 @@ pub(crate) struct Shared {
     pub drain: cancel::Signal,
     /// Every client session, for CLIENT LIST / INFO / KILL.
     pub clients: clients::Registry,
+    /// Dedicated backend connections of pinned modes (transactions, pub/sub, blocking).
+    pub pinned: pinned::Pinned,
+    /// The epoch of the newest routing table, announced after each publish: pinned modes wait
+    /// on it to follow a failover (the fast path re-reads the table per batch instead).
+    pub topology: tokio::sync::watch::Sender<u64>,
 }
 
 /// The Redis version keyhop reports (HELLO, INFO): the first group's master's own, which
@@ -80,6 +86,8 @@ impl Proxy {
                 started: std::time::Instant::now(),
                 drain: cancel::Signal::new(),
                 clients: clients::Registry::default(),
+                pinned: pinned::Pinned::default(),
+                topology: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -128,6 +136,8 @@ impl Proxy {
             .map(|(o, _)| o.master.as_str())
             .collect();
         self.shared.backends.retain(|addr| keep.contains(addr) && !demoted.contains(addr));
+        self.shared.pinned.retain(|addr| keep.contains(addr) && !demoted.contains(addr));
+        self.shared.topology.send_replace(new.epoch);
     }
 
     /// Fences the server at `addr` for `duration` (`None` lifts it): its requests fail at once

@@ -168,6 +168,7 @@ fn backend_metrics(shared: &Shared, table: &RoutingTable, out: &mut String) {
             let _ = writeln!(out, "{name}{{group=\"{}\",role=\"{}\"}} {v}", label(&r.0), r.1);
         }
     }
+    pinned_metrics(shared, out);
     family(
         out,
         "keyhop_backend_request_duration_seconds",
@@ -180,6 +181,35 @@ fn backend_metrics(shared: &Shared, table: &RoutingTable, out: &mut String) {
             "keyhop_backend_request_duration_seconds",
             &format!("group=\"{}\",role=\"{}\"", label(&r.0), r.1),
         );
+    }
+}
+
+/// Dedicated connections: in use by group and kind, and open (in use or idle) by server.
+fn pinned_metrics(shared: &Shared, out: &mut String) {
+    family(
+        out,
+        "keyhop_pinned_connections",
+        "gauge",
+        "Dedicated backend connections in use (transactions, pub/sub, blocking), by group and kind.",
+    );
+    for (group, kind, n) in shared.pinned.in_use() {
+        let _ = writeln!(
+            out,
+            "keyhop_pinned_connections{{group=\"{}\",kind=\"{}\"}} {n}",
+            label(&group),
+            kind.label()
+        );
+    }
+    family(
+        out,
+        "keyhop_pinned_connections_open",
+        "gauge",
+        "Dedicated backend connections open (in use or idle for reuse), by backend server.",
+    );
+    let mut open: Vec<_> = shared.pinned.open().into_iter().collect();
+    open.sort();
+    for (addr, n) in open {
+        let _ = writeln!(out, "keyhop_pinned_connections_open{{backend=\"{}\"}} {n}", label(&addr));
     }
 }
 
@@ -233,9 +263,13 @@ pub(crate) fn info_head(shared: &Shared, w: &InfoWanted, port: u16) -> String {
     if w.clients {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\npubsub_clients:{}\r\nkeyhop_pinned_connections:{}\r\nkeyhop_max_pinned_connections:{}\r\n\r\n",
             Stats::get(&s.clients_current),
-            shared.settings.load().max_clients
+            shared.settings.load().max_clients,
+            shared.pinned.sessions(crate::pinned::Kind::Blocking),
+            shared.pinned.sessions(crate::pinned::Kind::PubSub),
+            shared.pinned.in_use().iter().map(|(_, _, n)| n).sum::<i64>(),
+            shared.settings.load().max_pinned_connections,
         );
     }
     if w.stats {

@@ -26,8 +26,30 @@ pub struct Settings {
     pub slowlog_threshold: Duration,
     /// Most SLOWLOG entries kept.
     pub slowlog_max_len: usize,
+    /// Dedicated connections (transactions, pub/sub, blocking) open to one server at most.
+    pub max_pinned_connections: usize,
+    /// Output limit of a subscribed client (Redis's `client-output-buffer-limit pubsub`).
+    pub pubsub_limit: OutputLimit,
     /// Backend connection settings.
     pub backend: BackendSettings,
+}
+
+/// A Redis-style output buffer limit: past `hard` bytes, or past `soft` bytes for longer than
+/// `soft_for`, the client is disconnected (0 disables a limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputLimit {
+    /// Bytes that disconnect at once.
+    pub hard: usize,
+    /// Bytes that disconnect when exceeded for `soft_for`.
+    pub soft: usize,
+    /// How long `soft` may be exceeded.
+    pub soft_for: Duration,
+}
+
+impl OutputLimit {
+    /// Redis's default for pub/sub clients: 32 MB hard, 8 MB for 60 s.
+    pub const PUBSUB: OutputLimit =
+        OutputLimit { hard: 32 << 20, soft: 8 << 20, soft_for: Duration::from_secs(60) };
 }
 
 impl Default for Settings {
@@ -42,6 +64,8 @@ impl Default for Settings {
             metrics: true,
             slowlog_threshold: Duration::from_millis(10),
             slowlog_max_len: 128,
+            max_pinned_connections: 10_000,
+            pubsub_limit: OutputLimit::PUBSUB,
             backend: BackendSettings {
                 connect_timeout: Duration::from_millis(1000),
                 request_timeout: Duration::from_millis(5000),

@@ -5,6 +5,7 @@
 //! how to fix it.
 
 mod addr;
+mod limit;
 mod slots;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use keyhop_router::{Group, Replica, RoutingTable, TableError};
 use serde::Deserialize;
 
 pub use addr::{check_addr, join_host_port};
+pub use limit::OutputLimit;
 pub use slots::parse_slot_spec;
 
 /// Where reads may be sent.
@@ -122,6 +124,10 @@ pub struct Config {
     pub slowlog_max_len: usize,
     /// How long a shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Most dedicated connections (transactions, pub/sub, blocking commands) open to one server.
+    pub max_pinned_connections: usize,
+    /// A subscriber's output limit, as Redis's `client-output-buffer-limit pubsub`.
+    pub pubsub_output_limit: OutputLimit,
     /// Sentinel mode when present: masters come from Sentinel, not from `groups`.
     pub sentinel: Option<SentinelConfig>,
     /// The groups, in order; a group's index is its [`keyhop_router::GroupId`].
@@ -147,6 +153,8 @@ impl Default for Config {
             slowlog_threshold_us: 10_000,
             slowlog_max_len: 128,
             shutdown_grace_ms: 5000,
+            max_pinned_connections: 10_000,
+            pubsub_output_limit: OutputLimit::PUBSUB,
             sentinel: None,
             groups: Vec::new(),
         }
@@ -174,6 +182,8 @@ struct RawConfig {
     slowlog_threshold_us: u64,
     slowlog_max_len: usize,
     shutdown_grace_ms: u64,
+    max_pinned_connections: usize,
+    pubsub_output_limit: String,
     sentinel: Option<SentinelConfig>,
     groups: Vec<GroupConfig>,
 }
@@ -198,6 +208,8 @@ impl Default for RawConfig {
             slowlog_threshold_us: d.slowlog_threshold_us,
             slowlog_max_len: d.slowlog_max_len,
             shutdown_grace_ms: d.shutdown_grace_ms,
+            max_pinned_connections: d.max_pinned_connections,
+            pubsub_output_limit: d.pubsub_output_limit.to_string(),
             sentinel: d.sentinel,
             groups: d.groups,
         }
@@ -368,6 +380,13 @@ impl Config {
                 ReadFrom::Master
             }
         };
+        let pubsub_output_limit = match raw.pubsub_output_limit.parse::<OutputLimit>() {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(Problem { key: "pubsub_output_limit".into(), message: e });
+                OutputLimit::PUBSUB
+            }
+        };
         let cfg = Config {
             listen: raw.listen,
             admin_listen: raw.admin_listen,
@@ -385,6 +404,8 @@ impl Config {
             slowlog_threshold_us: raw.slowlog_threshold_us,
             slowlog_max_len: raw.slowlog_max_len,
             shutdown_grace_ms: raw.shutdown_grace_ms,
+            max_pinned_connections: raw.max_pinned_connections,
+            pubsub_output_limit,
             sentinel: raw.sentinel,
             groups: raw.groups,
         };
@@ -460,6 +481,15 @@ impl Config {
                 format!(
                     "{} is out of range: use 1 to {MAX_BACKEND_CONNECTIONS} connections per backend server",
                     self.backend_connections
+                ),
+            );
+        }
+        if self.max_pinned_connections == 0 || self.max_pinned_connections > MAX_CLIENTS {
+            push(
+                "max_pinned_connections".into(),
+                format!(
+                    "{} is out of range: use 1 to {MAX_CLIENTS} dedicated connections per backend server",
+                    self.max_pinned_connections
                 ),
             );
         }

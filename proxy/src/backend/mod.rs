@@ -21,8 +21,8 @@ use crate::cancel::Signal;
 use crate::io::OutQueue;
 use crate::resp::ReplyScanner;
 
-mod setup;
-use setup::ConnectError;
+pub(crate) mod setup;
+pub(crate) use setup::ConnectError;
 
 /// Requests queued per connection before senders wait (backpressure on clients).
 const QUEUE_DEPTH: usize = 4096;

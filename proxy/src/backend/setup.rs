@@ -9,113 +9,118 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::Connection;
+use super::{BackendSettings, BackendState, Connection, Mode};
 use crate::io::tune_socket;
 use crate::resp::{self, ReplyScanner, parse_int};
 
 impl Connection {
-    /// Connects and sets the connection up for its mode: `HELLO 3` (with AUTH) or AUTH, SELECT,
-    /// and two questions whose answers clients need from keyhop (the server's version for
-    /// HELLO, its `databases` for SELECT), all in one round trip.
+    /// Connects and sets the connection up for its mode (see [`open`]).
     pub(super) async fn connect(&self) -> Result<TcpStream, ConnectError> {
-        let timeout = self.settings.connect_timeout;
-        let unreachable = |why: String| ConnectError { why, refused: false };
-        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(&*self.addr)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "connect timed out after {} ms",
-                    timeout.as_millis()
-                )));
-            }
-        };
-        tune_socket(&stream, self.settings.keepalive);
-        let pw = self.settings.password.as_deref().map(str::as_bytes);
-        let db = self.mode.db.to_string();
-        let mut steps: Vec<(Step, Bytes)> = Vec::with_capacity(5);
-        match (self.mode.resp3, pw) {
-            (true, Some(pw)) => steps.push((
-                Step::Hello,
-                resp::command([b"HELLO".as_slice(), b"3", b"AUTH", b"default", pw]),
-            )),
-            (true, None) => steps.push((Step::Hello, resp::command([b"HELLO".as_slice(), b"3"]))),
-            (false, Some(pw)) => {
-                steps.push((Step::Auth, resp::command([b"AUTH".as_slice(), pw])));
-            }
-            (false, None) => {}
-        }
-        if self.mode.db != 0 {
-            steps.push((Step::Select, resp::command([b"SELECT".as_slice(), db.as_bytes()])));
-        }
-        steps.push((Step::Databases, resp::command([b"CONFIG".as_slice(), b"GET", b"databases"])));
-        steps.push((Step::Version, resp::command([b"INFO".as_slice(), b"server"])));
-        let request: Vec<u8> = steps.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-        let replies = tokio::time::timeout(timeout, async {
-            tokio::io::AsyncWriteExt::write_all(&mut stream, &request).await?;
-            let mut buf = BytesMut::with_capacity(4096);
-            let mut scanner = ReplyScanner::default();
-            let mut replies = Vec::with_capacity(steps.len());
-            while replies.len() < steps.len() {
-                match scanner.scan(&buf) {
-                    Ok(Some(len)) => {
-                        replies.push(buf.split_to(len).freeze());
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(_) => return Err(std::io::Error::other("malformed reply during set-up")),
-                }
-                if stream.read_buf(&mut buf).await? == 0 {
-                    return Err(std::io::Error::other("closed by the server during set-up"));
-                }
-            }
-            Ok(replies)
-        })
-        .await;
-        let replies = match replies {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable("set-up (AUTH/HELLO/SELECT) timed out".into())),
-        };
-        for ((step, _), reply) in steps.iter().zip(replies.iter()) {
-            let error = matches!(reply.first(), Some(b'-' | b'!'));
-            let text =
-                || String::from_utf8_lossy(reply).trim_end().trim_start_matches('-').to_string();
-            match step {
-                Step::Auth | Step::Hello if error => {
-                    let what = if *step == Step::Auth { "AUTH" } else { "HELLO 3" };
-                    let hint = if text().contains("unknown command") {
-                        " (the server does not speak RESP3: Redis 6 or later is needed)"
-                    } else {
-                        " (check backend_password)"
-                    };
-                    return Err(unreachable(format!("{what} failed: {}{hint}", text())));
-                }
-                Step::Select if error => {
-                    return Err(ConnectError {
-                        why: format!("SELECT {} failed: {}", self.mode.db, text()),
-                        refused: true,
-                    });
-                }
-                Step::Databases if !error => {
-                    if let Some(n) = config_int(reply) {
-                        self.state.databases.store(n.max(0) as u64, Ordering::Relaxed);
-                    }
-                }
-                Step::Version if !error => {
-                    if let Some(v) = resp::text_of(reply).and_then(info_version)
-                        && let Ok(mut slot) = self.state.version.lock()
-                        && slot.as_deref() != Some(v)
-                    {
-                        *slot = Some(Arc::from(v));
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(stream)
+        open(&self.addr, &self.settings, self.mode, &self.state).await
     }
+}
+
+/// Connects to `addr` and sets the connection up for `mode`: `HELLO 3` (with AUTH) or AUTH,
+/// SELECT, and two questions whose answers clients need from keyhop (the server's version for
+/// HELLO, its `databases` for SELECT, kept in `state`), all in one round trip.
+pub(crate) async fn open(
+    addr: &str,
+    settings: &BackendSettings,
+    mode: Mode,
+    state: &BackendState,
+) -> Result<TcpStream, ConnectError> {
+    let timeout = settings.connect_timeout;
+    let unreachable = |why: String| ConnectError { why, refused: false };
+    let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => {
+            return Err(unreachable(format!("connect timed out after {} ms", timeout.as_millis())));
+        }
+    };
+    tune_socket(&stream, settings.keepalive);
+    let pw = settings.password.as_deref().map(str::as_bytes);
+    let db = mode.db.to_string();
+    let mut steps: Vec<(Step, Bytes)> = Vec::with_capacity(5);
+    match (mode.resp3, pw) {
+        (true, Some(pw)) => steps.push((
+            Step::Hello,
+            resp::command([b"HELLO".as_slice(), b"3", b"AUTH", b"default", pw]),
+        )),
+        (true, None) => steps.push((Step::Hello, resp::command([b"HELLO".as_slice(), b"3"]))),
+        (false, Some(pw)) => {
+            steps.push((Step::Auth, resp::command([b"AUTH".as_slice(), pw])));
+        }
+        (false, None) => {}
+    }
+    if mode.db != 0 {
+        steps.push((Step::Select, resp::command([b"SELECT".as_slice(), db.as_bytes()])));
+    }
+    steps.push((Step::Databases, resp::command([b"CONFIG".as_slice(), b"GET", b"databases"])));
+    steps.push((Step::Version, resp::command([b"INFO".as_slice(), b"server"])));
+    let request: Vec<u8> = steps.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let replies = tokio::time::timeout(timeout, async {
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &request).await?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut scanner = ReplyScanner::default();
+        let mut replies = Vec::with_capacity(steps.len());
+        while replies.len() < steps.len() {
+            match scanner.scan(&buf) {
+                Ok(Some(len)) => {
+                    replies.push(buf.split_to(len).freeze());
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => return Err(std::io::Error::other("malformed reply during set-up")),
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::Error::other("closed by the server during set-up"));
+            }
+        }
+        Ok(replies)
+    })
+    .await;
+    let replies = match replies {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => return Err(unreachable("set-up (AUTH/HELLO/SELECT) timed out".into())),
+    };
+    for ((step, _), reply) in steps.iter().zip(replies.iter()) {
+        let error = matches!(reply.first(), Some(b'-' | b'!'));
+        let text = || String::from_utf8_lossy(reply).trim_end().trim_start_matches('-').to_string();
+        match step {
+            Step::Auth | Step::Hello if error => {
+                let what = if *step == Step::Auth { "AUTH" } else { "HELLO 3" };
+                let hint = if text().contains("unknown command") {
+                    " (the server does not speak RESP3: Redis 6 or later is needed)"
+                } else {
+                    " (check backend_password)"
+                };
+                return Err(unreachable(format!("{what} failed: {}{hint}", text())));
+            }
+            Step::Select if error => {
+                return Err(ConnectError {
+                    why: format!("SELECT {} failed: {}", mode.db, text()),
+                    refused: true,
+                });
+            }
+            Step::Databases if !error => {
+                if let Some(n) = config_int(reply) {
+                    state.databases.store(n.max(0) as u64, Ordering::Relaxed);
+                }
+            }
+            Step::Version if !error => {
+                if let Some(v) = resp::text_of(reply).and_then(info_version)
+                    && let Ok(mut slot) = state.version.lock()
+                    && slot.as_deref() != Some(v)
+                {
+                    *slot = Some(Arc::from(v));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(stream)
 }
 
 /// One command of a connection's set-up.
@@ -129,7 +134,7 @@ enum Step {
 }
 
 /// Why a connection could not be set up.
-pub(super) struct ConnectError {
+pub(crate) struct ConnectError {
     pub why: String,
     /// The server answered but refused the set-up (SELECT of a database it doesn't have): it is
     /// up, so it is not marked failing and not probed.

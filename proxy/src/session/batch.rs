@@ -310,6 +310,18 @@ pub(super) fn head_results(queue: &mut VecDeque<Box<Batch>>) -> impl Future<Outp
     })
 }
 
+/// Resolves once every backend result of `batch` has arrived.
+#[allow(dead_code)] // TEMP: used by the pinned modes as they land
+pub(super) fn all_results(batch: &mut Batch) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        if batch.pending.iter_mut().all(|p| p.take(Some(cx))) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
 /// Counts each command of a written batch and logs the slow ones.
 pub(super) fn record(shared: &Shared, batch: &Batch, peer: SocketAddr) {
     let settings = shared.settings.load();

@@ -185,13 +185,7 @@ impl Session {
                     display_name(spec.name)
                 )));
             }
-            Policy::NeedsPinning => {
-                Stats::add(&self.shared.stats.errors_unsupported, 1);
-                b.ready(resp::error(&format!(
-                    "ERR keyhop: {} is not supported through the proxy yet (it needs a dedicated backend connection)",
-                    display_name(spec.name)
-                )));
-            }
+            Policy::NeedsPinning => self.enter = Some(crate::pinned::Kind::of(spec)),
         }
         false
     }

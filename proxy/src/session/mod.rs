@@ -29,7 +29,8 @@ mod batch;
 mod dispatch;
 
 use batch::{
-    Batch, CmdMeta, MANY_GROUPS, NO_GROUP, Pending, head_results, poll_ready, record, render,
+    Batch, CmdMeta, MANY_GROUPS, NO_GROUP, Pending, all_results, head_results, poll_ready, record,
+    render,
 };
 pub(crate) use batch::{Builder, MergeKind, MergeSlot, Slot};
 
@@ -104,6 +105,9 @@ pub(crate) struct Session {
     pub(crate) pools: Vec<GroupPools>,
     replica_rr: usize,
     keys: Vec<usize>,
+    /// Set when a command needs a pinned mode (transaction, pub/sub, blocking): the batch stops
+    /// before it, and once every earlier request is answered the mode takes the client over.
+    pub(crate) enter: Option<crate::pinned::Kind>,
 }
 
 /// Serves one client connection until it closes.
@@ -128,6 +132,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
         pools: Vec::new(),
         replica_rr: 0,
         keys: Vec::new(),
+        enter: None,
     };
     let (rd, wr) = stream.split();
     session.run(rd, wr).await;
@@ -188,8 +193,25 @@ impl Session {
                 queue.clear();
             }
             if barrier && queue.is_empty() && !close {
+                if let Some(kind) = self.enter.take() {
+                    let io = crate::pinned::ClientIo {
+                        rd: &mut rd,
+                        wr: &mut wr,
+                        buf: &mut buf,
+                        scanner: &mut scanner,
+                        out: &mut out,
+                        eof: !reading,
+                    };
+                    let exit = crate::pinned::serve(self, kind, io).await;
+                    if exit == crate::pinned::Exit::Close {
+                        close = true;
+                        reading = false;
+                        barrier = false;
+                        continue;
+                    }
+                }
                 let (batch, closing) = self.process(&mut buf, &mut scanner).await;
-                barrier = std::mem::take(&mut self.mode_changed);
+                barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
                 queue.extend(batch);
                 if closing {
                     reading = false;
@@ -232,7 +254,7 @@ impl Session {
                         chunk *= 2;
                     }
                     let (batch, closing) = self.process(&mut buf, &mut scanner).await;
-                    barrier = std::mem::take(&mut self.mode_changed);
+                    barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
                     if let Some(batch) = batch {
                         queue.push_back(batch);
                     }
@@ -275,6 +297,11 @@ impl Session {
                     let args = FrameArgs { frame: &buf[off..off + len], ranges: &scanner.args };
                     let id;
                     (close, id) = self.dispatch(&table, &args, Src::Range(off..off + len), &mut b);
+                    if self.enter.is_some() {
+                        // A pinned mode takes this command (still in `buf`) and the rest.
+                        commands -= 1;
+                        break;
+                    }
                     cmds.push(CmdMeta {
                         id,
                         group: last_group(&b),
@@ -294,6 +321,10 @@ impl Session {
                         let id;
                         (close, id) =
                             self.dispatch(&table, &args, Src::Owned(frame.clone()), &mut b);
+                        if self.enter.is_some() {
+                            commands -= 1;
+                            break;
+                        }
                         cmds.push(CmdMeta { id, group: last_group(&b), start: u32::MAX, len: 0 });
                     }
                     off += len;
@@ -364,6 +395,49 @@ impl Session {
         )
     }
 
+    /// Runs `frames` (whole request frames) through the shared fast path, waits for every
+    /// reply and appends them to `out`; true when the connection must close after them. For
+    /// pinned modes, which serve the ordinary commands a client sends in between one at a time.
+    /// A command that would enter another pinned mode is answered with an error instead.
+    #[allow(dead_code)] // TEMP: used by the pinned modes as they land
+    pub(crate) async fn execute(&mut self, frames: &[u8], out: &mut OutQueue) -> bool {
+        let mut buf = BytesMut::from(frames);
+        let mut scanner = RequestScanner::default();
+        let mut close = false;
+        while !buf.is_empty() && !close {
+            let (batch, closing) = self.process(&mut buf, &mut scanner).await;
+            self.mode_changed = false;
+            close = closing;
+            if let Some(mut batch) = batch {
+                all_results(&mut batch).await;
+                let before = out.len();
+                close |= render(&mut batch, out, &self.shared.stats);
+                Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
+                record(&self.shared, &batch, self.peer);
+            }
+            if self.enter.take().is_some() {
+                // A pinned command inside another pinned mode: refused, the rest goes on.
+                let mut one = RequestScanner::default();
+                let name = match one.scan(&buf) {
+                    Ok(Some(Scanned::Command { len })) => {
+                        let n = one.args.first().map(|r| buf[r.clone()].to_ascii_uppercase());
+                        bytes::Buf::advance(&mut buf, len);
+                        n.unwrap_or_default()
+                    }
+                    _ => {
+                        buf.clear();
+                        Vec::new()
+                    }
+                };
+                out.push(crate::resp::error(&format!(
+                    "ERR keyhop: {} is not allowed in this context",
+                    String::from_utf8_lossy(&name)
+                )));
+            }
+        }
+        close
+    }
+
     fn resolve_pools(&mut self, table: &RoutingTable) {
         let settings = self.shared.settings.load();
         let backends = &self.shared.backends;
@@ -388,7 +462,7 @@ impl Session {
     }
 
     /// The backend connection mode this session's requests need.
-    fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         Mode { resp3: self.proto == Proto::Resp3, db: self.db }
     }
 
