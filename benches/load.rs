@@ -26,6 +26,9 @@ use keyhop_router::key_slot;
 
 type Res<T> = Result<T, String>;
 
+#[path = "load/pinned.rs"]
+mod pinned;
+
 const INSTALL_HINT: &str = "apt-get install -y redis-server redis-tools nutcracker";
 const SLOTS: u16 = keyhop_router::SLOT_COUNT as u16;
 
@@ -645,6 +648,16 @@ enum Group {
     Big,
     /// RESP3 clients (`HELLO 3`): keyhop and direct Redis only, nutcracker has no RESP3.
     Resp3,
+    /// Pub/sub and blocking commands on pinned connections (`load/pinned.rs`): keyhop and
+    /// direct Redis only, nutcracker supports neither.
+    Pinned,
+}
+
+impl Group {
+    /// Whether nutcracker can run the group's workloads.
+    fn nutcracker_can(self) -> bool {
+        !matches!(self, Group::Resp3 | Group::Pinned)
+    }
 }
 
 struct Row {
@@ -719,6 +732,18 @@ fn rows(scale: f64, mget: &[String], fd_limit: u64, notes: &mut Vec<String>) -> 
             requests: n(60_000),
         });
     }
+    out.push(Row {
+        name: format!("PUBLISH →{} subs", pinned::SUBSCRIBERS),
+        group: Group::Pinned,
+        args: s(&[pinned::PUBLISH_FANIN]),
+        requests: n(3_000_000),
+    });
+    out.push(Row {
+        name: format!("BLPOP/RPUSH ping-pong ×{}", pinned::PAIRS),
+        group: Group::Pinned,
+        args: s(&[pinned::BLPOP_PINGPONG]),
+        requests: n(400_000),
+    });
     out
 }
 
@@ -997,6 +1022,12 @@ fn verdicts(
         ratio_goal("no pipelining: req/s ≥ 1.05× nutcracker", &[Group::NoPipe], nc, 1.05),
         ratio_goal("1,000 clients: req/s ≥ 1.2× nutcracker", &[Group::Clients1000], nc, 1.2),
         ratio_goal(
+            "pub/sub and blocking: ops/s ≥ 0.8× direct Redis",
+            &[Group::Pinned],
+            Some(direct),
+            0.8,
+        ),
+        ratio_goal(
             "with pipelining: req/s ≥ 0.85× direct Redis",
             &[Group::Pipe16, Group::Big],
             Some(direct),
@@ -1014,7 +1045,7 @@ fn verdicts(
             let mut worse = Vec::new();
             let mut all = true;
             // nutcracker has no RESP3: those rows compare keyhop with direct Redis only.
-            for (i, r) in rows.iter().enumerate().filter(|(_, r)| r.group != Group::Resp3) {
+            for (i, r) in rows.iter().enumerate().filter(|(_, r)| r.group.nutcracker_can()) {
                 let (a, c) = (med_of(&s[i][k], |x| x.p99), med_of(&s[i][b], |x| x.p99));
                 match (a, c) {
                     (Some(a), Some(c)) if a <= c => {}
@@ -1273,6 +1304,13 @@ nutcracker when it isn't installed.
   over both groups; without `-r`, redis-benchmark sends every request to the single key
   `key:__rand_int__`. The MGET workload reads ten fixed keys, five per keyhop group (chosen with
   CRC16-XMODEM); they are written through each target first.
+- The two pinned workloads (`benches/load/pinned.rs`; keyhop and direct only: nutcracker supports
+  neither) are driven by the benchmark itself, not redis-benchmark. *PUBLISH →50 subs*: 50
+  connections SUBSCRIBE to one channel and one connection PUBLISHes 16-byte messages, 16 in
+  flight; ops/s are deliveries (messages × 50) per second until every subscriber has every
+  message; latency is the round trip of a 16-PUBLISH batch. *BLPOP/RPUSH ping-pong ×10*: 10 pairs
+  of connections, each round the producer RPUSHes and BLPOPs the answer, the consumer BLPOPs and
+  RPUSHes it; ops/s are commands per second, latency is the producer's round.
 - CPU is utime+stime from `/proc/PID/stat` before and after each redis-benchmark run, divided by
   the requests in that run. Backend redis-server CPU is not included for proxies.
 - Idle memory: VmRSS from `/proc/PID/status` before and after opening the connections
@@ -1528,7 +1566,7 @@ fn run() -> Res<()> {
                 check_interrupt()?;
                 if targets[j].dead
                     || failed.contains(&(i, j))
-                    || (row.group == Group::Resp3 && matches!(targets[j].kind, Kind::Nutcracker))
+                    || (!row.group.nutcracker_can() && matches!(targets[j].kind, Kind::Nutcracker))
                 {
                     continue;
                 }
@@ -1545,7 +1583,14 @@ fn run() -> Res<()> {
                     continue;
                 }
                 let t = &targets[j];
-                match bench.run(t, row) {
+                let result = if row.group == Group::Pinned {
+                    let started = Instant::now();
+                    pinned::run(&row.args[0], t.port, t.pid, row.requests, bench.tck)
+                        .map(|s| (s, None, started.elapsed().as_secs_f64()))
+                } else {
+                    bench.run(t, row)
+                };
+                match result {
                     Ok((sample, err, secs)) => {
                         println!(
                             "[round {}/{}] {:<16} {:<14} {:>10} req/s  p50 {} ms  p99 {} ms  cpu {} s/M  ({secs:.1} s)",

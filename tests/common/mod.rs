@@ -2,6 +2,8 @@
 //! processes on loopback ports picked per test, killed when dropped.
 #![allow(dead_code)]
 
+pub mod clients;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
