@@ -346,3 +346,188 @@ fn wait_counts_replicas_like_a_direct_server() {
     assert_eq!(c2.call(&["WAIT", "0", "100"]), Reply::Int(0));
     assert_eq!(c2.call(&["WAIT", "x", "100"]), p.call(&["WAIT", "x", "100"]));
 }
+
+#[test]
+fn client_kill_of_a_blocked_client_frees_the_server() {
+    let s = setup();
+    let k = format!("{}killed", tag_of(0));
+    let mut b = Raw::connect(s.proxy.port);
+    let Reply::Int(id) = b.call(&["CLIENT", "ID"]) else { panic!("CLIENT ID is an integer") };
+    send(&mut b, &["BLPOP", &k, "0"]);
+    wait_blocked(s.g1.port, 1);
+    let id = id.to_string();
+    assert_eq!(cmd(s.proxy.port, &["CLIENT", "KILL", "ID", &id]), "1");
+    let after = b.try_read();
+    assert!(after.is_err(), "the killed client's connection stays open: {after:?}");
+    wait_blocked(s.g1.port, 0);
+    assert_eq!(cmd(s.proxy.port, &["RPUSH", &k, "a"]), "1", "nothing was popped");
+}
+
+#[test]
+fn shutdown_unblocks_a_blocked_client_with_an_error() {
+    let m = redis_server(&[]);
+    let dir = temp_dir();
+    let config = format!(
+        "listen = \"{{listen}}\"\nshutdown_grace_ms = 10000\n\
+         [[groups]]\nname = \"g1\"\nmaster = \"{}\"\n",
+        m.addr()
+    );
+    let mut kh = keyhop(dir.path(), &config);
+    let mut b = Raw::connect(kh.port);
+    send(&mut b, &["BLPOP", "k", "0"]);
+    wait_blocked(m.port, 1);
+    let sent = Instant::now();
+    kh.signal(15);
+    match b.read() {
+        Reply::Error(e) => {
+            assert!(e.starts_with("UNBLOCKED keyhop: the proxy is shutting down"), "{e}")
+        }
+        other => panic!("a blocked client at shutdown got {other:?}"),
+    }
+    assert!(sent.elapsed() < Duration::from_secs(5), "answered only after {:?}", sent.elapsed());
+    wait_blocked(m.port, 0);
+    assert_eq!(cmd(m.port, &["RPUSH", "k", "a"]), "1", "nothing was popped");
+    let exited =
+        wait_until(SOON, || kh.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))));
+    assert!(exited, "keyhop did not exit after the drain");
+}
+
+#[test]
+fn a_blocked_pop_whose_master_dies_times_out_like_redis() {
+    let mut s = setup();
+    // Each protocol on its own group (a master that is already dead refuses at once).
+    for (group, resp3) in [(0, false), (1, true)] {
+        let k = format!("{}dies", tag_of(group));
+        let mut b = connect(s.proxy.port, resp3);
+        let mut d = connect(s.direct.port, resp3);
+        let expected = d.call(&["BLPOP", &k, "1"]);
+        send(&mut b, &["BLPOP", &k, "1"]);
+        wait_blocked(s.server(group).port, 1);
+        let started = Instant::now();
+        if group == 0 {
+            s.g1.kill()
+        } else {
+            s.g2.kill()
+        }
+        assert_eq!(b.read(), expected, "resp3 {resp3}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_blocked_pop_follows_its_master_when_it_comes_back() {
+    let mut s = setup();
+    let k = format!("{}back", tag_of(0));
+    let mut b = Raw::connect(s.proxy.port);
+    send(&mut b, &["BLPOP", &k, "0"]);
+    wait_blocked(s.g1.port, 1);
+    let port = s.g1.port;
+    s.g1.kill();
+    s.g1 = common::redis_server_on(port, &[]);
+    wait_blocked(port, 1);
+    let mut pushed = String::new();
+    let ok = wait_until(SOON, || {
+        pushed = cmd(s.proxy.port, &["RPUSH", &k, "v"]);
+        pushed == "1"
+    });
+    assert!(ok, "RPUSH after the restart answered {pushed}");
+    let want = Reply::Array(Some(vec![
+        Reply::Bulk(Some(k.as_bytes().to_vec())),
+        Reply::Bulk(Some(b"v".to_vec())),
+    ]));
+    assert_eq!(b.read(), want);
+    assert_eq!(cmd(s.proxy.port, &["LLEN", &k]), "0");
+}
+
+/// Bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
+const FAILOVER_BOUND: Duration = Duration::from_secs(40);
+
+/// keyhop's Sentinel-mode configuration for `c` (as in tests/failover_proxy.rs).
+fn sentinel_config(c: &common::SentinelCluster) -> String {
+    let addrs: Vec<String> = c.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
+    format!(
+        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n\
+         [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
+         [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
+         [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
+        addrs.join(", ")
+    )
+}
+
+fn role(port: u16) -> String {
+    match Raw::try_connect(port).and_then(|mut r| r.try_call(&["ROLE"])) {
+        Some(Reply::Array(Some(items))) => match items.first() {
+            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// A BLPOP blocked through keyhop on g1 while g1 fails over (`kill`: its master is killed with
+/// SIGKILL; otherwise `SENTINEL FAILOVER`): once keyhop writes to the new master, an element
+/// pushed through keyhop reaches the BLPOP, and nothing is lost or left behind.
+fn blocked_pop_survives(kill: bool) {
+    let mut c = common::SentinelCluster::new_ready(Duration::from_secs(20));
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &sentinel_config(&c));
+    let t = tag_of(0);
+    let k = format!("{t}jobs");
+    let (old, new) = (c.port(0), c.port(1));
+    let mut b = Raw::connect(proxy.port);
+    b.writer.set_read_timeout(Some(FAILOVER_BOUND * 2)).expect("timeout");
+    send(&mut b, &["BLPOP", &k, "0"]);
+    wait_blocked(old, 1);
+    if kill {
+        c.servers[0].kill();
+    } else {
+        c.force_failover(0, "g1", FAILOVER_BOUND);
+    }
+    // keyhop writes g1's keys to the promoted replica (no longer replicating from the old
+    // master, so a value found there was written there).
+    let probe = format!("{t}probe");
+    let mut n = 0;
+    let switched = wait_until(FAILOVER_BOUND, || {
+        n += 1;
+        let v = n.to_string();
+        role(new) == "master"
+            && cmd(proxy.port, &["SET", &probe, &v]) == "OK"
+            && cmd(new, &["GET", &probe]) == v
+    });
+    assert!(switched, "keyhop never wrote to the new master {new}");
+    // keyhop re-issued the BLPOP there (the old master did not serve it).
+    wait_blocked(new, 1);
+    let mut pushed = String::new();
+    let ok = wait_until(SOON, || {
+        pushed = cmd(proxy.port, &["RPUSH", &k, "after-failover"]);
+        pushed == "1"
+    });
+    assert!(ok, "RPUSH through keyhop after the failover answered {pushed}");
+    let want = Reply::Array(Some(vec![
+        Reply::Bulk(Some(k.as_bytes().to_vec())),
+        Reply::Bulk(Some(b"after-failover".to_vec())),
+    ]));
+    assert_eq!(b.read(), want, "the blocked BLPOP got the element pushed to the new master");
+    assert_eq!(cmd(proxy.port, &["LLEN", &k]), "0", "the element was popped exactly once");
+    wait_blocked(new, 0);
+    // The client goes on.
+    assert_eq!(b.call(&["PING"]), Reply::Status("PONG".into()));
+    let log = std::fs::read_to_string(dir.path().join("keyhop.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("blocked command") || l.contains("blocked ")) {
+        eprintln!("[blocking] {line}");
+    }
+}
+
+#[test]
+fn a_blocked_pop_survives_sentinel_failover() {
+    blocked_pop_survives(false);
+}
+
+#[test]
+fn a_blocked_pop_survives_kill_9_of_its_master() {
+    blocked_pop_survives(true);
+}
