@@ -40,6 +40,18 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
         None => return Exit::Resume,
     };
     Stats::add(&session.shared.stats.commands, 1);
+    let started = Instant::now();
+    let id = command::lookup(cmd.arg(0)).and_then(command::index_of);
+    let exit = serve_command(session, &mut io, cmd).await;
+    if let Some(id) = id.filter(|_| session.shared.settings.load().metrics) {
+        // The latency a client saw, blocked time included (the slow log, like Redis's, leaves
+        // blocking commands out).
+        session.shared.commands.record(id, started.elapsed());
+    }
+    exit
+}
+
+async fn serve_command(session: &mut Session, io: &mut ClientIo<'_, '_>, cmd: Command) -> Exit {
     if io.eof && !session.shared.drain.is_cancelled() {
         // The client has already gone: Redis would free it without running the command.
         return Exit::Close;
@@ -62,7 +74,7 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
             return Exit::Resume;
         }
     }
-    run(session, &mut io, &mut units).await
+    run(session, io, &mut units).await
 }
 
 /// The units a command runs as: one on its keys' group, or (WAIT) one per group.
@@ -110,7 +122,9 @@ async fn run(session: &mut Session, io: &mut ClientIo<'_, '_>, units: &mut [Unit
     tokio::pin!(killed);
     loop {
         if units.iter().all(|u| u.reply.is_some()) {
-            io.out.push(combine(units));
+            let reply = combine(units);
+            Stats::add(&shared.stats.bytes_out, reply.len() as u64);
+            io.out.push(reply);
             return Exit::Resume;
         }
         let lost = units.iter().any(Unit::lost);
