@@ -443,6 +443,61 @@ fn a_blocked_pop_follows_its_master_when_it_comes_back() {
     assert_eq!(cmd(s.proxy.port, &["LLEN", &k]), "0");
 }
 
+/// One group whose master is `port`.
+fn one_group(listen: &str, port: u16) -> String {
+    format!("listen = \"{listen}\"\n[[groups]]\nname = \"g1\"\nmaster = \"127.0.0.1:{port}\"\n")
+}
+
+/// Rewrites keyhop's config and sends SIGHUP; waits for the `n`-th reload in its log.
+fn reload(kh: &Proc, dir: &std::path::Path, text: &str, n: usize) {
+    std::fs::write(dir.join("keyhop.toml"), text).expect("rewrite config");
+    kh.signal(1);
+    let log = || std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default();
+    let seen = wait_until(SOON, || log().matches("configuration reloaded").count() >= n);
+    assert!(seen, "reload #{n} not applied:\n{}", log());
+}
+
+#[test]
+fn a_new_master_gets_the_blocked_command_or_the_client_learns_it_may_have_been_served() {
+    let a = redis_server(&[]);
+    let b = redis_server(&[]);
+    let dir = temp_dir();
+    let kh = keyhop(dir.path(), &one_group("{listen}", a.port));
+    let listen = format!("127.0.0.1:{}", kh.port);
+    // The old master still runs: keyhop unblocks the command there with an error (it was not
+    // served) and re-issues it on the new one.
+    let mut c = Raw::connect(kh.port);
+    send(&mut c, &["BLPOP", "q", "0"]);
+    wait_blocked(a.port, 1);
+    reload(&kh, dir.path(), &one_group(&listen, b.port), 1);
+    wait_blocked(b.port, 1);
+    wait_blocked(a.port, 0);
+    assert_eq!(cmd(kh.port, &["RPUSH", "q", "v"]), "1");
+    let want = Reply::Array(Some(vec![
+        Reply::Bulk(Some(b"q".to_vec())),
+        Reply::Bulk(Some(b"v".to_vec())),
+    ]));
+    assert_eq!(c.read(), want);
+    assert_eq!(cmd(b.port, &["LLEN", "q"]), "0");
+    // The old master cannot answer (stopped): it may have served the command, so the client
+    // gets an error instead of a second pop elsewhere.
+    send(&mut c, &["BLPOP", "q", "0"]);
+    wait_blocked(b.port, 1);
+    b.signal(19);
+    reload(&kh, dir.path(), &one_group(&listen, a.port), 2);
+    let started = Instant::now();
+    match c.read() {
+        Reply::Error(e) => assert!(e.contains("did not confirm whether it served it"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "answered after {:?}", started.elapsed());
+    eprintln!("[blocking] unconfirmed error {:?} after the reload", started.elapsed());
+    b.signal(18);
+    wait_blocked(b.port, 0);
+    assert_eq!(blocked(a.port), 0, "not re-issued on the new master");
+    assert_eq!(c.call(&["PING"]), Reply::Status("PONG".into()));
+}
+
 /// Bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
 const FAILOVER_BOUND: Duration = Duration::from_secs(40);
 
