@@ -443,6 +443,26 @@ fn a_blocked_pop_follows_its_master_when_it_comes_back() {
     assert_eq!(cmd(s.proxy.port, &["LLEN", &k]), "0");
 }
 
+#[test]
+fn a_blocked_pop_waits_in_the_clients_database() {
+    let s = setup();
+    let k = format!("{}db", tag_of(1));
+    let mut b = Raw::connect(s.proxy.port);
+    assert_eq!(b.call(&["SELECT", "3"]), Reply::Status("OK".into()));
+    send(&mut b, &["BRPOP", &k, "0"]);
+    wait_blocked(s.g2.port, 1);
+    let mut p = Raw::connect(s.proxy.port);
+    assert_eq!(p.call(&["RPUSH", &k, "db0"]), Reply::Int(1));
+    assert_eq!(p.call(&["SELECT", "3"]), Reply::Status("OK".into()));
+    assert_eq!(p.call(&["RPUSH", &k, "db3"]), Reply::Int(1));
+    let want = Reply::Array(Some(vec![
+        Reply::Bulk(Some(k.as_bytes().to_vec())),
+        Reply::Bulk(Some(b"db3".to_vec())),
+    ]));
+    assert_eq!(b.read(), want);
+    assert_eq!(cmd(s.g2.port, &["LLEN", &k]), "1", "database 0 keeps its element");
+}
+
 /// One group whose master is `port`.
 fn one_group(listen: &str, port: u16) -> String {
     format!("listen = \"{listen}\"\n[[groups]]\nname = \"g1\"\nmaster = \"127.0.0.1:{port}\"\n")

@@ -60,6 +60,8 @@ async fn serve_command(session: &mut Session, io: &mut ClientIo<'_, '_>, cmd: Co
         io.out.push(shutting_down());
         return Exit::Close;
     }
+    // Subscribed before the table is read: a change from then on is seen.
+    let topology = session.shared.topology.subscribe();
     let mut units = match plan(session, cmd) {
         Ok(units) => units,
         Err(reply) => {
@@ -74,7 +76,7 @@ async fn serve_command(session: &mut Session, io: &mut ClientIo<'_, '_>, cmd: Co
             return Exit::Resume;
         }
     }
-    run(session, io, &mut units).await
+    run(session, io, &mut units, topology).await
 }
 
 /// The units a command runs as: one on its keys' group, or (WAIT) one per group.
@@ -112,9 +114,13 @@ fn wait_units(groups: usize, cmd: Command) -> Vec<Unit> {
 }
 
 /// Waits for the units' replies while reading the client and following the topology.
-async fn run(session: &mut Session, io: &mut ClientIo<'_, '_>, units: &mut [Unit]) -> Exit {
+async fn run(
+    session: &mut Session,
+    io: &mut ClientIo<'_, '_>,
+    units: &mut [Unit],
+    mut topology: tokio::sync::watch::Receiver<u64>,
+) -> Exit {
     let shared = session.shared.clone();
-    let mut topology = shared.topology.subscribe();
     let mut topology_live = true;
     let drained = shared.drain.cancelled();
     tokio::pin!(drained);
