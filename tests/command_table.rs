@@ -535,6 +535,10 @@ enum Resp3 {
     Refused,
 }
 
+/// The pinning commands served as the server serves them (the blocking mode).
+const BLOCKING: &[&str] =
+    &["blpop", "brpop", "blmove", "brpoplpush", "blmpop", "bzpopmin", "bzpopmax", "bzmpop", "wait"];
+
 fn resp3_behaviour(spec: &CommandSpec) -> Resp3 {
     use keyhop_router::Policy;
     use keyhop_router::command::Local;
@@ -545,6 +549,8 @@ fn resp3_behaviour(spec: &CommandSpec) -> Resp3 {
         Policy::Local(Local::Command) => Resp3::Forwarded,
         Policy::Local(Local::Flush) => Resp3::Refused, // allow_flush is off here
         Policy::Local(_) => Resp3::Rendered,
+        // Blocking commands run on a dedicated connection and answer the server's own replies.
+        Policy::NeedsPinning if BLOCKING.contains(&spec.name) => Resp3::Forwarded,
         // allow_admin is off here.
         Policy::Refused | Policy::NeedsPinning | Policy::Admin(_) => Resp3::Refused,
         // One group: MOVE and SWAPDB go to it.

@@ -214,8 +214,6 @@ fn refused_commands_say_why_and_keep_the_connection() {
         vec!["MULTI"],
         vec!["WATCH", "foo"],
         vec!["SUBSCRIBE", "ch"],
-        vec!["BLPOP", "foo", "1"],
-        vec!["XREAD", "BLOCK", "100", "STREAMS", "foo", "$"],
     ] {
         match c.call(&args) {
             Reply::Error(e) => assert!(e.contains("keyhop"), "{args:?}: {e}"),
