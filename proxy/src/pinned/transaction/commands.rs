@@ -71,10 +71,11 @@ impl Txn {
             ("exec", _) => {
                 self.count(session);
                 if let Err(e) = own(&cmd) {
-                    // Redis discards the transaction (and the WATCHes) on this one.
-                    self.abort_server_side().await;
+                    // Redis discards the transaction and the WATCHes on this one: closing the
+                    // connection instead of reusing it does both.
                     self.in_multi = false;
                     self.ending = true;
+                    self.dirty = true;
                     return self.reply(e);
                 }
                 if self.in_multi {
@@ -247,7 +248,7 @@ impl Txn {
             self.conn = None;
             self.dirty = true;
             return self.reply(resp::error(&format!(
-                "EXECABORT keyhop: group {} {why} before EXEC; the transaction was not executed (retry it)",
+                "EXECABORT keyhop: group {} {why}; the transaction was not executed (retry it)",
                 self.group_name
             )));
         }
@@ -262,16 +263,22 @@ impl Txn {
         let master = self.group.and_then(|g| table.groups.get(g as usize)).map(|g| &g.master);
         if master.is_none_or(|m| **m != *conn.addr) {
             let now = master.map(String::as_str).unwrap_or("?");
-            return Some(format!("failed over (its master is now {now}, not {})", conn.addr));
+            return Some(format!(
+                "failed over before EXEC (its master is now {now}, was {})",
+                conn.addr
+            ));
         }
         if fenced(session, &conn.addr) {
-            return Some(format!("is failing over (its master {} is fenced)", conn.addr));
+            return Some(format!(
+                "is failing over (its master {} is fenced while Sentinel switches masters)",
+                conn.addr
+            ));
         }
         // A closed socket shows as a readable EOF: look without waiting.
         match tokio::time::timeout(std::time::Duration::ZERO, conn.read_reply()).await {
             Err(_) => None,
-            Ok(Ok(_)) => Some(format!("sent an unexpected reply on {}", conn.addr)),
-            Ok(Err(e)) => Some(format!("lost its connection to {} ({e})", conn.addr)),
+            Ok(Ok(_)) => Some(format!("master {} sent an unexpected reply before EXEC", conn.addr)),
+            Ok(Err(e)) => Some(format!("master {}: {e} before EXEC", conn.addr)),
         }
     }
 

@@ -18,7 +18,7 @@ use keyhop_router::GroupId;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::{ClientIo, Dedicated, Exit};
+use super::{ClientIo, ConnError, Dedicated, Exit};
 use crate::io::OutQueue;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -159,8 +159,16 @@ async fn read_server(conn: &mut Option<Dedicated>, deadline: Instant) -> Result<
     let Some(c) = conn.as_mut() else { return std::future::pending().await };
     match tokio::time::timeout_at(deadline, c.read_reply()).await {
         Ok(Ok(frame)) => Ok(frame),
-        Ok(Err(e)) => Err(Failure::Conn(e.to_string())),
+        Ok(Err(e)) => Err(Failure::Conn(why(&e))),
         Err(_) => Err(Failure::Timeout),
+    }
+}
+
+/// What went wrong with a connection, for a message that already says it was lost.
+fn why(e: &ConnError) -> String {
+    match e {
+        ConnError::Closed(why) => why.clone(),
+        ConnError::Malformed => "malformed reply".into(),
     }
 }
 
@@ -257,7 +265,7 @@ impl Txn {
             return;
         };
         if let Err(e) = conn.send(frames).await {
-            self.fail(Failure::Conn(e.to_string()));
+            self.fail(Failure::Conn(why(&e)));
         }
     }
 
