@@ -60,14 +60,29 @@ fn seq(lines: &[&str]) -> Vec<Vec<String>> {
     lines.iter().map(|l| parse(l)).collect()
 }
 
+/// Sends `seq` to `port` in one write, then reads a reply per command.
+fn run_pipelined(port: u16, seq: &[Vec<String>]) -> Vec<Reply> {
+    let mut bytes = Vec::new();
+    for l in seq {
+        let a: Vec<&[u8]> = l.iter().map(|w| w.as_bytes()).collect();
+        bytes.extend_from_slice(&encode(&a));
+    }
+    let mut c = Raw::connect(port);
+    c.send_raw(&bytes);
+    seq.iter().map(|_| c.read()).collect()
+}
+
 impl Setup {
-    /// Runs `lines` through keyhop and on the direct server, asserts the replies are equal and
-    /// returns them.
+    /// Runs `lines` through keyhop and on the direct server, one at a time and then all in one
+    /// write, asserts the replies are equal and returns them.
     fn same(&self, lines: &[&str]) -> Vec<Reply> {
         let s = seq(lines);
-        let via = run(self.proxy.port, &s);
         let direct = run(self.direct.port, &s);
+        let via = run(self.proxy.port, &s);
         assert_eq!(via, direct, "keyhop and redis-server differ for {lines:?}");
+        let direct = run_pipelined(self.direct.port, &s);
+        let via = run_pipelined(self.proxy.port, &s);
+        assert_eq!(via, direct, "keyhop and redis-server differ for {lines:?} in one write");
         via
     }
 }
@@ -144,18 +159,8 @@ fn a_pipelined_transaction_in_one_write() {
         "EXEC",
         "PING",
     ]);
-    let mut bytes = Vec::new();
-    for l in &lines {
-        let a: Vec<&[u8]> = l.iter().map(|w| w.as_bytes()).collect();
-        bytes.extend_from_slice(&encode(&a));
-    }
-    let read_all = |port: u16| {
-        let mut c = Raw::connect(port);
-        c.send_raw(&bytes);
-        (0..lines.len()).map(|_| c.read()).collect::<Vec<_>>()
-    };
-    let via = read_all(s.proxy.port);
-    assert_eq!(via, read_all(s.direct.port));
+    let via = run_pipelined(s.proxy.port, &lines);
+    assert_eq!(via, run_pipelined(s.direct.port, &lines));
     assert_eq!(via[7], bulk("42"));
     assert_eq!(via[11], Reply::Status("PONG".into()));
 }
@@ -285,6 +290,7 @@ fn queue_time_errors_are_redis_s() {
 fn transaction_commands_out_of_place_match_redis() {
     let s = setup();
     s.same(&["EXEC", "DISCARD", "UNWATCH", "PING"]);
+    s.same(&["MULTI x", "MULTI", "MULTI x", "SET {A}n 0", "EXEC"]);
     s.same(&["MULTI", "MULTI", "SET {A}n 1", "MULTI", "EXEC", "GET {A}n"]);
     s.same(&["MULTI", "WATCH {A}n", "SET {A}n 2", "WATCH {A}n", "EXEC", "GET {A}n"]);
     s.same(&["MULTI", "SET {B}d 1", "DISCARD", "GET {B}d", "EXEC", "DISCARD"]);
@@ -467,4 +473,108 @@ fn exec_after_a_sentinel_failover_is_not_executed() {
 #[test]
 fn exec_after_kill_9_of_the_master_is_not_executed() {
     exec_after_failover(true);
+}
+
+#[test]
+fn commands_keyhop_cannot_run_on_one_server_are_refused_and_abort() {
+    let s = setup();
+    let mut c = Raw::connect(s.proxy.port);
+    for (command, starts) in [
+        (vec!["SUBSCRIBE", "ch"], "ERR keyhop: SUBSCRIBE inside MULTI is not supported"),
+        (vec!["SELECT", "1"], "ERR keyhop: SELECT inside MULTI is not supported"),
+        (vec!["KEYS", "*"], "ERR keyhop: KEYS inside MULTI would span 2 groups"),
+    ] {
+        assert_eq!(c.call(&["MULTI"]), ok());
+        let e = c.call(&command);
+        assert!(err(&e).starts_with(starts), "{command:?}: {e:?}");
+        assert_eq!(c.call(&["SET", &format!("{}k", tag(0)), "1"]), queued());
+        assert_eq!(
+            err(&c.call(&["EXEC"])),
+            "EXECABORT Transaction discarded because of previous errors."
+        );
+    }
+    assert_eq!(cmd(s.g1.port, &["EXISTS", &format!("{}k", tag(0))]), "0");
+    // Blocking commands don't block inside a transaction, as in Redis.
+    s.same(&["RPUSH {A}list x", "MULTI", "BLPOP {A}list 0", "BLPOP {A}list 0", "EXEC"]);
+    // SELECT while keys are WATCHed would leave the dedicated connection on the old database.
+    let mut w = Raw::connect(s.proxy.port);
+    assert_eq!(w.call(&["WATCH", &format!("{}k", tag(0))]), ok());
+    assert!(
+        err(&w.call(&["SELECT", "1"])).starts_with("ERR keyhop: SELECT while keys are WATCHed")
+    );
+    assert_eq!(w.call(&["UNWATCH"]), ok());
+    assert_eq!(w.call(&["SELECT", "1"]), ok());
+}
+
+#[test]
+fn with_one_group_whole_keyspace_commands_run_inside_multi() {
+    let dir = temp_dir();
+    let g = redis_server(&[]);
+    let direct = redis_server(&[]);
+    let config = format!(
+        "listen = \"{{listen}}\"\nallow_flush = true\n[[groups]]\nname = \"g1\"\nmaster = \"{}\"\n",
+        g.addr()
+    );
+    let proxy = keyhop(dir.path(), &config);
+    let sq = seq(&[
+        "MULTI", "SET a 1", "SET b 2", "MGET a b", "DBSIZE", "KEYS a", "DEL a b", "FLUSHALL",
+        "EXEC",
+    ]);
+    let via = run(proxy.port, &sq);
+    assert_eq!(via, run(direct.port, &sq));
+    assert_eq!(
+        via[8],
+        Reply::Array(Some(vec![
+            ok(),
+            ok(),
+            Reply::Array(Some(vec![bulk("1"), bulk("2")])),
+            Reply::Int(2),
+            Reply::Array(Some(vec![bulk("a")])),
+            Reply::Int(2),
+            ok()
+        ]))
+    );
+}
+
+#[test]
+fn an_exec_the_server_does_not_answer_in_time_may_or_may_not_have_run() {
+    let s = setup();
+    let k = format!("{}slow", tag(0));
+    let mut c = Raw::connect(s.proxy.port);
+    assert_eq!(c.call(&["MULTI"]), ok());
+    assert_eq!(c.call(&["SET", &k, "1"]), queued());
+    s.g1.signal(19); // SIGSTOP: the server reads nothing, answers nothing.
+    let sent = Instant::now();
+    let e = c.call(&["EXEC"]);
+    s.g1.signal(18);
+    assert_eq!(
+        err(&e),
+        format!(
+            "ERR keyhop: no reply to EXEC from {} within 2000 ms; the transaction may or may not have been executed",
+            s.g1.addr()
+        )
+    );
+    assert!(sent.elapsed() < Duration::from_secs(8), "EXEC took {:?}", sent.elapsed());
+    // The session goes on (and here the server did run it once it was resumed).
+    assert_eq!(c.call(&["PING"]), Reply::Status("PONG".into()));
+    assert!(wait_until(BOUND, || cmd(s.g1.port, &["GET", &k]) == "1"));
+}
+
+#[test]
+fn client_kill_mid_transaction_frees_the_dedicated_connection() {
+    let s = setup();
+    let a = tag(0);
+    assert_eq!(Raw::connect(s.proxy.port).call(&["SET", &format!("{a}x"), "0"]), ok());
+    let base = connected(s.g1.port);
+    let mut c = Raw::connect(s.proxy.port);
+    let Reply::Int(id) = c.call(&["CLIENT", "ID"]) else { panic!("CLIENT ID") };
+    assert_eq!(c.call(&["WATCH", &format!("{a}x")]), ok());
+    assert_eq!(c.call(&["MULTI"]), ok());
+    assert_eq!(c.call(&["SET", &format!("{a}x"), "1"]), queued());
+    assert!(wait_until(BOUND, || connected(s.g1.port) == base + 1), "no dedicated connection");
+    let killed = Raw::connect(s.proxy.port).call(&["CLIENT", "KILL", "ID", &id.to_string()]);
+    assert_eq!(killed, Reply::Int(1));
+    assert!(c.try_read().is_err(), "the killed client's connection stays open");
+    assert!(wait_until(BOUND, || connected(s.g1.port) == base), "dedicated connection stayed");
+    assert_eq!(cmd(s.g1.port, &["GET", &format!("{a}x")]), "0");
 }

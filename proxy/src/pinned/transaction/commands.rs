@@ -245,7 +245,7 @@ impl Txn {
         }
         if let Some(why) = self.failed_over(session).await {
             // Closed unused: the server (if it is still up) discards the transaction.
-            self.conn = None;
+            self.fail(super::Failure::Conn(why.clone()));
             self.dirty = true;
             return self.reply(resp::error(&format!(
                 "EXECABORT keyhop: group {} {why}; the transaction was not executed (retry it)",

@@ -192,7 +192,7 @@ impl Txn {
                 return false;
             }
             if let Some(cmd) = self.stash.take() {
-                if self.awaiting_server() {
+                if self.owes_server() {
                     self.stash = Some(cmd);
                     return false;
                 }
@@ -219,7 +219,7 @@ impl Txn {
                     // the shared path, whose reply must not overtake the server's); EXEC
                     // waits so that the failover check is made as late as possible.
                     let quiet = !self.in_multi || cmd.arg_is(0, b"exec");
-                    if quiet && self.awaiting_server() {
+                    if quiet && self.owes_server() {
                         self.stash = Some(cmd);
                     } else {
                         self.flush_ready(io.out);
@@ -238,6 +238,11 @@ impl Txn {
     /// A server reply is awaited (the oldest owed reply is the server's).
     fn awaiting_server(&self) -> bool {
         self.pending.front().is_some_and(Slot::is_servers) && self.conn.is_some()
+    }
+
+    /// Some reply owed to the client is still to come from the server.
+    fn owes_server(&self) -> bool {
+        self.conn.is_some() && self.pending.iter().any(Slot::is_servers)
     }
 
     /// Moves keyhop's own replies at the head of the queue to the client's output.
