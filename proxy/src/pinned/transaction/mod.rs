@@ -86,6 +86,8 @@ struct Txn {
     ending: bool,
     /// ... and the client connection closes.
     close: bool,
+    /// For the byte counters.
+    shared: std::sync::Arc<crate::Shared>,
     /// The connection holds state the server must drop: close it rather than reuse it.
     dirty: bool,
 }
@@ -110,6 +112,7 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
         ending: false,
         close: false,
         dirty: false,
+        shared: session.shared.clone(),
     };
     let killed = session.client.killed();
     tokio::pin!(killed);
@@ -249,9 +252,15 @@ impl Txn {
     fn flush_ready(&mut self, out: &mut OutQueue) {
         while let Some(Slot::Ready(_)) = self.pending.front() {
             if let Some(Slot::Ready(b)) = self.pending.pop_front() {
-                out.push(b);
+                self.emit(out, b);
             }
         }
+    }
+
+    /// Queues reply bytes for the client.
+    fn emit(&self, out: &mut OutQueue, b: Bytes) {
+        Stats::add(&self.shared.stats.bytes_out, b.len() as u64);
+        out.push(b);
     }
 
     /// Keyhop's own reply, after every reply owed before it.
@@ -282,15 +291,15 @@ impl Txn {
         };
         // A RESP3 push (client tracking) belongs to no request: passed on as it comes.
         if frame.first() == Some(&b'>') {
-            out.push(frame);
+            self.emit(out, frame);
             return;
         }
         self.deadline = Instant::now() + self.timeout;
         match self.pending.pop_front() {
-            Some(Slot::Relay | Slot::Exec) => out.push(frame),
+            Some(Slot::Relay | Slot::Exec) => self.emit(out, frame),
             Some(Slot::Swallow) => {}
             // Never: the front is a server slot while a reply is awaited.
-            Some(Slot::Ready(b)) => out.push(b),
+            Some(Slot::Ready(b)) => self.emit(out, b),
             None => {}
         }
         self.flush_ready(out);
