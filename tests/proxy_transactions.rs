@@ -15,7 +15,7 @@ const BOUND: Duration = Duration::from_secs(10);
 
 /// Two single-server groups behind keyhop, and a third server to compare with.
 struct Setup {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     g1: Proc,
     g2: Proc,
     direct: Proc,
@@ -28,7 +28,7 @@ fn setup() -> Setup {
     let g2 = redis_server(&[]);
     let direct = redis_server(&[]);
     let proxy = keyhop(dir.path(), &common::two_group_config("", &g1, &g2));
-    Setup { dir, g1, g2, direct, proxy }
+    Setup { _dir: dir, g1, g2, direct, proxy }
 }
 
 /// A hash tag `{...}` whose keys are in group `g` (0: slots below 8192, 1: above).
@@ -383,7 +383,6 @@ fn a_client_leaving_mid_transaction_leaves_no_server_connection() {
         connected(s.g1.port)
     );
     assert_eq!(cmd(s.g1.port, &["GET", &format!("{a}x")]), "0");
-    let _ = &s.dir;
 }
 
 /// Bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
@@ -502,8 +501,34 @@ fn commands_keyhop_cannot_run_on_one_server_are_refused_and_abort() {
     assert!(
         err(&w.call(&["SELECT", "1"])).starts_with("ERR keyhop: SELECT while keys are WATCHed")
     );
+    // A blocking command would block the dedicated connection: refused while WATCHing.
+    let e = w.call(&["BLPOP", &format!("{}list", tag(0)), "1"]);
+    assert!(err(&e).starts_with("ERR keyhop: BLPOP is not allowed"), "{e:?}");
     assert_eq!(w.call(&["UNWATCH"]), ok());
     assert_eq!(w.call(&["SELECT", "1"]), ok());
+}
+
+#[test]
+fn a_draining_proxy_closes_a_client_mid_transaction_without_executing_it() {
+    let g = redis_server(&[]);
+    let dir = temp_dir();
+    let config = format!(
+        "listen = \"{{listen}}\"\nshutdown_grace_ms = 5000\n[[groups]]\nname = \"g1\"\nmaster = \"{}\"\n",
+        g.addr()
+    );
+    let mut proxy = keyhop(dir.path(), &config);
+    let mut c = Raw::connect(proxy.port);
+    assert_eq!(c.call(&["MULTI"]), ok());
+    assert_eq!(c.call(&["SET", "drained", "1"]), queued());
+    let sent = Instant::now();
+    proxy.signal(15);
+    assert!(c.try_read().is_err(), "the client in MULTI stays connected while draining");
+    assert!(sent.elapsed() < Duration::from_secs(4), "closed after {:?}", sent.elapsed());
+    let exited = wait_until(BOUND, || {
+        proxy.child.as_mut().is_some_and(|ch| matches!(ch.try_wait(), Ok(Some(_))))
+    });
+    assert!(exited, "keyhop did not exit after the drain");
+    assert_eq!(cmd(g.port, &["EXISTS", "drained"]), "0");
 }
 
 #[test]

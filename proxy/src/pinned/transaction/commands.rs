@@ -336,7 +336,11 @@ impl Txn {
                 "ERR keyhop: {name} while keys are WATCHed is not supported through the proxy (UNWATCH first)"
             )));
         }
+        // A blocking command would block the dedicated connection past its reply timeout: it
+        // takes the shared path, which refuses it inside a pinned mode.
+        let blocks = spec.is_some_and(|s| command::needs_pinning(s, &cmd));
         if self.live()
+            && !blocks
             && let Class::Group(g) = classify(session, &table, &cmd)
             && Some(g) == self.group
         {
