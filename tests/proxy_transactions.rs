@@ -301,6 +301,8 @@ fn transaction_commands_out_of_place_match_redis() {
     // RESET inside a transaction ends it (and is answered as usual).
     s.same(&["MULTI", "SET {A}r 1", "RESET", "EXEC", "GET {A}r"]);
     s.same(&["WATCH {A}r", "RESET", "EXEC"]);
+    s.same(&["MULTI", "SET {B}q 1", "QUIT"]);
+    assert_eq!(cmd(s.g2.port, &["EXISTS", &format!("{}q", tag(1))]), "0");
 }
 
 #[test]
