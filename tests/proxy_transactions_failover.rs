@@ -92,7 +92,11 @@ fn exec_after_failover(kill_master: bool) {
         text.starts_with("EXECABORT keyhop: group g1") && text.contains("not executed"),
         "{text}"
     );
-    // The watcher's transaction, begun after the failover, is not executed either.
+    // The watcher's own writes go to the new master (never to the old one, where they would be
+    // lost), and its transaction, begun after the failover, is not executed.
+    let own = format!("{a}own");
+    assert_eq!(watcher.call(&["SET", &own, "1"]), ok());
+    assert_eq!(cmd(r1, &["GET", &own]), "1");
     assert_eq!(watcher.call(&["MULTI"]), ok());
     let _ = watcher.call(&["SET", &w, "1"]);
     let e = watcher.call(&["EXEC"]);

@@ -258,7 +258,23 @@ impl Txn {
     /// Why EXEC must not be sent on the pinned connection, if it must not: the group's master
     /// changed, is fenced by a failover in progress, or the connection is down.
     async fn failed_over(&mut self, session: &Session) -> Option<String> {
+        if let Some(why) = self.stale(session) {
+            return Some(why);
+        }
         let conn = self.conn.as_mut()?;
+        // A closed socket shows as a readable EOF: look without waiting.
+        match tokio::time::timeout(std::time::Duration::ZERO, conn.read_reply()).await {
+            Err(_) => None,
+            Ok(Ok(_)) => Some(format!("master {} sent an unexpected reply before EXEC", conn.addr)),
+            Ok(Err(e)) => Some(format!("master {}: {e} before EXEC", conn.addr)),
+        }
+    }
+
+    /// Why the pinned connection's server must get no write or EXEC any more, if it must not:
+    /// it is no longer the group's master in the newest table, or a failover in progress
+    /// fences it.
+    fn stale(&self, session: &Session) -> Option<String> {
+        let conn = self.conn.as_ref()?;
         let table = session.shared.table.load_full();
         let master = self.group.and_then(|g| table.groups.get(g as usize)).map(|g| &g.master);
         if master.is_none_or(|m| **m != *conn.addr) {
@@ -274,12 +290,7 @@ impl Txn {
                 conn.addr
             ));
         }
-        // A closed socket shows as a readable EOF: look without waiting.
-        match tokio::time::timeout(std::time::Duration::ZERO, conn.read_reply()).await {
-            Err(_) => None,
-            Ok(Ok(_)) => Some(format!("master {} sent an unexpected reply before EXEC", conn.addr)),
-            Ok(Err(e)) => Some(format!("master {}: {e} before EXEC", conn.addr)),
-        }
+        None
     }
 
     /// Drops the server's side of the transaction (a queued command was refused by keyhop):
@@ -339,8 +350,12 @@ impl Txn {
         // A blocking command would block the dedicated connection past its reply timeout: it
         // takes the shared path, which refuses it inside a pinned mode.
         let blocks = spec.is_some_and(|s| command::needs_pinning(s, &cmd));
+        // Once the group fails over, the old master must get no write (it would be lost when
+        // it becomes a replica): the shared path refuses it or sends it to the new master, and
+        // the WATCH, which cannot hold any more, makes EXEC abort.
         if self.live()
             && !blocks
+            && self.stale(session).is_none()
             && let Class::Group(g) = classify(session, &table, &cmd)
             && Some(g) == self.group
         {
