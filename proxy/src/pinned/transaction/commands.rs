@@ -15,6 +15,7 @@ use crate::stats::Stats;
 const QUEUED: &[u8] = b"+QUEUED\r\n";
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const DISCARD: &[u8] = b"*1\r\n$7\r\nDISCARD\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 /// Redis's answer to EXEC after a queue-time error.
 const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
 
@@ -137,6 +138,7 @@ impl Txn {
         }
     }
 
+    /// Counts one command in the proxy's totals, as the fast path does.
     fn count(&self, session: &Session) {
         Stats::add(&session.shared.stats.commands, 1);
     }
@@ -176,19 +178,25 @@ impl Txn {
                         self.aborted = true;
                         return self.reply(reply);
                     }
-                    let held = std::mem::take(&mut self.held);
-                    let mut frames = BytesMut::from(MULTI);
-                    let mut slots = vec![Slot::Swallow];
-                    for h in &held {
-                        frames.extend_from_slice(h);
-                        slots.push(Slot::Swallow);
-                    }
-                    frames.extend_from_slice(&cmd.frame);
-                    slots.push(Slot::Relay);
-                    self.send(&frames, slots).await;
+                    self.send_with_held(&cmd.frame, Slot::Relay).await;
                 }
             },
         }
+    }
+
+    /// On a just pinned connection: MULTI and the keyless commands held so far (whose replies
+    /// keyhop already gave), then `frame`, whose reply is owed as `slot`.
+    async fn send_with_held(&mut self, frame: &[u8], slot: Slot) {
+        let held = std::mem::take(&mut self.held);
+        let mut frames = BytesMut::from(MULTI);
+        let mut slots = vec![Slot::Swallow];
+        for h in &held {
+            frames.extend_from_slice(h);
+            slots.push(Slot::Swallow);
+        }
+        frames.extend_from_slice(frame);
+        slots.push(slot);
+        self.send(&frames, slots).await;
     }
 
     /// A queued command whose keys are not all in the transaction's group.
@@ -232,16 +240,7 @@ impl Txn {
             if let Err(reply) = self.pin(session, 0).await {
                 return self.reply(reply);
             }
-            let held = std::mem::take(&mut self.held);
-            let mut frames = BytesMut::from(MULTI);
-            let mut slots = vec![Slot::Swallow];
-            for h in &held {
-                frames.extend_from_slice(h);
-                slots.push(Slot::Swallow);
-            }
-            frames.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
-            slots.push(Slot::Exec);
-            return self.send(&frames, slots).await;
+            return self.send_with_held(EXEC, Slot::Exec).await;
         }
         if let Some(why) = self.failed_over(session).await {
             // Closed unused: the server (if it is still up) discards the transaction.
@@ -252,7 +251,7 @@ impl Txn {
                 self.group_name
             )));
         }
-        self.send(b"*1\r\n$4\r\nEXEC\r\n", [Slot::Exec]).await;
+        self.send(EXEC, [Slot::Exec]).await;
     }
 
     /// Why EXEC must not be sent on the pinned connection, if it must not: the group's master
