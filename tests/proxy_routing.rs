@@ -211,8 +211,6 @@ fn refused_commands_say_why_and_keep_the_connection() {
         vec!["FLUSHALL"],
         vec!["FLUSHDB"],
         vec!["ACL", "LIST"],
-        vec!["MULTI"],
-        vec!["WATCH", "foo"],
         vec!["SUBSCRIBE", "ch"],
     ] {
         match c.call(&args) {
