@@ -1,0 +1,565 @@
+//! Pub/sub mode: a subscriber's channels live on the groups owning their slots (where PUBLISH
+//! routes), its patterns on every group, each group reached over one dedicated connection of
+//! the subscriber's own. The servers' messages are forwarded to the client untouched, merged
+//! into one stream; their confirmations are swallowed and keyhop writes its own with the
+//! client's totals, in request order. A failover (or a broken connection) re-subscribes the
+//! group's share on its newest master without the client noticing.
+
+mod links;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use keyhop_router::command::{self, CommandSpec};
+use keyhop_router::{Args, GroupId};
+
+use super::{ClientIo, Command, Exit, Kind};
+use crate::Shared;
+use crate::backend::Mode;
+use crate::io::OutQueue;
+use crate::resp::{self, Proto, parse_int};
+use crate::session::Session;
+use crate::stats::Stats;
+use links::{Event, Link, Links, RETRY};
+use state::{Family, Frame, Subs, classify, confirm};
+
+/// Frames taken from one connection's buffer in a row before the client gets a turn.
+const DRAIN_BATCH: usize = 256;
+
+/// Serves the client in this mode until it ends.
+pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Exit {
+    let mut sub = Subscriber::new(session);
+    let exit = sub.run(session, &mut io).await;
+    // Connections are reused only when every subscription was undone and confirmed.
+    sub.links.close(sub.clean);
+    exit
+}
+
+/// A command's confirmations, written once every server has confirmed its share.
+struct Waiting {
+    reply: Bytes,
+    deadline: Instant,
+    /// Messages that arrived after their server confirmed but before the others did: they come
+    /// after the confirmations, as on one server.
+    held: Vec<Bytes>,
+    held_bytes: usize,
+}
+
+struct Subscriber {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    proto: Proto,
+    mode: Mode,
+    subs: Subs,
+    links: Links,
+    waiting: Option<Waiting>,
+    /// Since when the unwritten output has been over the soft limit.
+    soft_since: Option<Instant>,
+    /// The mode ended by unsubscribing everything: the connections hold nothing.
+    clean: bool,
+}
+
+impl Subscriber {
+    fn new(session: &Session) -> Subscriber {
+        Subscriber {
+            shared: session.shared.clone(),
+            peer: session.peer,
+            proto: session.proto,
+            mode: session.mode(),
+            subs: Subs::default(),
+            links: Links::default(),
+            waiting: None,
+            soft_since: None,
+            clean: false,
+        }
+    }
+
+    async fn run(&mut self, session: &mut Session, io: &mut ClientIo<'_, '_>) -> Exit {
+        let shared = self.shared.clone();
+        let mut topology = shared.topology.subscribe();
+        let drained = shared.drain.cancelled();
+        tokio::pin!(drained);
+        let killed = session.client.killed();
+        tokio::pin!(killed);
+        let mut started = false;
+        loop {
+            self.release(io);
+            // One command at a time, each after the previous one's confirmations.
+            while self.waiting.is_none() {
+                if started && self.subs.total() == 0 {
+                    self.clean = true;
+                    return Exit::Resume;
+                }
+                let Some(next) = io.next_command() else { break };
+                started = true;
+                let cmd = match next {
+                    Ok(cmd) => cmd,
+                    Err(reply) => {
+                        Stats::add(&shared.stats.errors_protocol, 1);
+                        io.out.push(reply);
+                        return Exit::Close;
+                    }
+                };
+                if let Some(exit) = self.command(session, io, cmd).await {
+                    return exit;
+                }
+                self.release(io);
+            }
+            if !started {
+                return Exit::Resume;
+            }
+            if self.over_limit(io) {
+                return Exit::Close;
+            }
+            if io.eof && self.waiting.is_none() {
+                // The client is gone: nothing it could still read.
+                *io.out = OutQueue::default();
+                return Exit::Close;
+            }
+            let retry = self.links.next_retry();
+            let deadline = self.waiting.as_ref().map(|w| w.deadline);
+            let reading = self.waiting.is_none();
+            tokio::select! {
+                biased;
+                // Killed: nothing more is written, as Redis frees the client at once.
+                _ = &mut killed => {
+                    *io.out = OutQueue::default();
+                    return Exit::Close;
+                }
+                _ = &mut drained => return Exit::Close,
+                r = topology.changed() => {
+                    if r.is_ok() {
+                        self.follow();
+                    }
+                }
+                r = io.out.write_some(&mut *io.wr), if !io.out.is_empty() => {
+                    if r.is_err() {
+                        *io.out = OutQueue::default();
+                        return Exit::Close;
+                    }
+                }
+                n = fill(&mut *io.rd, &mut *io.buf, &mut io.eof), if reading => {
+                    Stats::add(&shared.stats.bytes_in, n as u64);
+                }
+                ev = std::future::poll_fn(|cx| self.links.poll_event(cx)) => self.event(ev, io).await,
+                _ = sleep_until(retry) => self.retry_due(),
+                _ = sleep_until(deadline) => self.ack_timeout(),
+            }
+        }
+    }
+
+    /// Handles one client command; `Some` ends the mode.
+    async fn command(
+        &mut self,
+        session: &mut Session,
+        io: &mut ClientIo<'_, '_>,
+        cmd: Command,
+    ) -> Option<Exit> {
+        let stats = &self.shared.stats;
+        let Some(top) = command::lookup(cmd.arg(0)) else {
+            Stats::add(&stats.commands, 1);
+            Stats::add(&stats.errors_unsupported, 1);
+            io.out.push(resp::error(&command::unknown_command_error(&cmd)));
+            return None;
+        };
+        let spec: &CommandSpec = match top.resolve(&cmd) {
+            Ok(spec) => spec,
+            Err(msg) => {
+                Stats::add(&stats.commands, 1);
+                io.out.push(resp::error(&msg));
+                return None;
+            }
+        };
+        if !spec.arity_ok(cmd.count()) {
+            Stats::add(&stats.commands, 1);
+            io.out.push(resp::error(&command::arity_error(spec)));
+            return None;
+        }
+        if let Some((family, subscribe)) = Family::of(spec.name) {
+            Stats::add(&stats.commands, 1);
+            if subscribe {
+                self.subscribe(session, io, family, &cmd).await;
+            } else {
+                self.unsubscribe(family, &cmd).await;
+            }
+            return None;
+        }
+        match spec.name {
+            "quit" => {
+                Stats::add(&stats.commands, 1);
+                io.out.push(Bytes::from_static(resp::OK));
+                return Some(Exit::Close);
+            }
+            // The fast path answers RESET (and resets the session) once the mode has ended;
+            // the servers' subscriptions go with the connections, closed.
+            "reset" => {
+                unread(io, &cmd.frame);
+                self.subs = Subs::default();
+                return Some(Exit::Resume);
+            }
+            "ping" if self.proto == Proto::Resp2 => {
+                Stats::add(&stats.commands, 1);
+                let mut out = BytesMut::new();
+                resp::push_array_len(&mut out, 2);
+                resp::push_bulk(&mut out, b"pong");
+                resp::push_bulk(&mut out, if cmd.count() > 1 { cmd.arg(1) } else { b"" });
+                io.out.push(out.freeze());
+            }
+            name if self.proto == Proto::Resp2 => {
+                Stats::add(&stats.commands, 1);
+                io.out.push(resp::error(&format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                )));
+            }
+            "hello" if cmd.count() > 1 && parse_int(cmd.arg(1)) == Some(2) => {
+                Stats::add(&stats.commands, 1);
+                io.out.push(resp::error(
+                    "ERR keyhop: HELLO 2 cannot switch a subscribed client to RESP2 (unsubscribe first, or RESET)",
+                ));
+            }
+            // RESP3: any other command runs as usual, its reply among the pushes.
+            _ => {
+                if session.execute(&cmd.frame, io.out).await {
+                    return Some(Exit::Close);
+                }
+            }
+        }
+        None
+    }
+
+    /// (P|S)SUBSCRIBE: every missing connection is opened first, so the command subscribes
+    /// everything or (with the error of a group that cannot be reached) nothing.
+    async fn subscribe(
+        &mut self,
+        session: &Session,
+        io: &mut ClientIo<'_, '_>,
+        family: Family,
+        cmd: &Command,
+    ) {
+        let table = self.shared.table.load_full();
+        let groups = table.groups.len();
+        let mut need = vec![false; groups];
+        for i in 1..cmd.count() {
+            match family {
+                Family::Pattern => need.iter_mut().for_each(|n| *n = true),
+                _ => need[usize::from(table.group_for_key(cmd.arg(i))).min(groups - 1)] = true,
+            }
+        }
+        for (g, _) in need.iter().enumerate().filter(|(_, n)| **n) {
+            let g = g as GroupId;
+            if self.links.get(g).is_none() {
+                match super::pin(session, &table, g, Kind::PubSub).await {
+                    Ok(conn) => self.links.insert(g, Link::new(conn)),
+                    Err(reply) => {
+                        io.out.push(reply);
+                        return;
+                    }
+                }
+            }
+        }
+        let mut per_group: Vec<Vec<&[u8]>> = vec![Vec::new(); groups];
+        let mut reply = BytesMut::new();
+        for i in 1..cmd.count() {
+            let name = cmd.arg(i);
+            let group = match family {
+                Family::Pattern => 0,
+                _ => table.group_for_key(name),
+            };
+            if self.subs.add(family, name, group) {
+                match family {
+                    Family::Pattern => per_group.iter_mut().for_each(|p| p.push(name)),
+                    _ => per_group[usize::from(group).min(groups - 1)].push(name),
+                }
+            }
+            confirm(&mut reply, self.proto, family.word(true), Some(name), self.subs.count(family));
+        }
+        self.send_all(family.word(true), per_group).await;
+        self.wait(reply);
+    }
+
+    /// (P|S)UNSUBSCRIBE, of the names given or of every name of the family.
+    async fn unsubscribe(&mut self, family: Family, cmd: &Command) {
+        let names: Vec<Bytes> = if cmd.count() == 1 {
+            self.subs.names(family)
+        } else {
+            (1..cmd.count()).map(|i| Bytes::copy_from_slice(cmd.arg(i))).collect()
+        };
+        let word = family.word(false);
+        let mut reply = BytesMut::new();
+        if names.is_empty() {
+            confirm(&mut reply, self.proto, word, None, self.subs.count(family));
+        }
+        let groups = self.links.v.len();
+        let mut per_group: Vec<Vec<&[u8]>> = vec![Vec::new(); groups];
+        for name in &names {
+            if let Some(group) = self.subs.remove(family, name) {
+                match family {
+                    Family::Pattern => per_group.iter_mut().for_each(|p| p.push(name)),
+                    _ => {
+                        if let Some(p) = per_group.get_mut(usize::from(group)) {
+                            p.push(name);
+                        }
+                    }
+                }
+            }
+            confirm(&mut reply, self.proto, word, Some(name), self.subs.count(family));
+        }
+        self.send_all(word, per_group).await;
+        self.wait(reply);
+    }
+
+    /// Sends each group its share of a (un)subscribe.
+    async fn send_all(&mut self, word: &str, per_group: Vec<Vec<&[u8]>>) {
+        let word = word.to_ascii_uppercase();
+        for (g, names) in per_group.into_iter().enumerate() {
+            if names.is_empty() {
+                continue;
+            }
+            let g = g as GroupId;
+            let frame = resp::command(std::iter::once(word.as_bytes()).chain(names.iter().copied()));
+            let Some(link) = self.links.get(g) else { continue };
+            if !link.send(&frame, names.len()).await {
+                self.lost(g, "write failed");
+            }
+        }
+    }
+
+    fn wait(&mut self, reply: BytesMut) {
+        let timeout = self.shared.settings.load().backend.request_timeout;
+        self.waiting = Some(Waiting {
+            reply: reply.freeze(),
+            deadline: Instant::now() + timeout,
+            held: Vec::new(),
+            held_bytes: 0,
+        });
+    }
+
+    /// Writes the waiting confirmations once no server owes one.
+    fn release(&mut self, io: &mut ClientIo<'_, '_>) {
+        if self.waiting.is_none() || !self.links.settled() {
+            return;
+        }
+        let Some(w) = self.waiting.take() else { return };
+        Stats::add(&self.shared.stats.bytes_out, (w.reply.len() + w.held_bytes) as u64);
+        io.out.push(w.reply);
+        for m in w.held {
+            io.out.push(m);
+        }
+    }
+
+    async fn event(&mut self, ev: Event, io: &mut ClientIo<'_, '_>) {
+        match ev {
+            Event::Frame(g, frame) => {
+                self.frame(g, frame, io);
+                for _ in 0..DRAIN_BATCH {
+                    let Some(conn) = self.links.get(g).and_then(|l| l.conn.as_mut()) else {
+                        break;
+                    };
+                    match conn.try_reply() {
+                        Ok(Some(frame)) => self.frame(g, frame, io),
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.lost(g, &e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            Event::Lost(g, why) => self.lost(g, &why),
+            Event::Opened(g, Ok(conn)) => self.opened(g, conn).await,
+            Event::Opened(g, Err(reply)) => {
+                let peer = self.peer;
+                if let Some(link) = self.links.get(g) {
+                    if !link.warned {
+                        link.warned = true;
+                        tracing::warn!(client = %peer, group = g, server = %link.target,
+                            error = %String::from_utf8_lossy(reply.trim_ascii_end()),
+                            "pubsub: cannot reach the group's master; retrying every 100 ms");
+                    }
+                    link.retry_at = Some(Instant::now() + RETRY);
+                }
+            }
+        }
+    }
+
+    /// One frame from group `g`'s server.
+    fn frame(&mut self, g: GroupId, frame: Bytes, io: &mut ClientIo<'_, '_>) {
+        match classify(&frame) {
+            Frame::Message => {
+                let owes = self.links.get(g).is_some_and(|l| !l.acks.is_empty());
+                match self.waiting.as_mut() {
+                    Some(w) if !owes => {
+                        w.held_bytes += frame.len();
+                        w.held.push(frame);
+                    }
+                    _ => {
+                        Stats::add(&self.shared.stats.bytes_out, frame.len() as u64);
+                        io.out.push(frame);
+                    }
+                }
+            }
+            Frame::Confirmation => {
+                let peer = self.peer;
+                if let Some(link) = self.links.get(g) {
+                    if link.confirmed() {
+                        if let Some(since) = link.since.take() {
+                            tracing::info!(client = %peer, group = g, server = %link.target,
+                                elapsed_ms = since.elapsed().as_millis() as u64,
+                                "pubsub: re-subscribed on the group's master");
+                        }
+                    }
+                }
+            }
+            Frame::Error => {
+                let peer = self.peer;
+                if let Some(link) = self.links.get(g) {
+                    link.acks.pop_front();
+                    tracing::warn!(client = %peer, group = g, server = %link.target,
+                        error = %String::from_utf8_lossy(frame.trim_ascii_end()),
+                        "pubsub: the server refused a subscription command");
+                }
+            }
+            Frame::Other => {}
+        }
+    }
+
+    /// A new connection of group `g` is up: it gets the group's share of subscriptions.
+    async fn opened(&mut self, g: GroupId, conn: super::Dedicated) {
+        let table = self.shared.table.load_full();
+        let (shared, mode, peer) = (self.shared.clone(), self.mode, self.peer);
+        let Some(link) = self.links.get(g) else { return };
+        let master = table.groups.get(usize::from(g)).map(|x| x.master.as_str());
+        if master.is_some_and(|m| m != &*conn.addr) {
+            // The table moved on while it was being opened.
+            link.reopen(&shared, &table, g, mode);
+            return;
+        }
+        link.conn = Some(conn);
+        link.warned = false;
+        let (frames, confirmations) = self.subs.resubscribe(g);
+        if !link.send(&frames, confirmations).await {
+            self.lost(g, "write failed");
+            return;
+        }
+        if link.acks.is_empty() {
+            if let Some(since) = link.since.take() {
+                tracing::info!(client = %peer, group = g, server = %link.target,
+                    elapsed_ms = since.elapsed().as_millis() as u64,
+                    "pubsub: re-subscribed on the group's master");
+            }
+        }
+    }
+
+    /// Group `g`'s connection broke: a new one is opened to the group's master now.
+    fn lost(&mut self, g: GroupId, why: &str) {
+        let table = self.shared.table.load_full();
+        let (shared, mode, peer) = (self.shared.clone(), self.mode, self.peer);
+        if let Some(link) = self.links.get(g) {
+            if !link.warned {
+                link.warned = true;
+                tracing::warn!(client = %peer, group = g, server = %link.target, why,
+                    "pubsub: connection to the group's master lost; re-subscribing");
+            }
+            link.reopen(&shared, &table, g, mode);
+        }
+    }
+
+    /// A new routing table: every group whose master changed is re-subscribed on the new one.
+    fn follow(&mut self) {
+        let table = self.shared.table.load_full();
+        let (shared, mode, peer) = (self.shared.clone(), self.mode, self.peer);
+        for (g, link) in self.links.iter_mut() {
+            let Some(group) = table.groups.get(usize::from(g)) else { continue };
+            if *link.target != *group.master {
+                tracing::info!(client = %peer, group = g, from = %link.target, to = %group.master,
+                    "pubsub: the group's master changed; re-subscribing");
+                link.reopen(&shared, &table, g, mode);
+            }
+        }
+    }
+
+    fn retry_due(&mut self) {
+        let table = self.shared.table.load_full();
+        let (shared, mode, now) = (self.shared.clone(), self.mode, Instant::now());
+        for (g, link) in self.links.iter_mut() {
+            if link.retry_at.is_some_and(|t| t <= now) {
+                link.reopen(&shared, &table, g, mode);
+            }
+        }
+    }
+
+    /// A server did not confirm in time: its connection is replaced (and re-subscribed), and
+    /// the client gets its confirmations.
+    fn ack_timeout(&mut self) {
+        let owing: Vec<GroupId> =
+            self.links.iter_mut().filter(|(_, l)| !l.acks.is_empty()).map(|(g, _)| g).collect();
+        for g in owing {
+            self.lost(g, "no confirmation within request_timeout");
+        }
+    }
+
+    /// True when the client must be disconnected for its unwritten output (counted and logged).
+    fn over_limit(&mut self, io: &mut ClientIo<'_, '_>) -> bool {
+        let limit = self.shared.settings.load().pubsub_limit;
+        let pending = io.out.len() + self.waiting.as_ref().map_or(0, |w| w.held_bytes);
+        let mut over = limit.hard > 0 && pending > limit.hard;
+        if limit.soft > 0 && pending > limit.soft {
+            match self.soft_since {
+                None => self.soft_since = Some(Instant::now()),
+                Some(since) => over |= since.elapsed() > limit.soft_for,
+            }
+        } else {
+            self.soft_since = None;
+        }
+        if over {
+            Stats::add(&self.shared.stats.output_limit_disconnects, 1);
+            tracing::warn!(client = %self.peer, pending_bytes = pending,
+                hard = limit.hard, soft = limit.soft, soft_seconds = limit.soft_for.as_secs(),
+                "pubsub: subscriber disconnected: its unwritten output passed pubsub_output_limit");
+            // Closed without writing what is pending: the client is not reading it.
+            *io.out = OutQueue::default();
+        }
+        over
+    }
+}
+
+/// Reads more of the client's requests (cancel-safe); the bytes read, 0 at end of input.
+async fn fill(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    eof: &mut bool,
+) -> usize {
+    use tokio::io::AsyncReadExt;
+    if *eof {
+        return std::future::pending().await;
+    }
+    if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(4096);
+    }
+    match rd.read_buf(buf).await {
+        Ok(0) | Err(_) => {
+            *eof = true;
+            0
+        }
+        Ok(n) => n,
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts a command taken from the read buffer back at its head (for the fast path to run).
+fn unread(io: &mut ClientIo<'_, '_>, frame: &[u8]) {
+    let rest = io.buf.split();
+    io.buf.reserve(frame.len() + rest.len());
+    io.buf.extend_from_slice(frame);
+    io.buf.extend_from_slice(&rest);
+}
