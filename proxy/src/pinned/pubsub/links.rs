@@ -82,15 +82,22 @@ impl Link {
     }
 
     /// Drops the connection (closing it: it holds subscriptions) and starts opening one to
-    /// `addr`.
-    pub(super) fn reopen(&mut self, shared: &Arc<Shared>, table: &RoutingTable, group: GroupId, mode: Mode) {
+    /// the group's master in `table`.
+    pub(super) fn reopen(
+        &mut self,
+        shared: &Arc<Shared>,
+        table: &RoutingTable,
+        group: GroupId,
+        mode: Mode,
+    ) {
         self.conn = None;
         self.acks.clear();
         self.retry_at = None;
         self.since.get_or_insert_with(Instant::now);
         let Some(g) = table.groups.get(group as usize) else { return };
         self.target = Arc::from(g.master.as_str());
-        self.opening = Some(Box::pin(open(shared.clone(), self.target.clone(), g.name.clone(), mode)));
+        self.opening =
+            Some(Box::pin(open(shared.clone(), self.target.clone(), g.name.clone(), mode)));
     }
 
     /// True while a new connection is being opened or waits for its next attempt.

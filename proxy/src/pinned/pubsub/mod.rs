@@ -202,6 +202,11 @@ impl Subscriber {
             }
             "ping" if self.proto == Proto::Resp2 => {
                 Stats::add(&stats.commands, 1);
+                if cmd.count() > 2 {
+                    // PING's arity is -1; the command itself refuses more than one argument.
+                    io.out.push(resp::error(&command::arity_error(spec)));
+                    return None;
+                }
                 let mut out = BytesMut::new();
                 resp::push_array_len(&mut out, 2);
                 resp::push_bulk(&mut out, b"pong");
@@ -319,7 +324,8 @@ impl Subscriber {
                 continue;
             }
             let g = g as GroupId;
-            let frame = resp::command(std::iter::once(word.as_bytes()).chain(names.iter().copied()));
+            let frame =
+                resp::command(std::iter::once(word.as_bytes()).chain(names.iter().copied()));
             let Some(link) = self.links.get(g) else { continue };
             if !link.send(&frame, names.len()).await {
                 self.lost(g, "write failed");
@@ -476,6 +482,8 @@ impl Subscriber {
             if *link.target != *group.master {
                 tracing::info!(client = %peer, group = g, from = %link.target, to = %group.master,
                     "pubsub: the group's master changed; re-subscribing");
+                // Timed from adopting the new table (an outage before it is Sentinel's time).
+                link.since = Some(Instant::now());
                 link.reopen(&shared, &table, g, mode);
             }
         }
@@ -527,11 +535,7 @@ impl Subscriber {
 }
 
 /// Reads more of the client's requests (cancel-safe); the bytes read, 0 at end of input.
-async fn fill(
-    rd: &mut tokio::net::tcp::ReadHalf<'_>,
-    buf: &mut BytesMut,
-    eof: &mut bool,
-) -> usize {
+async fn fill(rd: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut, eof: &mut bool) -> usize {
     use tokio::io::AsyncReadExt;
     if *eof {
         return std::future::pending().await;

@@ -1,0 +1,587 @@
+//! Pub/sub through keyhop against real servers: two groups, channels on both, patterns on every
+//! group, shard channels; every reply compared with a direct redis-server running the same
+//! sequence (RESP2 and RESP3). Then the PUBSUB views, a slow subscriber, and failovers.
+//!
+//! Measured numbers are printed with `eprintln!`:
+//! `cargo test --test proxy_pubsub -- --nocapture 2>&1 | grep '\[pubsub\]'`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Proc, Raw, Reply, free_port, keyhop, redis_server, temp_dir, wait_until};
+use keyhop_router::key_slot;
+
+/// Bound for anything that should take milliseconds.
+const SHORT: Duration = Duration::from_secs(10);
+/// Bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
+const FAILOVER_BOUND: Duration = Duration::from_secs(40);
+
+/// Two groups behind keyhop and one direct server to compare with.
+struct Setup {
+    dir: tempfile::TempDir,
+    _g1: Proc,
+    _g2: Proc,
+    proxy: Proc,
+    direct: Proc,
+}
+
+fn setup(extra: &str) -> Setup {
+    let dir = temp_dir();
+    let g1 = redis_server(&[]);
+    let g2 = redis_server(&[]);
+    let proxy = keyhop(dir.path(), &common::two_group_config(extra, &g1, &g2));
+    let direct = redis_server(&[]);
+    Setup { dir, _g1: g1, _g2: g2, proxy, direct }
+}
+
+/// The group (0: g1, 1: g2) a channel belongs to under the tests' slot split.
+fn group_of(name: &str) -> usize {
+    usize::from(key_slot(name.as_bytes()) >= 8192)
+}
+
+/// The first name `prefix<n>` of `group`.
+fn name_in(group: usize, prefix: &str) -> String {
+    (0..1000)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|c| group_of(c) == group)
+        .expect("a name of the group among 1000 candidates")
+}
+
+fn connect(port: u16, resp3: bool) -> Raw {
+    let mut r = Raw::connect(port);
+    if resp3 {
+        assert!(matches!(r.call(&["HELLO", "3"]), Reply::Map(_)));
+    }
+    r
+}
+
+fn send(r: &mut Raw, args: &[&str]) {
+    let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+    r.send(&a);
+}
+
+/// Sends each command and reads the number of replies given with it.
+fn run_script(r: &mut Raw, script: &[(Vec<String>, usize)]) -> Vec<(String, Reply)> {
+    let mut out = Vec::new();
+    for (args, n) in script {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        send(r, &a);
+        for _ in 0..*n {
+            out.push((args.join(" "), r.read()));
+        }
+    }
+    out
+}
+
+fn line(args: &[&str], n: usize) -> (Vec<String>, usize) {
+    (args.iter().map(|s| s.to_string()).collect(), n)
+}
+
+/// Reads one reply, `None` after `wait` without one.
+fn read_within(r: &mut Raw, wait: Duration) -> Option<Reply> {
+    r.writer.set_read_timeout(Some(wait)).expect("set timeout");
+    let reply = r.try_read().ok();
+    r.writer.set_read_timeout(Some(SHORT)).expect("set timeout");
+    reply
+}
+
+fn resp_name(resp3: bool) -> &'static str {
+    if resp3 { "RESP3" } else { "RESP2" }
+}
+
+/// Confirmations, errors, PING, ordinary commands and leaving the mode, compared reply by reply
+/// with a direct server.
+fn confirmations_match_direct(resp3: bool) {
+    let s = setup("");
+    let (a, b) = (name_in(0, "ch"), name_in(1, "ch"));
+    let (s1, s2) = (name_in(0, "sh"), name_in(1, "sh"));
+    assert_ne!(group_of(&a), group_of(&b));
+    let mut script = vec![
+        // Not subscribed: Redis's replies, and the client stays in normal mode.
+        line(&["UNSUBSCRIBE"], 1),
+        line(&["SUNSUBSCRIBE"], 1),
+        line(&["PUNSUBSCRIBE", "x", "y"], 2),
+        line(&["GET", "k"], 1),
+        line(&["SUBSCRIBE", &a, &b, &a], 3),
+        line(&["PSUBSCRIBE", "p*", "q*"], 2),
+        line(&["SSUBSCRIBE", &s1, &s2], 2),
+        line(&["PING"], 1),
+        line(&["PING", "hi"], 1),
+        line(&["PING", "a", "b"], 1),
+        line(&["GET", "k"], 1),
+        line(&["NOSUCHCOMMAND", "x"], 1),
+        line(&["UNSUBSCRIBE", &a, "never"], 2),
+        line(&["PUNSUBSCRIBE", "q*"], 1),
+        line(&["PUNSUBSCRIBE"], 1),
+        line(&["SUNSUBSCRIBE", &s1], 1),
+        line(&["UNSUBSCRIBE"], 1),
+        line(&["SUNSUBSCRIBE"], 1),
+        // Out of the mode: an ordinary command works again.
+        line(&["SET", "k", "v"], 1),
+        line(&["GET", "k"], 1),
+        line(&["SUBSCRIBE", &a], 1),
+        line(&["RESET"], 1),
+        line(&["GET", "k"], 1),
+        line(&["SUBSCRIBE", &b], 1),
+        line(&["QUIT"], 1),
+    ];
+    if !resp3 {
+        // A subcommand is named as Redis names it.
+        script.insert(11, line(&["CLIENT", "LIST"], 1));
+    }
+    let direct = run_script(&mut connect(s.direct.port, resp3), &script);
+    let proxied = run_script(&mut connect(s.proxy.port, resp3), &script);
+    for (d, p) in direct.iter().zip(proxied.iter()) {
+        assert_eq!(d, p, "{}: {} differs from a direct server", resp_name(resp3), d.0);
+    }
+    assert_eq!(direct.len(), proxied.len());
+    if !resp3 {
+        let forbidden = direct.iter().find(|(c, _)| c == "GET k").map(|x| &x.1);
+        assert_eq!(forbidden, Some(&Reply::Bulk(None)));
+        let e = proxied.iter().filter(|(c, _)| c == "GET k").nth(1).map(|x| &x.1);
+        assert_eq!(
+            e.cloned(),
+            Some(Reply::Error(
+                "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+                    .into()
+            ))
+        );
+    }
+}
+
+#[test]
+fn confirmations_and_counts_match_a_direct_server_resp2() {
+    confirmations_match_direct(false);
+}
+
+#[test]
+fn confirmations_and_counts_match_a_direct_server_resp3() {
+    confirmations_match_direct(true);
+}
+
+/// Subscribes the same way on keyhop and on the direct server, then publishes (through keyhop,
+/// and to the direct server) to channels of both groups: each subscriber gets each message once,
+/// and the two streams are identical.
+fn messages_match_direct(resp3: bool) {
+    let s = setup("");
+    let (a, b) = (name_in(0, "ch"), name_in(1, "ch"));
+    let (pa, pb) = (name_in(0, "pat."), name_in(1, "pat."));
+    let (s1, s2) = (name_in(0, "sh"), name_in(1, "sh"));
+    let subscribe = [
+        line(&["SUBSCRIBE", &a, &b], 2),
+        line(&["PSUBSCRIBE", "pat.*"], 1),
+        line(&["SSUBSCRIBE", &s1, &s2], 2),
+    ];
+    let mut sub_d = connect(s.direct.port, resp3);
+    let mut sub_p = connect(s.proxy.port, resp3);
+    assert_eq!(run_script(&mut sub_d, &subscribe), run_script(&mut sub_p, &subscribe));
+    let mut pub_d = Raw::connect(s.direct.port);
+    let mut pub_p = Raw::connect(s.proxy.port);
+    let publishes: Vec<(&str, &String)> = vec![
+        ("PUBLISH", &a),
+        ("PUBLISH", &b),
+        ("PUBLISH", &pa),
+        ("PUBLISH", &pb),
+        ("SPUBLISH", &s1),
+        ("SPUBLISH", &s2),
+        ("PUBLISH", &a),
+        ("PUBLISH", &b),
+    ];
+    for (i, (verb, ch)) in publishes.iter().enumerate() {
+        // Binary-safe payloads: CRLF and NUL travel untouched.
+        let payload = format!("m{i}\r\n\0{}", "x".repeat(i * 100));
+        let (rd, rp) = (
+            pub_d.call(&[verb, ch.as_str(), &payload]),
+            pub_p.call(&[verb, ch.as_str(), &payload]),
+        );
+        assert_eq!(rd, rp, "{verb} {ch}: receivers");
+        assert_eq!(rp, Reply::Int(1), "{verb} {ch}: one receiver");
+        let (md, mp) = (sub_d.read(), sub_p.read());
+        assert_eq!(md, mp, "{} message of {verb} {ch}", resp_name(resp3));
+    }
+    // Nothing else arrives: every message came once.
+    assert_eq!(read_within(&mut sub_p, Duration::from_millis(300)), None);
+    // Shard channels end with their own unsubscribe count; ordinary ones with theirs.
+    let tail = [line(&["SUNSUBSCRIBE", &s1, &s2], 2), line(&["UNSUBSCRIBE", &b], 1)];
+    assert_eq!(run_script(&mut sub_d, &tail), run_script(&mut sub_p, &tail));
+}
+
+#[test]
+fn messages_from_both_groups_match_a_direct_server_resp2() {
+    messages_match_direct(false);
+}
+
+#[test]
+fn messages_from_both_groups_match_a_direct_server_resp3() {
+    messages_match_direct(true);
+}
+
+#[test]
+fn resp3_subscriber_runs_ordinary_commands_between_pushes() {
+    let s = setup("");
+    let a = name_in(1, "ch");
+    let mut pubr = Raw::connect(s.proxy.port);
+    let mut sub = connect(s.proxy.port, true);
+    sub.call(&["SUBSCRIBE", &a]);
+    assert_eq!(sub.call(&["SET", "key", "value"]), Reply::Status("OK".into()));
+    assert_eq!(pubr.call(&["PUBLISH", &a, "hello"]), Reply::Int(1));
+    let push = |m: &str| {
+        Reply::Push(vec![
+            Reply::Bulk(Some(b"message".to_vec())),
+            Reply::Bulk(Some(a.as_bytes().to_vec())),
+            Reply::Bulk(Some(m.as_bytes().to_vec())),
+        ])
+    };
+    assert_eq!(sub.read(), push("hello"));
+    // Pipelined with SUBSCRIBE and PING: replies and pushes in request order.
+    send(&mut sub, &["GET", "key"]);
+    send(&mut sub, &["SUBSCRIBE", &a, "second"]);
+    send(&mut sub, &["PING"]);
+    send(&mut sub, &["GET", "nokey"]);
+    assert_eq!(sub.read(), Reply::Bulk(Some(b"value".to_vec())));
+    let confirmation = |ch: &str, n| {
+        Reply::Push(vec![
+            Reply::Bulk(Some(b"subscribe".to_vec())),
+            Reply::Bulk(Some(ch.as_bytes().to_vec())),
+            Reply::Int(n),
+        ])
+    };
+    assert_eq!(sub.read(), confirmation(&a, 1));
+    assert_eq!(sub.read(), confirmation("second", 2));
+    assert_eq!(sub.read(), Reply::Status("PONG".into()));
+    assert_eq!(sub.read(), Reply::Null);
+    // Switching a subscriber back to RESP2 is refused with keyhop's reason.
+    match sub.call(&["HELLO", "2"]) {
+        Reply::Error(e) => assert!(e.starts_with("ERR keyhop: HELLO 2"), "{e}"),
+        other => panic!("HELLO 2 while subscribed: {other:?}"),
+    }
+    // Commands that need another dedicated connection are refused, the subscription goes on.
+    assert!(matches!(sub.call(&["MULTI"]), Reply::Error(_)));
+    assert_eq!(pubr.call(&["PUBLISH", &a, "again"]), Reply::Int(1));
+    assert_eq!(sub.read(), push("again"));
+}
+
+#[test]
+fn pubsub_views_are_aggregated_over_the_groups() {
+    let s = setup("");
+    let (a, b, c) = (name_in(0, "ch"), name_in(1, "ch"), name_in(1, "other"));
+    let (s1, s2) = (name_in(0, "sh"), name_in(1, "sh"));
+    let subscribe = [
+        line(&["SUBSCRIBE", &a, &b, &c], 3),
+        line(&["PSUBSCRIBE", "p*", "q*"], 2),
+        line(&["SSUBSCRIBE", &s1, &s2], 2),
+    ];
+    let mut d1 = connect(s.direct.port, false);
+    let mut d2 = connect(s.direct.port, false);
+    let mut p1 = connect(s.proxy.port, false);
+    let mut p2 = connect(s.proxy.port, false);
+    for r in [&mut d1, &mut d2, &mut p1, &mut p2] {
+        run_script(r, &subscribe[..1]);
+    }
+    for r in [&mut d1, &mut p1] {
+        run_script(r, &subscribe[1..]);
+    }
+    let sorted = |r: Reply| match r {
+        Reply::Array(Some(mut items)) => {
+            items.sort_by_key(|i| format!("{i:?}"));
+            Reply::Array(Some(items))
+        }
+        other => other,
+    };
+    for resp3 in [false, true] {
+        let mut d = connect(s.direct.port, resp3);
+        let mut p = connect(s.proxy.port, resp3);
+        let views: Vec<Vec<&str>> = vec![
+            vec!["PUBSUB", "NUMSUB", &a, &b, &c, "nobody"],
+            vec!["PUBSUB", "NUMSUB"],
+            vec!["PUBSUB", "CHANNELS"],
+            vec!["PUBSUB", "CHANNELS", "ch*"],
+            vec!["PUBSUB", "NUMPAT"],
+            vec!["PUBSUB", "SHARDCHANNELS"],
+            vec!["PUBSUB", "SHARDNUMSUB", &s1, &s2, "nobody"],
+        ];
+        for v in &views {
+            let (rd, rp) = (sorted(d.call(v)), sorted(p.call(v)));
+            assert_eq!(rd, rp, "{} {v:?}", resp_name(resp3));
+        }
+        assert_eq!(p.call(&["PUBSUB", "NUMPAT"]), Reply::Int(2));
+        match p.call(&["PUBSUB", "NUMSUB", &a, &b]) {
+            Reply::Array(Some(items)) => {
+                assert_eq!(items[1], Reply::Int(2));
+                assert_eq!(items[3], Reply::Int(2));
+            }
+            other => panic!("NUMSUB: {other:?}"),
+        }
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect admin");
+    s.set_read_timeout(Some(SHORT)).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn keyhop_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
+    let admin = free_port();
+    let s =
+        setup(&format!("pubsub_output_limit = \"1mb 0 0\"\nadmin_listen = \"127.0.0.1:{admin}\""));
+    let ch = name_in(1, "flood");
+    // The slow one subscribes and then never reads.
+    let mut slow = Raw::connect(s.proxy.port);
+    slow.call(&["SUBSCRIBE", &ch]);
+    // The other one reads everything on a thread of its own.
+    let mut fast = Raw::connect(s.proxy.port);
+    fast.call(&["SUBSCRIBE", &ch]);
+    let received = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (rc, st) = (received.clone(), stop.clone());
+    let reader = std::thread::spawn(move || {
+        let started = Instant::now();
+        while !st.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+            match fast.try_read() {
+                Ok(Reply::Array(Some(items))) if items.len() == 3 => {
+                    rc.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(other) => return Err(format!("unexpected {other:?}")),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(format!("fast subscriber lost: {e}")),
+            }
+        }
+        Ok(())
+    });
+    let mut publisher = Raw::connect(s.proxy.port);
+    let payload = "z".repeat(100 * 1024);
+    let mut published = 0usize;
+    let started = Instant::now();
+    let disconnected = || keyhop_log(s.dir.path()).contains("passed pubsub_output_limit");
+    // The slow client's kernel buffers take several MB before keyhop's own queue grows.
+    while !disconnected() && published < 2000 && started.elapsed() < Duration::from_secs(60) {
+        let receivers = publisher.call(&["PUBLISH", &ch, &payload]);
+        assert!(matches!(receivers, Reply::Int(1 | 2)), "{receivers:?}");
+        published += 1;
+        // Paced by the fast subscriber, so only the slow one's output piles up.
+        let kept_up = wait_until(SHORT, || received.load(Ordering::Relaxed) >= published);
+        assert!(kept_up, "the fast subscriber fell behind at message {published}");
+    }
+    assert!(disconnected(), "the slow subscriber was not disconnected after {published} messages");
+    // The other subscriber keeps receiving, including what is published afterwards.
+    for _ in 0..20 {
+        publisher.call(&["PUBLISH", &ch, "after"]);
+        published += 1;
+    }
+    let all = wait_until(SHORT, || received.load(Ordering::Relaxed) == published);
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        all,
+        "the fast subscriber got {} of {published} messages",
+        received.load(Ordering::Relaxed)
+    );
+    assert_eq!(reader.join().expect("reader thread"), Ok(()));
+    // The slow one finds its connection closed once it reads what its kernel buffer holds.
+    slow.writer.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut sink = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let closed = loop {
+        match slow.reader.read(&mut sink) {
+            Ok(0) => break true,
+            Ok(n) => total += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the slow subscriber's connection is still open after {total} bytes");
+    assert!(total < published * payload.len(), "the slow subscriber got everything");
+    let metrics = http_get(admin, "/metrics");
+    assert!(
+        metrics.contains("keyhop_clients_output_limit_disconnects_total 1"),
+        "metrics: {}",
+        metrics.lines().filter(|l| l.contains("output_limit")).collect::<Vec<_>>().join("\n")
+    );
+    eprintln!(
+        "[pubsub] slow subscriber: disconnected after {published} x 100 KB messages published, it \
+         had read {total} bytes; the other subscriber got every message"
+    );
+}
+
+#[test]
+fn client_kill_ends_a_subscriber() {
+    let s = setup("");
+    let mut sub = Raw::connect(s.proxy.port);
+    let id = match sub.call(&["CLIENT", "ID"]) {
+        Reply::Int(id) => id,
+        other => panic!("CLIENT ID: {other:?}"),
+    };
+    sub.call(&["SUBSCRIBE", &name_in(0, "ch")]);
+    let mut admin = Raw::connect(s.proxy.port);
+    assert_eq!(admin.call(&["CLIENT", "KILL", "ID", &id.to_string()]), Reply::Int(1));
+    sub.writer.set_read_timeout(Some(SHORT)).expect("timeout");
+    let mut byte = [0u8; 1];
+    assert_eq!(sub.reader.read(&mut byte).ok(), Some(0), "the subscriber was not closed");
+    // The servers no longer list keyhop's subscription once its connection is closed.
+    let gone = wait_until(SHORT, || {
+        admin.call(&["PUBSUB", "NUMSUB", &name_in(0, "ch")])
+            == Reply::Array(Some(vec![
+                Reply::Bulk(Some(name_in(0, "ch").into_bytes())),
+                Reply::Int(0),
+            ]))
+    });
+    assert!(gone, "the server still counts the killed subscriber");
+}
+
+// ---- failover ----
+
+use common::SentinelCluster as Cluster;
+
+fn sentinel_config(c: &Cluster) -> String {
+    let addrs: Vec<String> = c.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
+    format!(
+        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n\
+         [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
+         [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
+         [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
+        addrs.join(", ")
+    )
+}
+
+fn role(port: u16) -> String {
+    match Raw::try_connect(port).and_then(|mut r| r.try_call(&["ROLE"])) {
+        Some(Reply::Array(Some(items))) => match items.first() {
+            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// A message frame's channel and payload (RESP2 `message` or `pmessage`); panics on anything
+/// else (the client must never see a confirmation it did not ask for).
+fn message_of(r: Reply) -> (String, String) {
+    let Reply::Array(Some(items)) = r else { panic!("not a message: {r:?}") };
+    let text: Vec<String> = items.iter().map(|i| i.text()).collect();
+    match text[0].as_str() {
+        "message" => (text[1].clone(), text[2].clone()),
+        "pmessage" => (text[2].clone(), text[3].clone()),
+        _ => panic!("not a message: {text:?}"),
+    }
+}
+
+/// Publishes to `ch` through keyhop until the subscriber receives one (bounded); returns when.
+fn first_delivery(port: u16, sub: &mut Raw, ch: &str, bound: Duration) -> Option<Instant> {
+    let mut publisher = Raw::connect(port);
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < bound && i < 10_000 {
+        i += 1;
+        let payload = format!("probe{i}");
+        if publisher.try_call(&["PUBLISH", ch, &payload]).is_none() {
+            publisher = Raw::connect(port);
+            continue;
+        }
+        while let Some(r) = read_within(sub, Duration::from_millis(50)) {
+            let (c, p) = message_of(r);
+            if c == ch && p == payload {
+                return Some(Instant::now());
+            }
+        }
+    }
+    None
+}
+
+/// After g1's master changed: messages to a g1 channel, to g1 and g2 channels matching the
+/// pattern, and to a g2 channel all arrive, exactly once and nothing else.
+fn assert_receives_everything(port: u16, sub: &mut Raw, chans: &[&str]) {
+    // Drain what the probes left behind.
+    while read_within(sub, Duration::from_millis(200)).is_some() {}
+    let mut publisher = Raw::connect(port);
+    for (i, ch) in chans.iter().enumerate() {
+        let payload = format!("after{i}");
+        assert_eq!(publisher.call(&["PUBLISH", ch, &payload]), Reply::Int(1), "PUBLISH {ch}");
+        let got = read_within(sub, SHORT).map(message_of);
+        assert_eq!(got, Some((ch.to_string(), payload)), "message on {ch}");
+    }
+    assert_eq!(read_within(sub, Duration::from_millis(300)), None);
+}
+
+/// The `elapsed_ms` of keyhop's "re-subscribed" lines for group 0.
+fn resubscribe_times(dir: &Path) -> Vec<String> {
+    keyhop_log(dir)
+        .lines()
+        .filter(|l| l.contains("re-subscribed on the group's master") && l.contains("group=0"))
+        .filter_map(|l| l.split("elapsed_ms=").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+fn failover_case(kill: bool) {
+    let mut c = Cluster::new_ready(Duration::from_secs(15));
+    let dir = temp_dir();
+    let proxy = keyhop(dir.path(), &sentinel_config(&c));
+    let (ch1, ch2) = (name_in(0, "news"), name_in(1, "news"));
+    let (pat1, pat2) = (name_in(0, "evt."), name_in(1, "evt."));
+    let mut sub = Raw::connect(proxy.port);
+    sub.send(&[b"SUBSCRIBE", ch1.as_bytes(), ch2.as_bytes()]);
+    sub.read();
+    sub.read();
+    assert!(matches!(sub.call(&["PSUBSCRIBE", "evt.*"]), Reply::Array(_)));
+    assert_receives_everything(proxy.port, &mut sub, &[&ch1, &ch2, &pat1, &pat2]);
+    let old = c.port(0);
+    let new = c.port(1);
+    let at = if kill {
+        let at = Instant::now();
+        c.servers[0].kill();
+        let delivered = first_delivery(proxy.port, &mut sub, &ch1, FAILOVER_BOUND);
+        let Some(delivered) = delivered else {
+            panic!("no message on {ch1} within {FAILOVER_BOUND:?} of killing g1's master");
+        };
+        assert_eq!(role(new), "master");
+        assert_receives_everything(proxy.port, &mut sub, &[&ch1, &ch2, &pat1, &pat2]);
+        (at, delivered)
+    } else {
+        let at = c.force_failover(0, "g1", FAILOVER_BOUND);
+        let switched = wait_until(FAILOVER_BOUND, || role(new) == "master");
+        assert!(switched, "the replica was not promoted");
+        let delivered = first_delivery(proxy.port, &mut sub, &ch1, FAILOVER_BOUND);
+        let Some(delivered) = delivered else {
+            panic!("no message on {ch1} within {FAILOVER_BOUND:?} of SENTINEL FAILOVER");
+        };
+        assert_receives_everything(proxy.port, &mut sub, &[&ch1, &ch2, &pat1, &pat2]);
+        assert_ne!(role(old), "master");
+        (at, delivered)
+    };
+    let times = resubscribe_times(dir.path());
+    assert!(!times.is_empty(), "keyhop did not log a re-subscription of g1");
+    let how = if kill { "kill -9 of g1's master" } else { "SENTINEL FAILOVER g1" };
+    eprintln!(
+        "[pubsub] {how}: first message on the g1 channel {:.0} ms after it; keyhop re-subscribed \
+         {} ms after it adopted the new table (or lost the connection)",
+        at.1.duration_since(at.0).as_secs_f64() * 1000.0,
+        times.join(", ")
+    );
+    // Measured from adopting the new table: within the issue's 100 ms.
+    let last: u64 = times.last().and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+    assert!(last <= 100, "re-subscribing took {last} ms");
+}
+
+#[test]
+fn a_subscriber_follows_sentinel_failover() {
+    failover_case(false);
+}
+
+#[test]
+fn a_subscriber_follows_kill_9_of_the_master() {
+    failover_case(true);
+}
