@@ -162,12 +162,12 @@ impl Links {
             let i = (self.next + k) % n;
             let Some(link) = self.v[i].as_mut() else { continue };
             let g = i as GroupId;
-            if let Some(fut) = link.opening.as_mut() {
-                if let Poll::Ready(r) = fut.as_mut().poll(cx) {
-                    link.opening = None;
-                    self.next = (i + 1) % n;
-                    return Poll::Ready(Event::Opened(g, r));
-                }
+            if let Some(fut) = link.opening.as_mut()
+                && let Poll::Ready(r) = fut.as_mut().poll(cx)
+            {
+                link.opening = None;
+                self.next = (i + 1) % n;
+                return Poll::Ready(Event::Opened(g, r));
             }
             if let Some(conn) = link.conn.as_mut() {
                 let fut = conn.read_reply();
@@ -189,10 +189,12 @@ impl Links {
     /// reuse (`clean`).
     pub(super) fn close(&mut self, clean: bool) {
         for (_, link) in self.iter_mut() {
-            if let Some(conn) = link.conn.as_mut() {
-                if clean && link.acks.is_empty() && !conn.is_closed() {
-                    conn.clean();
-                }
+            if let Some(conn) = link.conn.as_mut()
+                && clean
+                && link.acks.is_empty()
+                && !conn.is_closed()
+            {
+                conn.clean();
             }
         }
         self.v.clear();
@@ -201,31 +203,29 @@ impl Links {
 
 /// Opens a dedicated connection to `addr` (a group's master) for pub/sub, as `pinned::pin`
 /// does for a session, without borrowing the session: it runs while the subscriber is served.
-fn open(
+async fn open(
     shared: Arc<Shared>,
     addr: Arc<str>,
     group: String,
     mode: Mode,
-) -> impl Future<Output = Result<Dedicated, Bytes>> + Send {
-    async move {
-        if shared.backends.pool(&addr).state.is_fenced() {
-            return Err(crate::resp::error(&format!(
-                "ERR keyhop: backend {addr} (group {group}) {}",
-                crate::backend::BackendError::Fenced
-            )));
-        }
-        let settings = shared.settings.load_full();
-        shared
-            .pinned
-            .acquire(
-                &addr,
-                mode,
-                &settings.backend,
-                settings.max_pinned_connections,
-                &group,
-                Kind::PubSub,
-            )
-            .await
-            .map_err(|e| e.reply())
+) -> Result<Dedicated, Bytes> {
+    if shared.backends.pool(&addr).state.is_fenced() {
+        return Err(crate::resp::error(&format!(
+            "ERR keyhop: backend {addr} (group {group}) {}",
+            crate::backend::BackendError::Fenced
+        )));
     }
+    let settings = shared.settings.load_full();
+    shared
+        .pinned
+        .acquire(
+            &addr,
+            mode,
+            &settings.backend,
+            settings.max_pinned_connections,
+            &group,
+            Kind::PubSub,
+        )
+        .await
+        .map_err(|e| e.reply())
 }

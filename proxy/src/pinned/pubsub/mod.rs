@@ -409,14 +409,10 @@ impl Subscriber {
             }
             Frame::Confirmation => {
                 let peer = self.peer;
-                if let Some(link) = self.links.get(g) {
-                    if link.confirmed() {
-                        if let Some(since) = link.since.take() {
-                            tracing::info!(client = %peer, group = g, server = %link.target,
-                                elapsed_ms = since.elapsed().as_millis() as u64,
-                                "pubsub: re-subscribed on the group's master");
-                        }
-                    }
+                if let Some(link) = self.links.get(g)
+                    && link.confirmed()
+                {
+                    resubscribed(peer, g, link);
                 }
             }
             Frame::Error => {
@@ -451,11 +447,7 @@ impl Subscriber {
             return;
         }
         if link.acks.is_empty() {
-            if let Some(since) = link.since.take() {
-                tracing::info!(client = %peer, group = g, server = %link.target,
-                    elapsed_ms = since.elapsed().as_millis() as u64,
-                    "pubsub: re-subscribed on the group's master");
-            }
+            resubscribed(peer, g, link);
         }
     }
 
@@ -531,6 +523,16 @@ impl Subscriber {
             *io.out = OutQueue::default();
         }
         over
+    }
+}
+
+/// Logs the end of a re-subscription (once every confirmation of it is in), with its time
+/// since the table changed or the connection was lost.
+fn resubscribed(peer: SocketAddr, g: GroupId, link: &mut Link) {
+    if let Some(since) = link.since.take() {
+        let ms = since.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(client = %peer, group = g, server = %link.target,
+            elapsed_ms = %format_args!("{ms:.1}"), "pubsub: re-subscribed on the group's master");
     }
 }
 
