@@ -25,7 +25,7 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(40);
 /// Two groups behind keyhop and one direct server to compare with.
 struct Setup {
     dir: tempfile::TempDir,
-    _g1: Proc,
+    g1: Proc,
     _g2: Proc,
     proxy: Proc,
     direct: Proc,
@@ -37,7 +37,7 @@ fn setup(extra: &str) -> Setup {
     let g2 = redis_server(&[]);
     let proxy = keyhop(dir.path(), &common::two_group_config(extra, &g1, &g2));
     let direct = redis_server(&[]);
-    Setup { dir, _g1: g1, _g2: g2, proxy, direct }
+    Setup { dir, g1, _g2: g2, proxy, direct }
 }
 
 /// The group (0: g1, 1: g2) a channel belongs to under the tests' slot split.
@@ -440,6 +440,28 @@ fn client_kill_ends_a_subscriber() {
             ]))
     });
     assert!(gone, "the server still counts the killed subscriber");
+}
+
+/// The CLIENT LIST id of `port`'s one client subscribed to something.
+fn subscribed_id(port: u16) -> Option<String> {
+    let mut r = Raw::connect(port);
+    let list = r.call(&["CLIENT", "LIST"]).text();
+    let line = list.lines().find(|l| l.contains(" sub=1 "))?;
+    Some(line.split_whitespace().next()?.to_string())
+}
+
+#[test]
+fn a_fully_unsubscribed_connection_is_reused() {
+    let s = setup("");
+    let a = name_in(0, "ch");
+    let mut sub = Raw::connect(s.proxy.port);
+    sub.call(&["SUBSCRIBE", &a]);
+    let first = subscribed_id(s.g1.port);
+    assert!(first.is_some(), "keyhop's subscription is not on g1");
+    sub.call(&["UNSUBSCRIBE"]);
+    assert_eq!(sub.call(&["GET", "k"]), Reply::Bulk(None), "back in normal mode");
+    sub.call(&["SUBSCRIBE", &a]);
+    assert_eq!(subscribed_id(s.g1.port), first, "a new connection instead of the clean one");
 }
 
 // ---- failover ----
