@@ -464,6 +464,30 @@ fn a_fully_unsubscribed_connection_is_reused() {
     assert_eq!(subscribed_id(s.g1.port), first, "a new connection instead of the clean one");
 }
 
+#[test]
+fn subscribing_past_max_pinned_connections_is_refused_and_the_client_goes_on() {
+    let s = setup("max_pinned_connections = 1");
+    let (a, b) = (name_in(0, "ch"), name_in(1, "ch"));
+    let mut first = Raw::connect(s.proxy.port);
+    assert!(matches!(first.call(&["SUBSCRIBE", &a]), Reply::Array(_)));
+    let mut second = Raw::connect(s.proxy.port);
+    match second.call(&["SUBSCRIBE", &a]) {
+        Reply::Error(e) => assert!(
+            e.starts_with("ERR keyhop: all 1 dedicated connections to ")
+                && e.contains("max_pinned_connections"),
+            "{e}"
+        ),
+        other => panic!("SUBSCRIBE past the limit: {other:?}"),
+    }
+    // Nothing was subscribed: the client is in normal mode, and g2 still has room.
+    assert_eq!(second.call(&["GET", "k"]), Reply::Bulk(None));
+    assert!(matches!(second.call(&["SUBSCRIBE", &b]), Reply::Array(_)));
+    let mut publisher = Raw::connect(s.proxy.port);
+    assert_eq!(publisher.call(&["PUBLISH", &a, "x"]), Reply::Int(1));
+    assert_eq!(publisher.call(&["PUBLISH", &b, "y"]), Reply::Int(1));
+    assert_eq!(message_of(second.read()), (b.clone(), "y".to_string()));
+}
+
 // ---- failover ----
 
 use common::SentinelCluster as Cluster;

@@ -20,7 +20,10 @@ use crate::backend::Mode;
 /// Pause between two attempts to reach a group's master that refused or failed.
 pub(super) const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
-type Opening = Pin<Box<dyn Future<Output = Result<Dedicated, Bytes>> + Send>>;
+/// A connection being opened, on a task of its own: dropping the handle (the table moved on,
+/// the client left) lets the attempt finish and release what it reserved, where dropping the
+/// future mid-connect would not.
+type Opening = tokio::task::JoinHandle<Result<Dedicated, Bytes>>;
 
 /// One group's connection and its bookkeeping.
 pub(super) struct Link {
@@ -96,8 +99,8 @@ impl Link {
         self.since.get_or_insert_with(Instant::now);
         let Some(g) = table.groups.get(group as usize) else { return };
         self.target = Arc::from(g.master.as_str());
-        self.opening =
-            Some(Box::pin(open(shared.clone(), self.target.clone(), g.name.clone(), mode)));
+        let attempt = open(shared.clone(), self.target.clone(), g.name.clone(), mode);
+        self.opening = Some(tokio::spawn(attempt));
     }
 
     /// True while a new connection is being opened or waits for its next attempt.
@@ -162,11 +165,14 @@ impl Links {
             let i = (self.next + k) % n;
             let Some(link) = self.v[i].as_mut() else { continue };
             let g = i as GroupId;
-            if let Some(fut) = link.opening.as_mut()
-                && let Poll::Ready(r) = fut.as_mut().poll(cx)
+            if let Some(task) = link.opening.as_mut()
+                && let Poll::Ready(r) = Pin::new(task).poll(cx)
             {
                 link.opening = None;
                 self.next = (i + 1) % n;
+                let r = r.unwrap_or_else(|e| {
+                    Err(crate::resp::error(&format!("ERR keyhop: connecting failed ({e})")))
+                });
                 return Poll::Ready(Event::Opened(g, r));
             }
             if let Some(conn) = link.conn.as_mut() {
