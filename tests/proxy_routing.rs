@@ -213,7 +213,6 @@ fn refused_commands_say_why_and_keep_the_connection() {
         vec!["ACL", "LIST"],
         vec!["MULTI"],
         vec!["WATCH", "foo"],
-        vec!["SUBSCRIBE", "ch"],
     ] {
         match c.call(&args) {
             Reply::Error(e) => assert!(e.contains("keyhop"), "{args:?}: {e}"),
