@@ -8,13 +8,16 @@
 mod links;
 mod state;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use keyhop_router::command::{self, CommandSpec};
 use keyhop_router::{Args, GroupId};
+use tokio::sync::watch;
 
 use super::{ClientIo, Command, Exit, Kind};
 use crate::Shared;
@@ -79,7 +82,10 @@ impl Subscriber {
 
     async fn run(&mut self, session: &mut Session, io: &mut ClientIo<'_, '_>) -> Exit {
         let shared = self.shared.clone();
-        let mut topology = shared.topology.subscribe();
+        // One waiter on the table's announcements for the mode's life, re-armed only when it
+        // fires: a fresh `changed()` per turn of the loop would take the watch's shared lock
+        // twice per message batch, in every subscriber at once.
+        let mut topology = next_table(shared.topology.subscribe());
         let drained = shared.drain.cancelled();
         tokio::pin!(drained);
         let killed = session.client.killed();
@@ -130,10 +136,13 @@ impl Subscriber {
                     return Exit::Close;
                 }
                 _ = &mut drained => return Exit::Close,
-                r = topology.changed() => {
-                    if r.is_ok() {
+                (rx, ok) = &mut topology => {
+                    topology = if ok {
                         self.follow();
-                    }
+                        next_table(rx)
+                    } else {
+                        Box::pin(std::future::pending())
+                    };
                 }
                 r = io.out.write_some(&mut *io.wr), if !io.out.is_empty() => {
                     if r.is_err() {
@@ -552,6 +561,16 @@ async fn fill(rd: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut, eof: &
         }
         Ok(n) => n,
     }
+}
+
+/// The next table announcement: the receiver back, and false once the sender is gone.
+type TableChange = Pin<Box<dyn Future<Output = (watch::Receiver<u64>, bool)> + Send>>;
+
+fn next_table(mut rx: watch::Receiver<u64>) -> TableChange {
+    Box::pin(async move {
+        let ok = rx.changed().await.is_ok();
+        (rx, ok)
+    })
 }
 
 /// Sleeps until `at`, or forever.
