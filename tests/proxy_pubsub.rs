@@ -506,6 +506,41 @@ fn a_draining_keyhop_closes_its_subscribers_and_exits() {
     assert!(exited, "keyhop did not exit after the drain");
 }
 
+#[test]
+fn a_subscription_a_server_refuses_is_undone_everywhere() {
+    let dir = temp_dir();
+    let g1 = redis_server(&[]);
+    // g2 cannot SSUBSCRIBE (as a server whose ACL forbids it, or one older than Redis 7).
+    let g2 = redis_server(&["--rename-command", "SSUBSCRIBE", ""]);
+    let proxy = keyhop(dir.path(), &common::two_group_config("", &g1, &g2));
+    let (s1, s2) = (name_in(0, "sh"), name_in(1, "sh"));
+    let mut sub = Raw::connect(proxy.port);
+    match sub.call(&["SSUBSCRIBE", &s1, &s2]) {
+        Reply::Error(e) => assert!(e.starts_with("ERR unknown command 'SSUBSCRIBE'"), "{e}"),
+        other => panic!("SSUBSCRIBE refused by g2: {other:?}"),
+    }
+    // Nothing stays subscribed: the client is in normal mode and g1 dropped its half.
+    assert_eq!(sub.call(&["GET", "k"]), Reply::Bulk(None));
+    let mut admin = Raw::connect(proxy.port);
+    let none_left = wait_until(SHORT, || {
+        admin.call(&["PUBSUB", "SHARDNUMSUB", &s1])
+            == Reply::Array(Some(vec![Reply::Bulk(Some(s1.clone().into_bytes())), Reply::Int(0)]))
+    });
+    assert!(none_left, "g1 kept the refused command's shard channel");
+    // What g1 alone serves still works, counted from zero.
+    let confirmation = Reply::Array(Some(vec![
+        Reply::Bulk(Some(b"ssubscribe".to_vec())),
+        Reply::Bulk(Some(s1.clone().into_bytes())),
+        Reply::Int(1),
+    ]));
+    assert_eq!(sub.call(&["SSUBSCRIBE", &s1]), confirmation);
+    assert_eq!(admin.call(&["SPUBLISH", &s1, "m"]), Reply::Int(1));
+    match sub.read() {
+        Reply::Array(Some(items)) => assert_eq!(items[0], Reply::Bulk(Some(b"smessage".to_vec()))),
+        other => panic!("smessage: {other:?}"),
+    }
+}
+
 /// A message frame's channel and payload (RESP2 `message` or `pmessage`); panics on anything
 /// else (the client must never see a confirmation it did not ask for).
 fn message_of(r: Reply) -> (String, String) {

@@ -102,11 +102,6 @@ impl Link {
         let attempt = open(shared.clone(), self.target.clone(), g.name.clone(), mode);
         self.opening = Some(tokio::spawn(attempt));
     }
-
-    /// True while a new connection is being opened or waits for its next attempt.
-    pub(super) fn down(&self) -> bool {
-        self.conn.is_none()
-    }
 }
 
 /// What happened on one of the links.

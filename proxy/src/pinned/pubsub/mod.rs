@@ -6,6 +6,7 @@
 //! group's share on its newest master without the client noticing.
 
 mod links;
+mod servers;
 mod state;
 
 use std::future::Future;
@@ -26,11 +27,8 @@ use crate::io::OutQueue;
 use crate::resp::{self, Proto, parse_int};
 use crate::session::Session;
 use crate::stats::Stats;
-use links::{Event, Link, Links, RETRY};
-use state::{Family, Frame, Subs, classify, confirm};
-
-/// Frames taken from one connection's buffer in a row before the client gets a turn.
-const DRAIN_BATCH: usize = 256;
+use links::{Link, Links};
+use state::{Family, Subs, confirm};
 
 /// Serves the client in this mode until it ends.
 pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Exit {
@@ -49,6 +47,12 @@ struct Waiting {
     /// after the confirmations, as on one server.
     held: Vec<Bytes>,
     held_bytes: usize,
+    /// The groups the command was sent to.
+    touched: Vec<GroupId>,
+    /// The names a (P|S)SUBSCRIBE added, undone if a server refuses the command.
+    added: Option<(Family, Vec<Bytes>)>,
+    /// A server's refusal (an ACL rule, a server without SSUBSCRIBE ...).
+    error: Option<Bytes>,
 }
 
 struct Subscriber {
@@ -276,6 +280,7 @@ impl Subscriber {
         }
         let mut per_group: Vec<Vec<&[u8]>> = vec![Vec::new(); groups];
         let mut reply = BytesMut::new();
+        let mut added = Vec::new();
         for i in 1..cmd.count() {
             let name = cmd.arg(i);
             let group = match family {
@@ -283,6 +288,7 @@ impl Subscriber {
                 _ => table.group_for_key(name),
             };
             if self.subs.add(family, name, group) {
+                added.push(Bytes::copy_from_slice(name));
                 match family {
                     Family::Pattern => per_group.iter_mut().for_each(|p| p.push(name)),
                     _ => per_group[usize::from(group).min(groups - 1)].push(name),
@@ -290,8 +296,8 @@ impl Subscriber {
             }
             confirm(&mut reply, self.proto, family.word(true), Some(name), self.subs.count(family));
         }
-        self.send_all(family.word(true), per_group).await;
-        self.wait(reply);
+        let touched = self.send_all(family.word(true), per_group).await;
+        self.wait(reply, touched, Some((family, added)));
     }
 
     /// (P|S)UNSUBSCRIBE, of the names given or of every name of the family.
@@ -321,13 +327,14 @@ impl Subscriber {
             }
             confirm(&mut reply, self.proto, word, Some(name), self.subs.count(family));
         }
-        self.send_all(word, per_group).await;
-        self.wait(reply);
+        let touched = self.send_all(word, per_group).await;
+        self.wait(reply, touched, None);
     }
 
-    /// Sends each group its share of a (un)subscribe.
-    async fn send_all(&mut self, word: &str, per_group: Vec<Vec<&[u8]>>) {
+    /// Sends each group its share of a (un)subscribe; returns the groups it went to.
+    async fn send_all(&mut self, word: &str, per_group: Vec<Vec<&[u8]>>) -> Vec<GroupId> {
         let word = word.to_ascii_uppercase();
+        let mut touched = Vec::new();
         for (g, names) in per_group.into_iter().enumerate() {
             if names.is_empty() {
                 continue;
@@ -336,19 +343,29 @@ impl Subscriber {
             let frame =
                 resp::command(std::iter::once(word.as_bytes()).chain(names.iter().copied()));
             let Some(link) = self.links.get(g) else { continue };
+            touched.push(g);
             if !link.send(&frame, names.len()).await {
                 self.lost(g, "write failed");
             }
         }
+        touched
     }
 
-    fn wait(&mut self, reply: BytesMut) {
+    fn wait(
+        &mut self,
+        reply: BytesMut,
+        touched: Vec<GroupId>,
+        added: Option<(Family, Vec<Bytes>)>,
+    ) {
         let timeout = self.shared.settings.load().backend.request_timeout;
         self.waiting = Some(Waiting {
             reply: reply.freeze(),
             deadline: Instant::now() + timeout,
             held: Vec::new(),
             held_bytes: 0,
+            touched,
+            added,
+            error: None,
         });
     }
 
@@ -358,6 +375,10 @@ impl Subscriber {
             return;
         }
         let Some(w) = self.waiting.take() else { return };
+        if let Some(error) = w.error.clone() {
+            self.refused(w, error, io);
+            return;
+        }
         Stats::add(&self.shared.stats.bytes_out, (w.reply.len() + w.held_bytes) as u64);
         io.out.push(w.reply);
         for m in w.held {
@@ -365,148 +386,26 @@ impl Subscriber {
         }
     }
 
-    async fn event(&mut self, ev: Event, io: &mut ClientIo<'_, '_>) {
-        match ev {
-            Event::Frame(g, frame) => {
-                self.frame(g, frame, io);
-                for _ in 0..DRAIN_BATCH {
-                    let Some(conn) = self.links.get(g).and_then(|l| l.conn.as_mut()) else {
-                        break;
-                    };
-                    match conn.try_reply() {
-                        Ok(Some(frame)) => self.frame(g, frame, io),
-                        Ok(None) => break,
-                        Err(e) => {
-                            self.lost(g, &e.to_string());
-                            break;
-                        }
-                    }
-                }
-            }
-            Event::Lost(g, why) => self.lost(g, &why),
-            Event::Opened(g, Ok(conn)) => self.opened(g, conn).await,
-            Event::Opened(g, Err(reply)) => {
-                let peer = self.peer;
-                if let Some(link) = self.links.get(g) {
-                    if !link.warned {
-                        link.warned = true;
-                        tracing::warn!(client = %peer, group = g, server = %link.target,
-                            error = %String::from_utf8_lossy(reply.trim_ascii_end()),
-                            "pubsub: cannot reach the group's master; retrying every 100 ms");
-                    }
-                    link.retry_at = Some(Instant::now() + RETRY);
-                }
-            }
-        }
-    }
-
-    /// One frame from group `g`'s server.
-    fn frame(&mut self, g: GroupId, frame: Bytes, io: &mut ClientIo<'_, '_>) {
-        match classify(&frame) {
-            Frame::Message => {
-                let owes = self.links.get(g).is_some_and(|l| !l.acks.is_empty());
-                match self.waiting.as_mut() {
-                    Some(w) if !owes => {
-                        w.held_bytes += frame.len();
-                        w.held.push(frame);
-                    }
-                    _ => {
-                        Stats::add(&self.shared.stats.bytes_out, frame.len() as u64);
-                        io.out.push(frame);
-                    }
-                }
-            }
-            Frame::Confirmation => {
-                let peer = self.peer;
-                if let Some(link) = self.links.get(g)
-                    && link.confirmed()
-                {
-                    resubscribed(peer, g, link);
-                }
-            }
-            Frame::Error => {
-                let peer = self.peer;
-                if let Some(link) = self.links.get(g) {
-                    link.acks.pop_front();
-                    tracing::warn!(client = %peer, group = g, server = %link.target,
-                        error = %String::from_utf8_lossy(frame.trim_ascii_end()),
-                        "pubsub: the server refused a subscription command");
-                }
-            }
-            Frame::Other => {}
-        }
-    }
-
-    /// A new connection of group `g` is up: it gets the group's share of subscriptions.
-    async fn opened(&mut self, g: GroupId, conn: super::Dedicated) {
+    /// A server refused a (un)subscribe: a SUBSCRIBE is undone and answered with the server's
+    /// error (an UNSUBSCRIBE is confirmed: the names are gone either way), and the connections
+    /// it went to are replaced by ones subscribed to exactly what the client now has, so no
+    /// server keeps half of the command. Held messages may be of undone names: dropped.
+    fn refused(&mut self, w: Waiting, error: Bytes, io: &mut ClientIo<'_, '_>) {
         let table = self.shared.table.load_full();
-        let (shared, mode, peer) = (self.shared.clone(), self.mode, self.peer);
-        let Some(link) = self.links.get(g) else { return };
-        let master = table.groups.get(usize::from(g)).map(|x| x.master.as_str());
-        if master.is_some_and(|m| m != &*conn.addr) {
-            // The table moved on while it was being opened.
-            link.reopen(&shared, &table, g, mode);
-            return;
-        }
-        link.conn = Some(conn);
-        link.warned = false;
-        let (frames, confirmations) = self.subs.resubscribe(g);
-        if !link.send(&frames, confirmations).await {
-            self.lost(g, "write failed");
-            return;
-        }
-        if link.acks.is_empty() {
-            resubscribed(peer, g, link);
-        }
-    }
-
-    /// Group `g`'s connection broke: a new one is opened to the group's master now.
-    fn lost(&mut self, g: GroupId, why: &str) {
-        let table = self.shared.table.load_full();
-        let (shared, mode, peer) = (self.shared.clone(), self.mode, self.peer);
-        if let Some(link) = self.links.get(g) {
-            if !link.warned {
-                link.warned = true;
-                tracing::warn!(client = %peer, group = g, server = %link.target, why,
-                    "pubsub: connection to the group's master lost; re-subscribing");
-            }
-            link.reopen(&shared, &table, g, mode);
-        }
-    }
-
-    /// A new routing table: every group whose master changed is re-subscribed on the new one.
-    fn follow(&mut self) {
-        let table = self.shared.table.load_full();
-        let (shared, mode, peer) = (self.shared.clone(), self.mode, self.peer);
-        for (g, link) in self.links.iter_mut() {
-            let Some(group) = table.groups.get(usize::from(g)) else { continue };
-            if *link.target != *group.master {
-                tracing::info!(client = %peer, group = g, from = %link.target, to = %group.master,
-                    "pubsub: the group's master changed; re-subscribing");
-                // Timed from adopting the new table (an outage before it is Sentinel's time).
-                link.since = Some(Instant::now());
+        let (shared, mode) = (self.shared.clone(), self.mode);
+        for &g in &w.touched {
+            if let Some(link) = self.links.get(g) {
                 link.reopen(&shared, &table, g, mode);
             }
         }
-    }
-
-    fn retry_due(&mut self) {
-        let table = self.shared.table.load_full();
-        let (shared, mode, now) = (self.shared.clone(), self.mode, Instant::now());
-        for (g, link) in self.links.iter_mut() {
-            if link.retry_at.is_some_and(|t| t <= now) {
-                link.reopen(&shared, &table, g, mode);
+        match w.added {
+            Some((family, names)) => {
+                for name in names {
+                    self.subs.remove(family, &name);
+                }
+                io.out.push(error);
             }
-        }
-    }
-
-    /// A server did not confirm in time: its connection is replaced (and re-subscribed), and
-    /// the client gets its confirmations.
-    fn ack_timeout(&mut self) {
-        let owing: Vec<GroupId> =
-            self.links.iter_mut().filter(|(_, l)| !l.acks.is_empty()).map(|(g, _)| g).collect();
-        for g in owing {
-            self.lost(g, "no confirmation within request_timeout");
+            None => io.out.push(w.reply),
         }
     }
 
@@ -532,16 +431,6 @@ impl Subscriber {
             *io.out = OutQueue::default();
         }
         over
-    }
-}
-
-/// Logs the end of a re-subscription (once every confirmation of it is in), with its time
-/// since the table changed or the connection was lost.
-fn resubscribed(peer: SocketAddr, g: GroupId, link: &mut Link) {
-    if let Some(since) = link.since.take() {
-        let ms = since.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(client = %peer, group = g, server = %link.target,
-            elapsed_ms = %format_args!("{ms:.1}"), "pubsub: re-subscribed on the group's master");
     }
 }
 
