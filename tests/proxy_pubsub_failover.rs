@@ -8,6 +8,9 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::SentinelCluster as Cluster;
@@ -168,6 +171,10 @@ fn failover_case(kill: bool) {
         assert_receives_everything(proxy.port, &mut sub, &[&ch1, &ch2, &pat1, &pat2]);
         (at, delivered)
     } else {
+        // Clients subscribing all through the failover, fenced master or not: none is refused.
+        let stop = Arc::new(AtomicBool::new(false));
+        let late = name_in(0, "late");
+        let newcomers = subscribe_continuously(proxy.port, &late, stop.clone());
         let at = c.force_failover(0, "g1", FAILOVER_BOUND);
         let switched = wait_until(FAILOVER_BOUND, || role(new) == "master");
         assert!(switched, "the replica was not promoted");
@@ -175,7 +182,10 @@ fn failover_case(kill: bool) {
         let Some(delivered) = delivered else {
             panic!("no message on {ch1} within {FAILOVER_BOUND:?} of SENTINEL FAILOVER");
         };
+        stop.store(true, Ordering::Relaxed);
+        let mut newcomers = newcomers.join().expect("subscriber thread").expect("no refusal");
         assert_receives_everything(proxy.port, &mut sub, &[&ch1, &ch2, &pat1, &pat2]);
+        all_receive(proxy.port, &late, &mut newcomers);
         let demoted = wait_until(FAILOVER_BOUND, || role(old) != "master");
         assert!(demoted, "the old master was not demoted");
         (at, delivered)
@@ -196,6 +206,70 @@ fn failover_case(kill: bool) {
     // Measured from adopting the new table: within the 100 ms.
     let last = times.last().copied().unwrap_or(f64::MAX);
     assert!(last <= 100.0, "re-subscribing took {last} ms");
+}
+
+/// Connects and SUBSCRIBEs to `ch` every 20 ms until `stop` (at most 200 clients); `Err` at the
+/// first reply that is not a confirmation.
+fn subscribe_continuously(
+    port: u16,
+    ch: &str,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Result<Vec<Raw>, String>> {
+    let ch = ch.to_string();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut subs = Vec::new();
+        while !stop.load(Ordering::Relaxed)
+            && subs.len() < 200
+            && started.elapsed() < FAILOVER_BOUND
+        {
+            let mut r = Raw::connect(port);
+            match r.try_call(&["SUBSCRIBE", &ch]) {
+                Some(Reply::Array(Some(items))) if items.len() == 3 => subs.push(r),
+                other => {
+                    return Err(format!(
+                        "SUBSCRIBE #{} during the failover: {other:?}",
+                        subs.len()
+                    ));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(subs)
+    })
+}
+
+/// Every one of `subs` is subscribed to `ch` on the new master and receives a message
+/// published there.
+fn all_receive(port: u16, ch: &str, subs: &mut [Raw]) {
+    let mut admin = Raw::connect(port);
+    let want = Reply::Array(Some(vec![
+        Reply::Bulk(Some(ch.as_bytes().to_vec())),
+        Reply::Int(subs.len() as i64),
+    ]));
+    let mut last = None;
+    let all = wait_until(SHORT, || {
+        last = Some(admin.call(&["PUBSUB", "NUMSUB", ch]));
+        last.as_ref() == Some(&want)
+    });
+    assert!(all, "{} subscribers during the failover; NUMSUB says {last:?}", subs.len());
+    admin.call(&["PUBLISH", ch, "final"]);
+    for (i, r) in subs.iter_mut().enumerate() {
+        let mut got = false;
+        // Probes of `first_delivery` may come first.
+        for _ in 0..10_000 {
+            match read_within(r, SHORT).map(message_of) {
+                Some((c, p)) if c == ch && p == "final" => {
+                    got = true;
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert!(got, "subscriber #{i} of the failover did not get the message");
+    }
+    eprintln!("[pubsub] {} clients subscribed during the failover; all receive", subs.len());
 }
 
 #[test]

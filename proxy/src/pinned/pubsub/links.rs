@@ -57,6 +57,20 @@ impl Link {
         }
     }
 
+    /// A link whose connection is still to be opened (to `target`, the master being failed
+    /// over): it is opened, and subscribed, once the new master is known.
+    pub(super) fn pending(target: &str) -> Link {
+        Link {
+            target: Arc::from(target),
+            conn: None,
+            opening: None,
+            retry_at: None,
+            acks: VecDeque::new(),
+            since: None,
+            warned: false,
+        }
+    }
+
     /// Sends `frames` expecting `confirmations` from the server; false when the connection is
     /// down or the write failed (the caller then re-opens it).
     pub(super) async fn send(&mut self, frames: &[u8], confirmations: usize) -> bool {

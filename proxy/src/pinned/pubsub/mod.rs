@@ -268,13 +268,23 @@ impl Subscriber {
         }
         for (g, _) in need.iter().enumerate().filter(|(_, n)| **n) {
             let g = g as GroupId;
-            if self.links.get(g).is_none() {
-                match super::pin(session, &table, g, Kind::PubSub).await {
-                    Ok(conn) => self.links.insert(g, Link::new(conn)),
-                    Err(reply) => {
-                        io.out.push(reply);
-                        return;
-                    }
+            if self.links.get(g).is_some() {
+                continue;
+            }
+            let master = table.groups.get(usize::from(g)).map(|x| x.master.as_str());
+            if let Some(master) = master.filter(|m| super::fenced(session, m)) {
+                // Being failed over: subscribed on the new master once the table names it, as
+                // the client's other subscriptions of the group would be.
+                let mut link = Link::pending(master);
+                link.reopen(&self.shared, &table, g, self.mode);
+                self.links.insert(g, link);
+                continue;
+            }
+            match super::pin(session, &table, g, Kind::PubSub).await {
+                Ok(conn) => self.links.insert(g, Link::new(conn)),
+                Err(reply) => {
+                    io.out.push(reply);
+                    return;
                 }
             }
         }

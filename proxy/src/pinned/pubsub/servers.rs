@@ -3,6 +3,8 @@
 //! master, when one breaks, or when a server refuses or does not answer in time.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +18,41 @@ use crate::stats::Stats;
 
 /// Frames taken from one connection's buffer in a row before the client gets a turn.
 const DRAIN_BATCH: usize = 256;
+
+/// One kind of per-subscriber event, logged at most once a second over all subscribers (a
+/// failover touches every subscriber of the group at once); the others are logged at debug.
+struct Throttle(AtomicU64);
+
+impl Throttle {
+    const fn new() -> Throttle {
+        Throttle(AtomicU64::new(0))
+    }
+
+    fn allow(&self) -> bool {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
+        let last = self.0.load(Ordering::Relaxed);
+        now >= last + 1000
+            && self.0.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+static UNREACHABLE: Throttle = Throttle::new();
+static REFUSED: Throttle = Throttle::new();
+static LOST: Throttle = Throttle::new();
+static CHANGED: Throttle = Throttle::new();
+static RESUBSCRIBED: Throttle = Throttle::new();
+
+/// Logs at `level` when `throttle` allows, at debug otherwise.
+macro_rules! throttled {
+    ($throttle:expr, $level:ident, $($arg:tt)+) => {
+        if $throttle.allow() {
+            tracing::$level!($($arg)+)
+        } else {
+            tracing::debug!($($arg)+)
+        }
+    };
+}
 
 impl Subscriber {
     pub(super) async fn event(&mut self, ev: Event, io: &mut ClientIo<'_, '_>) {
@@ -43,7 +80,8 @@ impl Subscriber {
                 if let Some(link) = self.links.get(g) {
                     if !link.warned {
                         link.warned = true;
-                        tracing::warn!(client = %peer, group = g, server = %link.target,
+                        throttled!(UNREACHABLE, warn, client = %peer, group = g,
+                            server = %link.target,
                             error = %String::from_utf8_lossy(reply.trim_ascii_end()),
                             "pubsub: cannot reach the group's master; retrying every 100 ms");
                     }
@@ -84,7 +122,7 @@ impl Subscriber {
                 }
                 if let Some(link) = self.links.get(g) {
                     link.acks.pop_front();
-                    tracing::warn!(client = %peer, group = g, server = %link.target,
+                    throttled!(REFUSED, warn, client = %peer, group = g, server = %link.target,
                         error = %String::from_utf8_lossy(frame.trim_ascii_end()),
                         "pubsub: the server refused a subscription command");
                 }
@@ -123,7 +161,7 @@ impl Subscriber {
         if let Some(link) = self.links.get(g) {
             if !link.warned {
                 link.warned = true;
-                tracing::warn!(client = %peer, group = g, server = %link.target, why,
+                throttled!(LOST, warn, client = %peer, group = g, server = %link.target, why,
                     "pubsub: connection to the group's master lost; re-subscribing");
             }
             link.reopen(&shared, &table, g, mode);
@@ -137,8 +175,8 @@ impl Subscriber {
         for (g, link) in self.links.iter_mut() {
             let Some(group) = table.groups.get(usize::from(g)) else { continue };
             if *link.target != *group.master {
-                tracing::info!(client = %peer, group = g, from = %link.target, to = %group.master,
-                    "pubsub: the group's master changed; re-subscribing");
+                throttled!(CHANGED, info, client = %peer, group = g, from = %link.target,
+                    to = %group.master, "pubsub: the group's master changed; re-subscribing");
                 // Timed from adopting the new table (an outage before it is Sentinel's time).
                 link.since = Some(Instant::now());
                 link.reopen(&shared, &table, g, mode);
@@ -172,7 +210,7 @@ impl Subscriber {
 fn resubscribed(peer: SocketAddr, g: GroupId, link: &mut Link) {
     if let Some(since) = link.since.take() {
         let ms = since.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(client = %peer, group = g, server = %link.target,
+        throttled!(RESUBSCRIBED, info, client = %peer, group = g, server = %link.target,
             elapsed_ms = %format_args!("{ms:.1}"), "pubsub: re-subscribed on the group's master");
     }
 }
