@@ -335,9 +335,21 @@ fn keyhop_log(dir: &Path) -> String {
 
 #[test]
 fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
+    slow_subscriber("1mb 0 0", 100 * 1024, 0.0);
+}
+
+#[test]
+fn a_subscriber_over_the_soft_limit_for_its_seconds_is_disconnected() {
+    slow_subscriber("0 1mb 1", 10 * 1024, 1.0);
+}
+
+/// A subscriber that never reads, another that reads everything, and a publisher flooding their
+/// channel with `size`-byte messages through keyhop configured with `limit`: the first is
+/// disconnected, not before `min_secs` of flooding.
+fn slow_subscriber(limit: &str, size: usize, min_secs: f64) {
     let admin = free_port();
     let s =
-        setup(&format!("pubsub_output_limit = \"1mb 0 0\"\nadmin_listen = \"127.0.0.1:{admin}\""));
+        setup(&format!("pubsub_output_limit = \"{limit}\"\nadmin_listen = \"127.0.0.1:{admin}\""));
     let ch = name_in(1, "flood");
     // The slow one subscribes and then never reads.
     let mut slow = Raw::connect(s.proxy.port);
@@ -345,6 +357,8 @@ fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
     // The other one reads everything on a thread of its own.
     let mut fast = Raw::connect(s.proxy.port);
     fast.call(&["SUBSCRIBE", &ch]);
+    // Short enough for the reader to notice `stop` soon, long for a message to be in flight.
+    fast.writer.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
     let received = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (rc, st) = (received.clone(), stop.clone());
@@ -364,12 +378,12 @@ fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
         Ok(())
     });
     let mut publisher = Raw::connect(s.proxy.port);
-    let payload = "z".repeat(100 * 1024);
+    let payload = "z".repeat(size);
     let mut published = 0usize;
     let started = Instant::now();
     let disconnected = || keyhop_log(s.dir.path()).contains("passed pubsub_output_limit");
     // The slow client's kernel buffers take several MB before keyhop's own queue grows.
-    while !disconnected() && published < 2000 && started.elapsed() < Duration::from_secs(60) {
+    while !disconnected() && published < 30_000 && started.elapsed() < Duration::from_secs(60) {
         let receivers = publisher.call(&["PUBLISH", &ch, &payload]);
         assert!(matches!(receivers, Reply::Int(1 | 2)), "{receivers:?}");
         published += 1;
@@ -378,6 +392,8 @@ fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
         assert!(kept_up, "the fast subscriber fell behind at message {published}");
     }
     assert!(disconnected(), "the slow subscriber was not disconnected after {published} messages");
+    let took = started.elapsed().as_secs_f64();
+    assert!(took >= min_secs, "disconnected after {took:.2} s, before the soft limit's seconds");
     // The other subscriber keeps receiving, including what is published afterwards.
     for _ in 0..20 {
         publisher.call(&["PUBLISH", &ch, "after"]);
@@ -411,7 +427,8 @@ fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
         metrics.lines().filter(|l| l.contains("output_limit")).collect::<Vec<_>>().join("\n")
     );
     eprintln!(
-        "[pubsub] slow subscriber: disconnected after {published} x 100 KB messages published, it \
+        "[pubsub] slow subscriber ({limit}): disconnected after {published} x {size} B messages \
+         published in {took:.1} s, it \
          had read {total} bytes; the other subscriber got every message"
     );
 }
