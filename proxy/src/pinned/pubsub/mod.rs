@@ -259,6 +259,10 @@ impl Subscriber {
     ) {
         let table = self.shared.table.load_full();
         let groups = table.groups.len();
+        if groups == 0 {
+            io.out.push(resp::error("ERR keyhop: internal routing error (no groups)"));
+            return;
+        }
         let mut need = vec![false; groups];
         for i in 1..cmd.count() {
             match family {
