@@ -110,7 +110,62 @@ pub fn merge(kind: Merge, parts: &[Bytes], order: &[(u16, u32)]) -> Bytes {
             let items: Vec<Bytes> = vals.iter().map(|v| resp::int(*v)).collect();
             array(&items)
         }
+        Merge::UnionArrays => {
+            let mut seen = std::collections::HashSet::new();
+            let mut all = Vec::new();
+            for p in parts {
+                let Some(items) = array_elements(p) else { return unexpected("arrays") };
+                all.extend(items.into_iter().filter(|i| seen.insert(i.clone())));
+            }
+            array(&all)
+        }
+        Merge::SumPairs => sum_pairs(parts),
+        Merge::MaxInteger => {
+            let mut max = None;
+            for p in parts {
+                let Some(v) = int_value(p) else { return unexpected("integers") };
+                max = max.max(Some(v));
+            }
+            resp::int(max.unwrap_or(0))
+        }
     }
+}
+
+/// PUBSUB NUMSUB's `[name, count, ...]` from every group (an array; a map in RESP3 servers
+/// that answer one): the first part's names and shape, each count summed over the parts.
+fn sum_pairs(parts: &[Bytes]) -> Bytes {
+    let Some(first) = parts.first() else { return unexpected("PUBSUB NUMSUB") };
+    let shape = first.first().copied();
+    let mut acc: Option<Vec<Bytes>> = None;
+    for p in parts {
+        if p.first().copied() != shape || !matches!(shape, Some(b'*' | b'%')) {
+            return unexpected("PUBSUB NUMSUB");
+        }
+        let Some(items) = resp::elements(p) else { return unexpected("PUBSUB NUMSUB") };
+        acc = Some(match acc {
+            None => items,
+            Some(mut prev) => {
+                if prev.len() != items.len() {
+                    return unexpected("PUBSUB NUMSUB");
+                }
+                for (i, item) in items.iter().enumerate().skip(1).step_by(2) {
+                    match (int_value(&prev[i]), int_value(item)) {
+                        (Some(a), Some(b)) => prev[i] = resp::int(a.saturating_add(b)),
+                        _ => return unexpected("PUBSUB NUMSUB"),
+                    }
+                }
+                prev
+            }
+        });
+    }
+    let items = acc.unwrap_or_default();
+    if shape == Some(b'%') {
+        let mut out = BytesMut::new();
+        resp::Proto::Resp3.push_map_len(&mut out, items.len() / 2);
+        items.iter().for_each(|i| out.extend_from_slice(i));
+        return out.freeze();
+    }
+    array(&items)
 }
 
 /// Rewrites a backend's SCAN reply `[cursor, keys]` to carry keyhop's cursor for `group`.
@@ -167,5 +222,33 @@ mod tests {
         let out =
             merge(Merge::MinElementwise, &[b("*2\r\n:1\r\n:1\r\n"), b("*2\r\n:0\r\n:1\r\n")], &[]);
         assert_eq!(out, b("*2\r\n:0\r\n:1\r\n"));
+    }
+
+    #[test]
+    fn pubsub_views() {
+        let out = merge(
+            Merge::UnionArrays,
+            &[b("*2\r\n$1\r\na\r\n$1\r\nb\r\n"), b("*2\r\n$1\r\nb\r\n$1\r\nc\r\n"), b("*0\r\n")],
+            &[],
+        );
+        assert_eq!(out, b("*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"));
+        let p0 = b("*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n");
+        let p1 = b("*4\r\n$1\r\na\r\n:0\r\n$1\r\nb\r\n:2\r\n");
+        assert_eq!(
+            merge(Merge::SumPairs, &[p0, p1], &[]),
+            b("*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n")
+        );
+        let m0 = b("%1\r\n$1\r\na\r\n:1\r\n");
+        let m1 = b("%1\r\n$1\r\na\r\n:3\r\n");
+        assert_eq!(merge(Merge::SumPairs, &[m0, m1], &[]), b("%1\r\n$1\r\na\r\n:4\r\n"));
+        assert_eq!(merge(Merge::SumPairs, &[b("*0\r\n"), b("*0\r\n")], &[]), b("*0\r\n"));
+        // Different names or shapes are not summed blindly.
+        let bad = merge(Merge::SumPairs, &[b("*2\r\n$1\r\na\r\n:1\r\n"), b("*0\r\n")], &[]);
+        assert!(is_error(&bad));
+        assert_eq!(
+            merge(Merge::MaxInteger, &[b(":2\r\n"), b(":5\r\n"), b(":0\r\n")], &[]),
+            b(":5\r\n")
+        );
+        assert_eq!(merge(Merge::MaxInteger, &[b(":2\r\n"), b("-ERR x\r\n")], &[]), b("-ERR x\r\n"));
     }
 }

@@ -26,7 +26,7 @@ fn label(v: &str) -> String {
 /// Appends every data-plane metric family.
 pub(crate) fn metrics(shared: &Shared, out: &mut String) {
     let s = &shared.stats;
-    let simple: [(&str, &str, &str, u64); 6] = [
+    let simple: [(&str, &str, &str, u64); 7] = [
         (
             "keyhop_client_connections",
             "gauge",
@@ -62,6 +62,12 @@ pub(crate) fn metrics(shared: &Shared, out: &mut String) {
             "counter",
             "Commands received (all).",
             Stats::get(&s.commands),
+        ),
+        (
+            "keyhop_clients_output_limit_disconnects_total",
+            "counter",
+            "Subscribers disconnected because keyhop's unwritten output passed pubsub_output_limit.",
+            Stats::get(&s.output_limit_disconnects),
         ),
     ];
     for (name, kind, help, v) in simple {

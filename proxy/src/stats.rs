@@ -60,6 +60,8 @@ pub struct Stats {
     pub errors_backend: Counter,
     /// Replies that were a backend timeout.
     pub errors_timeout: Counter,
+    /// Subscribers disconnected for passing `pubsub_output_limit`.
+    pub output_limit_disconnects: Counter,
 }
 
 impl Stats {

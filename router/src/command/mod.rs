@@ -183,6 +183,13 @@ pub enum Merge {
     First,
     /// Arrays of integers combined element-wise with min (SCRIPT EXISTS).
     MinElementwise,
+    /// Arrays joined without duplicates, in first-seen order (PUBSUB CHANNELS/SHARDCHANNELS).
+    UnionArrays,
+    /// `[name, count, ...]` arrays with the same names in the same order: counts added up per
+    /// name (PUBSUB NUMSUB/SHARDNUMSUB).
+    SumPairs,
+    /// The largest integer reply (PUBSUB NUMPAT: every keyhop pattern is on every group).
+    MaxInteger,
 }
 
 /// Commands keyhop answers or orchestrates itself.

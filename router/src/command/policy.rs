@@ -187,7 +187,7 @@ const FORWARD: &[&str] = &[
 ];
 
 /// Keyless and harmless: sent to the first group's master. Server-wide views (LATENCY, MEMORY
-/// STATS, PUBSUB CHANNELS/NUMSUB/NUMPAT/SHARD*, FUNCTION LIST/STATS/DUMP, CONFIG GET) therefore
+/// STATS, FUNCTION LIST/STATS/DUMP, CONFIG GET) therefore
 /// describe that one server only. FUNCTION DUMP is representative because FUNCTION LOAD/RESTORE
 /// go to every group. A container's own entry is only reached when its arity fails (no
 /// subcommand given).
@@ -343,6 +343,13 @@ pub(super) const OTHER: &[(&str, Policy)] = &[
     ("swapdb", Policy::SingleGroup),
     ("publish", Policy::ByChannel),
     ("spublish", Policy::ByChannel),
+    // Every group holds some of the channels (by slot) and every pattern (keyhop subscribes a
+    // pattern on every group). These exact entries take precedence over ANY_GROUP's `pubsub|*`.
+    ("pubsub|channels", Policy::AllGroups(Merge::UnionArrays)),
+    ("pubsub|shardchannels", Policy::AllGroups(Merge::UnionArrays)),
+    ("pubsub|numsub", Policy::AllGroups(Merge::SumPairs)),
+    ("pubsub|shardnumsub", Policy::AllGroups(Merge::SumPairs)),
+    ("pubsub|numpat", Policy::AllGroups(Merge::MaxInteger)),
 ];
 
 /// Every list with the policy it gives, for [`of`] and the tests.
