@@ -4,9 +4,6 @@
 //! mode's own loop here; when the mode ends the client returns to the fast path. The fast path
 //! pays one branch for all of this.
 
-// The modes are filled in step by step; until all three use the shared parts, some are unused.
-#![allow(dead_code, unused_imports)]
-
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +21,7 @@ pub(crate) mod conn;
 mod pubsub;
 mod transaction;
 
-pub(crate) use conn::{ConnError, Dedicated, PinError, Pinned};
+pub(crate) use conn::{ConnError, Dedicated, Pinned};
 
 /// A read buffer's growth step while a mode reads from its client.
 const READ_CHUNK: usize = 4 * 1024;
@@ -136,40 +133,33 @@ impl ClientIo<'_, '_> {
             }
         }
     }
+}
 
-    /// Reads more of the client's requests into the buffer. Cancel-safe. False at end of input
-    /// (and then `eof` is set).
-    pub(crate) async fn fill(&mut self) -> bool {
-        if self.eof {
-            return std::future::pending().await;
-        }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        match self.rd.read_buf(self.buf).await {
-            Ok(0) | Err(_) => {
-                self.eof = true;
-                false
-            }
-            Ok(_) => true,
-        }
+/// Reads more of a client's requests into `buf` (cancel-safe, so it can be a `select!` branch
+/// beside a write to the same client: it takes the socket half, buffer and flag, not the whole
+/// [`ClientIo`]). Returns the bytes read; 0 at end of input, which sets `eof`; pending forever
+/// once `eof` is set.
+pub(crate) async fn read_client(
+    rd: &mut ReadHalf<'_>,
+    buf: &mut BytesMut,
+    eof: &mut bool,
+    stats: &crate::stats::Stats,
+) -> usize {
+    if *eof {
+        return std::future::pending().await;
     }
-
-    /// One vectored write of the pending replies (cancel-safe, for a `select!` branch); pending
-    /// forever when there is nothing to write.
-    pub(crate) async fn write_some(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() {
-            return std::future::pending().await;
-        }
-        self.out.write_some(self.wr).await
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
     }
-
-    /// Writes every pending reply.
-    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        while !self.out.is_empty() {
-            self.out.write_some(self.wr).await?;
+    match rd.read_buf(buf).await.unwrap_or(0) {
+        0 => {
+            *eof = true;
+            0
         }
-        Ok(())
+        n => {
+            crate::stats::Stats::add(&stats.bytes_in, n as u64);
+            n
+        }
     }
 }
 
@@ -181,24 +171,6 @@ pub(crate) async fn serve(session: &mut Session, kind: Kind, io: ClientIo<'_, '_
         Kind::Transaction => transaction::serve(session, io).await,
         Kind::PubSub => pubsub::serve(session, io).await,
         Kind::Blocking => blocking::serve(session, io).await,
-    }
-}
-
-/// Answers the command at the head of the buffer with "not supported yet" (modes not built yet).
-pub(crate) async fn refuse(mut io: ClientIo<'_, '_>) -> Exit {
-    match io.next_command() {
-        Some(Ok(cmd)) => {
-            let name = cmd.name().to_ascii_uppercase();
-            io.out.push(crate::resp::error(&format!(
-                "ERR keyhop: {name} is not supported through the proxy yet (it needs a dedicated backend connection)"
-            )));
-            Exit::Resume
-        }
-        Some(Err(reply)) => {
-            io.out.push(reply);
-            Exit::Close
-        }
-        None => Exit::Resume,
     }
 }
 

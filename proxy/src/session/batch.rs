@@ -311,7 +311,6 @@ pub(super) fn head_results(queue: &mut VecDeque<Box<Batch>>) -> impl Future<Outp
 }
 
 /// Resolves once every backend result of `batch` has arrived.
-#[allow(dead_code)] // TEMP: used by the pinned modes as they land
 pub(super) fn all_results(batch: &mut Batch) -> impl Future<Output = ()> + '_ {
     std::future::poll_fn(move |cx| {
         if batch.pending.iter_mut().all(|p| p.take(Some(cx))) {

@@ -399,7 +399,6 @@ impl Session {
     /// reply and appends them to `out`; true when the connection must close after them. For
     /// pinned modes, which serve the ordinary commands a client sends in between one at a time.
     /// A command that would enter another pinned mode is answered with an error instead.
-    #[allow(dead_code)] // TEMP: used by the pinned modes as they land
     pub(crate) async fn execute(&mut self, frames: &[u8], out: &mut OutQueue) -> bool {
         let mut buf = BytesMut::from(frames);
         let mut scanner = RequestScanner::default();

@@ -192,19 +192,10 @@ async fn run(
 /// Writes pending replies and reads more of the client's requests (up to [`MAX_BUFFERED`]).
 /// Cancel-safe. False once the client is gone.
 async fn client_event(io: &mut ClientIo<'_, '_>, stats: &crate::stats::Stats) -> bool {
-    use tokio::io::AsyncReadExt;
     let reading = !io.eof && io.buf.len() < MAX_BUFFERED;
-    if reading && io.buf.capacity() - io.buf.len() < 2048 {
-        io.buf.reserve(4096);
-    }
     tokio::select! {
         r = io.out.write_some(&mut *io.wr), if !io.out.is_empty() => r.is_ok(),
-        r = io.rd.read_buf(&mut *io.buf), if reading => {
-            let n = r.unwrap_or(0);
-            Stats::add(&stats.bytes_in, n as u64);
-            io.eof = n == 0;
-            n > 0
-        }
+        n = super::read_client(&mut *io.rd, &mut *io.buf, &mut io.eof, stats), if reading => n > 0,
         // Nothing to write and enough buffered: only the other events matter.
         else => std::future::pending().await,
     }

@@ -20,7 +20,7 @@ use keyhop_router::command::{self, CommandSpec};
 use keyhop_router::{Args, GroupId};
 use tokio::sync::watch;
 
-use super::{ClientIo, Command, Exit, Kind};
+use super::{ClientIo, Command, Exit, Kind, read_client};
 use crate::Shared;
 use crate::backend::Mode;
 use crate::io::OutQueue;
@@ -154,9 +154,7 @@ impl Subscriber {
                         return Exit::Close;
                     }
                 }
-                n = fill(&mut *io.rd, &mut *io.buf, &mut io.eof), if reading => {
-                    Stats::add(&shared.stats.bytes_in, n as u64);
-                }
+                _ = read_client(&mut *io.rd, &mut *io.buf, &mut io.eof, &shared.stats), if reading => {}
                 ev = std::future::poll_fn(|cx| self.links.poll_event(cx)) => self.event(ev, io).await,
                 _ = sleep_until(retry) => self.retry_due(),
                 _ = sleep_until(deadline) => self.ack_timeout(),
@@ -445,24 +443,6 @@ impl Subscriber {
             *io.out = OutQueue::default();
         }
         over
-    }
-}
-
-/// Reads more of the client's requests (cancel-safe); the bytes read, 0 at end of input.
-async fn fill(rd: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut, eof: &mut bool) -> usize {
-    use tokio::io::AsyncReadExt;
-    if *eof {
-        return std::future::pending().await;
-    }
-    if buf.capacity() - buf.len() < 2048 {
-        buf.reserve(4096);
-    }
-    match rd.read_buf(buf).await {
-        Ok(0) | Err(_) => {
-            *eof = true;
-            0
-        }
-        Ok(n) => n,
     }
 }
 

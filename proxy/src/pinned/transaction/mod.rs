@@ -13,12 +13,11 @@ mod commands;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use keyhop_router::GroupId;
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::{ClientIo, ConnError, Dedicated, Exit};
+use super::{ClientIo, ConnError, Dedicated, Exit, read_client};
 use crate::io::OutQueue;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -26,8 +25,6 @@ use crate::stats::Stats;
 /// Reply bytes waiting for the client above which no further command is taken (a client that
 /// pipelines without reading).
 const OUT_LIMIT: usize = 1024 * 1024;
-/// A read buffer's growth step.
-const READ_CHUNK: usize = 4 * 1024;
 
 /// One reply the client is owed, in order.
 #[derive(Debug)]
@@ -149,10 +146,7 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
             }
             r = read_server(&mut t.conn, deadline), if awaiting => t.on_server(r, io.out),
             _ = &mut drained, if !draining => draining = true,
-            n = read_client(io.rd, io.buf), if can_read => match n {
-                Some(n) => Stats::add(&session.shared.stats.bytes_in, n as u64),
-                None => io.eof = true,
-            },
+            _ = read_client(io.rd, io.buf, &mut io.eof, &session.shared.stats), if can_read => {}
         }
     }
 }
@@ -172,17 +166,6 @@ fn why(e: &ConnError) -> String {
     match e {
         ConnError::Closed(why) => why.clone(),
         ConnError::Malformed => "malformed reply".into(),
-    }
-}
-
-/// Reads more of the client's requests (cancel-safe); `None` at end of input.
-async fn read_client(rd: &mut tokio::net::tcp::ReadHalf<'_>, buf: &mut BytesMut) -> Option<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-        buf.reserve(READ_CHUNK);
-    }
-    match rd.read_buf(buf).await {
-        Ok(0) | Err(_) => None,
-        Ok(n) => Some(n),
     }
 }
 
