@@ -289,8 +289,9 @@ async function main() {
   await step('del', async () => [await r.del([...spread.slice(0, 4), missing]), await r.exists(spread)]);
   await step('type', async () => [await r.type(hkey), await r.type(skey), await r.type(zkey), await r.type(missing)]);
 
-  // Non-transactional pipelines: keyhop does not support MULTI/EXEC yet, so multi().exec() is
-  // not part of this sequence; execAsPipeline() sends the same commands without MULTI/EXEC.
+  // A non-transactional pipeline over keys of every group: execAsPipeline() sends the commands
+  // without MULTI/EXEC (a transaction needs its keys in one group; tests/apps.rs runs
+  // multi().exec()).
   await step('pipeline', async () => {
     const m = r.multi();
     spread.forEach((k, i) => m.set(k, `p${i}`));

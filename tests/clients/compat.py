@@ -176,8 +176,8 @@ def main():
     step("del", lambda: [r.delete(*(spread[:4] + [f"{p}:missing"])), r.exists(*spread)])
     step("type", lambda: [r.type(hkey), r.type(skey), r.type(zkey), r.type(f"{p}:missing")])
 
-    # A non-transactional pipeline: keyhop does not support MULTI/EXEC yet, and redis-py's
-    # default pipeline() is transaction=True, so it is not part of this sequence.
+    # A non-transactional pipeline over keys of every group (a transaction needs its keys in one
+    # group; tests/apps.rs runs redis-py's default, transactional pipeline()).
     def pipeline():
         pipe = r.pipeline(transaction=False)
         for i, k in enumerate(spread):
