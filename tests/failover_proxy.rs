@@ -7,8 +7,9 @@
 
 mod common;
 
+use common::{keyhop_log, role};
+
 use std::io::ErrorKind;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,31 +37,6 @@ impl Cluster {
 
     fn sentinel_ports(&self) -> Vec<u16> {
         self.sentinels.iter().map(|s| s.port).collect()
-    }
-
-    /// keyhop's Sentinel-mode configuration for this cluster, plus `extra` top-level lines.
-    fn keyhop_config(&self, extra: &str) -> String {
-        let addrs: Vec<String> =
-            self.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
-        format!(
-            "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n{extra}\n\
-             [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
-             [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
-             [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
-            addrs.join(", ")
-        )
-    }
-}
-
-/// `ROLE`'s first element (`master`, `slave`), or what went wrong.
-fn role(port: u16) -> String {
-    let Some(mut raw) = Raw::try_connect(port) else { return "(connect failed)".into() };
-    match raw.try_call(&["ROLE"]) {
-        Some(Reply::Array(Some(items))) => match items.first() {
-            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
-            other => format!("{other:?}"),
-        },
-        other => format!("{other:?}"),
     }
 }
 
@@ -366,10 +342,6 @@ fn wait_writes_land(w: &Writer, group: usize, port: u16, after: Instant, bound: 
             w.snapshot().into_iter().rev().find(|x| x.group == group && x.ok() && x.sent > after);
         last.is_some_and(|x| cmd(port, &["GET", &x.key]) == x.value)
     })
-}
-
-fn keyhop_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default()
 }
 
 /// The first error replies of `group`, for failure messages.

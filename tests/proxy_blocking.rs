@@ -5,46 +5,20 @@
 
 mod common;
 
+use common::TwoGroups as Setup;
+use common::{role, tag_of};
+
+fn setup() -> Setup {
+    Setup::start("")
+}
+
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use common::{Proc, Raw, Reply, cmd, keyhop, redis_replica, redis_server, temp_dir, wait_until};
-use keyhop_router::key_slot;
 
 /// Bound for anything that should happen "at once" on a loaded machine.
 const SOON: Duration = Duration::from_secs(10);
-
-/// Two single-server groups split at slot 8192 behind keyhop, and a third server to compare with.
-struct Setup {
-    _dir: tempfile::TempDir,
-    g1: Proc,
-    g2: Proc,
-    direct: Proc,
-    proxy: Proc,
-}
-
-fn setup() -> Setup {
-    let dir = temp_dir();
-    let g1 = redis_server(&[]);
-    let g2 = redis_server(&[]);
-    let direct = redis_server(&[]);
-    let proxy = keyhop(dir.path(), &common::two_group_config("", &g1, &g2));
-    Setup { _dir: dir, g1, g2, direct, proxy }
-}
-
-impl Setup {
-    fn server(&self, group: usize) -> &Proc {
-        if group == 0 { &self.g1 } else { &self.g2 }
-    }
-}
-
-/// A hash tag whose keys live in `group` (0: slots below 8192).
-fn tag_of(group: usize) -> String {
-    (0..1000)
-        .map(|i| format!("{{t{i}}}"))
-        .find(|t| usize::from(key_slot(t.as_bytes()) >= 8192) == group)
-        .expect("a tag of the group among 1000 candidates")
-}
 
 /// A field of the server's `INFO clients`.
 fn info_clients(port: u16, field: &str) -> i64 {
@@ -521,35 +495,13 @@ fn a_new_master_gets_the_blocked_command_or_the_client_learns_it_may_have_been_s
 /// Bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
 const FAILOVER_BOUND: Duration = Duration::from_secs(40);
 
-/// keyhop's Sentinel-mode configuration for `c` (as in tests/failover_proxy.rs).
-fn sentinel_config(c: &common::SentinelCluster) -> String {
-    let addrs: Vec<String> = c.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
-    format!(
-        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n\
-         [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
-         [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
-         [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
-        addrs.join(", ")
-    )
-}
-
-fn role(port: u16) -> String {
-    match Raw::try_connect(port).and_then(|mut r| r.try_call(&["ROLE"])) {
-        Some(Reply::Array(Some(items))) => match items.first() {
-            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
-            other => format!("{other:?}"),
-        },
-        other => format!("{other:?}"),
-    }
-}
-
 /// A BLPOP blocked through keyhop on g1 while g1 fails over (`kill`: its master is killed with
 /// SIGKILL; otherwise `SENTINEL FAILOVER`): once keyhop writes to the new master, an element
 /// pushed through keyhop reaches the BLPOP, and nothing is lost or left behind.
 fn blocked_pop_survives(kill: bool) {
     let mut c = common::SentinelCluster::new_ready(Duration::from_secs(20));
     let dir = temp_dir();
-    let proxy = keyhop(dir.path(), &sentinel_config(&c));
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
     let t = tag_of(0);
     let k = format!("{t}jobs");
     let (old, new) = (c.port(0), c.port(1));

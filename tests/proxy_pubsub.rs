@@ -8,41 +8,23 @@
 
 mod common;
 
+use common::TwoGroups as Setup;
+use common::{group_of, keyhop_log, message_of};
+
+fn setup(extra: &str) -> Setup {
+    Setup::start(extra)
+}
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Proc, Raw, Reply, free_port, keyhop, redis_server, temp_dir, wait_until};
-use keyhop_router::key_slot;
+use common::{Raw, Reply, free_port, keyhop, redis_server, temp_dir, wait_until};
 
 /// Bound for anything that should take milliseconds.
 const SHORT: Duration = Duration::from_secs(10);
-
-/// Two groups behind keyhop and one direct server to compare with.
-struct Setup {
-    dir: tempfile::TempDir,
-    g1: Proc,
-    _g2: Proc,
-    proxy: Proc,
-    direct: Proc,
-}
-
-fn setup(extra: &str) -> Setup {
-    let dir = temp_dir();
-    let g1 = redis_server(&[]);
-    let g2 = redis_server(&[]);
-    let proxy = keyhop(dir.path(), &common::two_group_config(extra, &g1, &g2));
-    let direct = redis_server(&[]);
-    Setup { dir, g1, _g2: g2, proxy, direct }
-}
-
-/// The group (0: g1, 1: g2) a channel belongs to under the tests' slot split.
-fn group_of(name: &str) -> usize {
-    usize::from(key_slot(name.as_bytes()) >= 8192)
-}
 
 /// The first name `prefix<n>` of `group`.
 fn name_in(group: usize, prefix: &str) -> String {
@@ -329,10 +311,6 @@ fn http_get(port: u16, path: &str) -> String {
     out
 }
 
-fn keyhop_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default()
-}
-
 #[test]
 fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
     slow_subscriber("1mb 0 0", 100 * 1024, 0.0);
@@ -555,17 +533,5 @@ fn a_subscription_a_server_refuses_is_undone_everywhere() {
     match sub.read() {
         Reply::Array(Some(items)) => assert_eq!(items[0], Reply::Bulk(Some(b"smessage".to_vec()))),
         other => panic!("smessage: {other:?}"),
-    }
-}
-
-/// A message frame's channel and payload (RESP2 `message` or `pmessage`); panics on anything
-/// else (the client must never see a confirmation it did not ask for).
-fn message_of(r: Reply) -> (String, String) {
-    let Reply::Array(Some(items)) = r else { panic!("not a message: {r:?}") };
-    let text: Vec<String> = items.iter().map(|i| i.text()).collect();
-    match text[0].as_str() {
-        "message" => (text[1].clone(), text[2].clone()),
-        "pmessage" => (text[2].clone(), text[3].clone()),
-        _ => panic!("not a message: {text:?}"),
     }
 }

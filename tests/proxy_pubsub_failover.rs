@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{group_of, keyhop_log, message_of, role};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,17 +17,11 @@ use std::time::{Duration, Instant};
 
 use common::SentinelCluster as Cluster;
 use common::{Raw, Reply, keyhop, temp_dir, wait_until};
-use keyhop_router::key_slot;
 
 /// Bound for anything that should take milliseconds.
 const SHORT: Duration = Duration::from_secs(10);
 /// Bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
 const FAILOVER_BOUND: Duration = Duration::from_secs(40);
-
-/// The group (0: g1, 1: g2) a channel belongs to under the tests' slot split.
-fn group_of(name: &str) -> usize {
-    usize::from(key_slot(name.as_bytes()) >= 8192)
-}
 
 /// The first name `prefix<n>` of `group`.
 fn name_in(group: usize, prefix: &str) -> String {
@@ -41,43 +37,6 @@ fn read_within(r: &mut Raw, wait: Duration) -> Option<Reply> {
     let reply = r.try_read().ok();
     r.writer.set_read_timeout(Some(SHORT)).expect("set timeout");
     reply
-}
-
-fn keyhop_log(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default()
-}
-
-fn sentinel_config(c: &Cluster) -> String {
-    let addrs: Vec<String> = c.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
-    format!(
-        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n\
-         [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
-         [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
-         [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
-        addrs.join(", ")
-    )
-}
-
-fn role(port: u16) -> String {
-    match Raw::try_connect(port).and_then(|mut r| r.try_call(&["ROLE"])) {
-        Some(Reply::Array(Some(items))) => match items.first() {
-            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
-            other => format!("{other:?}"),
-        },
-        other => format!("{other:?}"),
-    }
-}
-
-/// A message frame's channel and payload (RESP2 `message` or `pmessage`); panics on anything
-/// else (the client must never see a confirmation it did not ask for).
-fn message_of(r: Reply) -> (String, String) {
-    let Reply::Array(Some(items)) = r else { panic!("not a message: {r:?}") };
-    let text: Vec<String> = items.iter().map(|i| i.text()).collect();
-    match text[0].as_str() {
-        "message" => (text[1].clone(), text[2].clone()),
-        "pmessage" => (text[2].clone(), text[3].clone()),
-        _ => panic!("not a message: {text:?}"),
-    }
 }
 
 /// Publishes to `ch` through keyhop until the subscriber receives one (bounded); returns when.
@@ -149,7 +108,7 @@ fn publish_to_resubscribed_ms(dir: &Path) -> Option<f64> {
 fn failover_case(kill: bool) {
     let mut c = Cluster::new_ready(Duration::from_secs(15));
     let dir = temp_dir();
-    let proxy = keyhop(dir.path(), &sentinel_config(&c));
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
     let (ch1, ch2) = (name_in(0, "news"), name_in(1, "news"));
     let (pat1, pat2) = (name_in(0, "evt."), name_in(1, "evt."));
     let mut sub = Raw::connect(proxy.port);

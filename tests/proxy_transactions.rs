@@ -6,39 +6,19 @@
 
 mod common;
 
+use common::TwoGroups as Setup;
+use common::tag_of;
+
+fn setup() -> Setup {
+    Setup::start("")
+}
+
 use std::time::{Duration, Instant};
 
-use common::{Proc, Raw, Reply, cmd, encode, keyhop, redis_server, temp_dir, wait_until};
-use keyhop_router::key_slot;
+use common::{Raw, Reply, cmd, encode, keyhop, redis_server, temp_dir, wait_until};
 
 /// Generous bound for servers and keyhop to notice something (a closed connection).
 const BOUND: Duration = Duration::from_secs(10);
-
-/// Two single-server groups behind keyhop, and a third server to compare with.
-struct Setup {
-    _dir: tempfile::TempDir,
-    g1: Proc,
-    g2: Proc,
-    direct: Proc,
-    proxy: Proc,
-}
-
-fn setup() -> Setup {
-    let dir = temp_dir();
-    let g1 = redis_server(&[]);
-    let g2 = redis_server(&[]);
-    let direct = redis_server(&[]);
-    let proxy = keyhop(dir.path(), &common::two_group_config("", &g1, &g2));
-    Setup { _dir: dir, g1, g2, direct, proxy }
-}
-
-/// A hash tag `{...}` whose keys are in group `g` (0: slots below 8192, 1: above).
-fn tag(g: usize) -> String {
-    (0..1000)
-        .map(|i| format!("{{t{i}}}"))
-        .find(|t| usize::from(key_slot(t.as_bytes()) >= 8192) == g)
-        .expect("a tag of the group among 1000 candidates")
-}
 
 /// Runs `seq` on a fresh connection to `port`, one command at a time.
 fn run(port: u16, seq: &[Vec<String>]) -> Vec<Reply> {
@@ -53,7 +33,7 @@ fn run(port: u16, seq: &[Vec<String>]) -> Vec<Reply> {
 
 /// `"SET {t}k v"` -> a command; `{A}`/`{B}` stand for hash tags of g1 and g2.
 fn parse(line: &str) -> Vec<String> {
-    let (a, b) = (tag(0), tag(1));
+    let (a, b) = (tag_of(0), tag_of(1));
     line.split(' ').map(|w| w.replace("{A}", &a).replace("{B}", &b)).collect()
 }
 
@@ -139,7 +119,7 @@ fn multi_exec_on_one_group_and_on_the_other() {
         assert!(r[1..6].iter().all(|q| *q == queued()), "{r:?}");
         let Reply::Array(Some(items)) = &r[6] else { panic!("EXEC answered {:?}", r[6]) };
         assert_eq!(items[4], bulk("2"));
-        assert_eq!(cmd(server.port, &["GET", &format!("{}k", tag(g))]), "2");
+        assert_eq!(cmd(server.port, &["GET", &format!("{}k", tag_of(g))]), "2");
     }
 }
 
@@ -191,7 +171,7 @@ fn keyless_commands_before_the_first_key_and_keyless_transactions() {
 fn watch_then_a_conflicting_write_by_another_client_gives_a_nil_exec() {
     let s = setup();
     for port in [s.proxy.port, s.direct.port] {
-        let k = format!("{}w", tag(1));
+        let k = format!("{}w", tag_of(1));
         let mut a = Raw::connect(port);
         assert_eq!(a.call(&["SET", &k, "0"]), ok());
         assert_eq!(a.call(&["WATCH", &k]), ok());
@@ -235,7 +215,7 @@ fn watch_without_conflict_runs_and_unwatch_resumes() {
     assert_eq!(r[14], Reply::Array(Some(vec![ok()])));
     // WATCH keys in two groups: keyhop's CROSSSLOT, and nothing is pinned.
     let mut c = Raw::connect(s.proxy.port);
-    let (a, b) = (tag(0), tag(1));
+    let (a, b) = (tag_of(0), tag_of(1));
     let e = c.call(&["WATCH", &format!("{a}x"), &format!("{b}y")]);
     assert!(err(&e).starts_with("CROSSSLOT keyhop: WATCH keys"), "{e:?}");
     assert_eq!(c.call(&["PING"]), Reply::Status("PONG".into()));
@@ -244,7 +224,7 @@ fn watch_without_conflict_runs_and_unwatch_resumes() {
 #[test]
 fn a_key_of_another_group_at_queue_time_aborts_exec() {
     let s = setup();
-    let (a, b) = (tag(0), tag(1));
+    let (a, b) = (tag_of(0), tag_of(1));
     let mut c = Raw::connect(s.proxy.port);
     assert_eq!(c.call(&["MULTI"]), ok());
     assert_eq!(c.call(&["SET", &format!("{a}x"), "1"]), queued());
@@ -303,7 +283,7 @@ fn transaction_commands_out_of_place_match_redis() {
     s.same(&["MULTI", "SET {A}r 1", "RESET", "EXEC", "GET {A}r"]);
     s.same(&["WATCH {A}r", "RESET", "EXEC"]);
     s.same(&["MULTI", "SET {B}q 1", "QUIT"]);
-    assert_eq!(cmd(s.g2.port, &["EXISTS", &format!("{}q", tag(1))]), "0");
+    assert_eq!(cmd(s.g2.port, &["EXISTS", &format!("{}q", tag_of(1))]), "0");
 }
 
 #[test]
@@ -324,7 +304,7 @@ fn resp3_exec_replies_match_redis() {
     assert_eq!(r[2], Reply::Array(Some(vec![])));
     // A WATCH conflict is RESP3's null.
     for port in [s.proxy.port, s.direct.port] {
-        let k = format!("{}c", tag(0));
+        let k = format!("{}c", tag_of(0));
         let mut a = Raw::connect(port);
         a.call(&["HELLO", "3"]);
         assert_eq!(a.call(&["WATCH", &k]), ok());
@@ -338,7 +318,7 @@ fn resp3_exec_replies_match_redis() {
 #[test]
 fn dedicated_connections_are_reused_across_transactions() {
     let s = setup();
-    let (a, b) = (tag(0), tag(1));
+    let (a, b) = (tag_of(0), tag_of(1));
     let mut c = Raw::connect(s.proxy.port);
     let before = (connected(s.g1.port), connected(s.g2.port));
     for i in 0..200 {
@@ -370,7 +350,7 @@ fn dedicated_connections_are_reused_across_transactions() {
 #[test]
 fn a_client_leaving_mid_transaction_leaves_no_server_connection() {
     let s = setup();
-    let a = tag(0);
+    let a = tag_of(0);
     // Warm the shared connections up first, so only the dedicated one comes and goes.
     assert_eq!(Raw::connect(s.proxy.port).call(&["SET", &format!("{a}x"), "0"]), ok());
     let base = connected(s.g1.port);
@@ -400,23 +380,23 @@ fn commands_keyhop_cannot_run_on_one_server_are_refused_and_abort() {
         assert_eq!(c.call(&["MULTI"]), ok());
         let e = c.call(&command);
         assert!(err(&e).starts_with(starts), "{command:?}: {e:?}");
-        assert_eq!(c.call(&["SET", &format!("{}k", tag(0)), "1"]), queued());
+        assert_eq!(c.call(&["SET", &format!("{}k", tag_of(0)), "1"]), queued());
         assert_eq!(
             err(&c.call(&["EXEC"])),
             "EXECABORT Transaction discarded because of previous errors."
         );
     }
-    assert_eq!(cmd(s.g1.port, &["EXISTS", &format!("{}k", tag(0))]), "0");
+    assert_eq!(cmd(s.g1.port, &["EXISTS", &format!("{}k", tag_of(0))]), "0");
     // Blocking commands don't block inside a transaction, as in Redis.
     s.same(&["RPUSH {A}list x", "MULTI", "BLPOP {A}list 0", "BLPOP {A}list 0", "EXEC"]);
     // SELECT while keys are WATCHed would leave the dedicated connection on the old database.
     let mut w = Raw::connect(s.proxy.port);
-    assert_eq!(w.call(&["WATCH", &format!("{}k", tag(0))]), ok());
+    assert_eq!(w.call(&["WATCH", &format!("{}k", tag_of(0))]), ok());
     assert!(
         err(&w.call(&["SELECT", "1"])).starts_with("ERR keyhop: SELECT while keys are WATCHed")
     );
     // A blocking command would block the dedicated connection: refused while WATCHing.
-    let e = w.call(&["BLPOP", &format!("{}list", tag(0)), "1"]);
+    let e = w.call(&["BLPOP", &format!("{}list", tag_of(0)), "1"]);
     assert!(err(&e).starts_with("ERR keyhop: BLPOP is not allowed"), "{e:?}");
     assert_eq!(w.call(&["UNWATCH"]), ok());
     assert_eq!(w.call(&["SELECT", "1"]), ok());
@@ -478,7 +458,7 @@ fn with_one_group_whole_keyspace_commands_run_inside_multi() {
 #[test]
 fn an_exec_the_server_does_not_answer_in_time_may_or_may_not_have_run() {
     let s = setup();
-    let k = format!("{}slow", tag(0));
+    let k = format!("{}slow", tag_of(0));
     let mut c = Raw::connect(s.proxy.port);
     assert_eq!(c.call(&["MULTI"]), ok());
     assert_eq!(c.call(&["SET", &k, "1"]), queued());
@@ -502,7 +482,7 @@ fn an_exec_the_server_does_not_answer_in_time_may_or_may_not_have_run() {
 #[test]
 fn client_kill_mid_transaction_frees_the_dedicated_connection() {
     let s = setup();
-    let a = tag(0);
+    let a = tag_of(0);
     assert_eq!(Raw::connect(s.proxy.port).call(&["SET", &format!("{a}x"), "0"]), ok());
     let base = connected(s.g1.port);
     let mut c = Raw::connect(s.proxy.port);
@@ -521,7 +501,7 @@ fn client_kill_mid_transaction_frees_the_dedicated_connection() {
 #[test]
 fn optimistic_locking_with_watch_counts_every_increment_under_contention() {
     let s = setup();
-    let k = format!("{}counter", tag(1));
+    let k = format!("{}counter", tag_of(1));
     let (threads, each) = (6, 25);
     let handles: Vec<_> = (0..threads)
         .map(|_| {

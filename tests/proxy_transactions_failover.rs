@@ -5,18 +5,11 @@
 
 mod common;
 
+use common::tag_of;
+
 use std::time::{Duration, Instant};
 
 use common::{Raw, Reply, cmd, keyhop, temp_dir, wait_until};
-use keyhop_router::key_slot;
-
-/// A hash tag `{...}` whose keys are in group `g` (0: slots below 8192, 1: above).
-fn tag(g: usize) -> String {
-    (0..1000)
-        .map(|i| format!("{{t{i}}}"))
-        .find(|t| usize::from(key_slot(t.as_bytes()) >= 8192) == g)
-        .expect("a tag of the group among 1000 candidates")
-}
 
 fn ok() -> Reply {
     Reply::Status("OK".into())
@@ -36,22 +29,10 @@ fn err(r: &Reply) -> &str {
 /// Bound for anything Sentinel does (detection, election, promotion) on a loaded machine.
 const FAILOVER_BOUND: Duration = Duration::from_secs(30);
 
-/// keyhop in Sentinel mode for `c` (as tests/failover_proxy.rs runs it).
-fn sentinel_config(c: &common::SentinelCluster) -> String {
-    let addrs: Vec<String> = c.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
-    format!(
-        "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n\
-         [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
-         [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
-         [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
-        addrs.join(", ")
-    )
-}
-
 /// Waits until keyhop sends g1's writes to the server on `port` (the promoted replica): it is a
 /// master (so a write reaching it no longer comes by replication) and a write lands there.
 fn wait_routed_to(proxy: u16, port: u16) -> bool {
-    let probe = format!("{}probe", tag(0));
+    let probe = format!("{}probe", tag_of(0));
     let mut i = 0u64;
     wait_until(FAILOVER_BOUND, || {
         i += 1;
@@ -69,9 +50,9 @@ fn wait_routed_to(proxy: u16, port: u16) -> bool {
 fn exec_after_failover(kill_master: bool) {
     let mut c = common::SentinelCluster::new_ready(Duration::from_secs(15));
     let dir = temp_dir();
-    let proxy = keyhop(dir.path(), &sentinel_config(&c));
+    let proxy = keyhop(dir.path(), &c.keyhop_config(""));
     let (m1, r1) = (c.port(0), c.port(1));
-    let a = tag(0);
+    let a = tag_of(0);
     let (k, w) = (format!("{a}queued"), format!("{a}watched"));
     let mut t = Raw::connect(proxy.port);
     assert_eq!(t.call(&["MULTI"]), ok());

@@ -597,3 +597,94 @@ impl SentinelCluster {
         accepted.unwrap_or_else(Instant::now)
     }
 }
+
+/// Two single-server groups split at slot 8192 behind keyhop, and a third server to compare
+/// keyhop's replies with.
+pub struct TwoGroups {
+    /// keyhop's config and log.
+    pub dir: tempfile::TempDir,
+    pub g1: Proc,
+    pub g2: Proc,
+    pub direct: Proc,
+    pub proxy: Proc,
+}
+
+impl TwoGroups {
+    /// Starts the servers and keyhop, with `extra` top-level config lines.
+    pub fn start(extra: &str) -> TwoGroups {
+        let dir = temp_dir();
+        let g1 = redis_server(&[]);
+        let g2 = redis_server(&[]);
+        let direct = redis_server(&[]);
+        let proxy = keyhop(dir.path(), &two_group_config(extra, &g1, &g2));
+        TwoGroups { dir, g1, g2, direct, proxy }
+    }
+
+    /// The server of group `group` (0 or 1).
+    pub fn server(&self, group: usize) -> &Proc {
+        if group == 0 { &self.g1 } else { &self.g2 }
+    }
+
+    /// keyhop's log so far.
+    pub fn log(&self) -> String {
+        keyhop_log(self.dir.path())
+    }
+}
+
+/// The group (0: slots below 8192, 1: above) a key or channel belongs to under the tests' split.
+pub fn group_of(name: &str) -> usize {
+    usize::from(keyhop_router::key_slot(name.as_bytes()) >= 8192)
+}
+
+/// A hash tag `{...}` whose keys are in group `g` under the tests' split.
+pub fn tag_of(g: usize) -> String {
+    (0..1000)
+        .map(|i| format!("{{t{i}}}"))
+        .find(|t| group_of(t) == g)
+        .expect("a tag of the group among 1000 candidates")
+}
+
+/// keyhop's log file in `dir` (as [`keyhop`] writes it), or "" when there is none.
+pub fn keyhop_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default()
+}
+
+/// `ROLE`'s first element (`master`, `slave`), or what went wrong.
+pub fn role(port: u16) -> String {
+    let Some(mut raw) = Raw::try_connect(port) else { return "(connect failed)".into() };
+    match raw.try_call(&["ROLE"]) {
+        Some(Reply::Array(Some(items))) => match items.first() {
+            Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// A pub/sub message frame's channel and payload (RESP2 `message` or `pmessage`); panics on
+/// anything else (a subscriber must never see a confirmation it did not ask for).
+pub fn message_of(r: Reply) -> (String, String) {
+    let Reply::Array(Some(items)) = r else { panic!("not a message: {r:?}") };
+    let text: Vec<String> = items.iter().map(|i| i.text()).collect();
+    match text[0].as_str() {
+        "message" => (text[1].clone(), text[2].clone()),
+        "pmessage" => (text[2].clone(), text[3].clone()),
+        _ => panic!("not a message: {text:?}"),
+    }
+}
+
+impl SentinelCluster {
+    /// keyhop's Sentinel-mode configuration for this cluster (g1 slots 0-8191, g2 the rest),
+    /// plus `extra` top-level lines.
+    pub fn keyhop_config(&self, extra: &str) -> String {
+        let addrs: Vec<String> =
+            self.sentinels.iter().map(|s| format!("\"{}\"", s.addr())).collect();
+        format!(
+            "listen = \"{{listen}}\"\nconnect_timeout_ms = 500\nrequest_timeout_ms = 1000\n{extra}\n\
+             [sentinel]\naddrs = [{}]\npoll_interval_ms = 1000\n\n\
+             [[groups]]\nname = \"g1\"\nslots = [\"0-8191\"]\n\n\
+             [[groups]]\nname = \"g2\"\nslots = [\"8192-16383\"]\n",
+            addrs.join(", ")
+        )
+    }
+}
