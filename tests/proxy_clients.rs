@@ -343,3 +343,70 @@ fn idle_grows_and_resets_on_activity() {
     assert!(get(&l, "idle").parse::<u64>().expect("idle") < 2, "{l:?}");
     assert_eq!(get(&l, "cmd"), "get");
 }
+
+/// The CLIENT LIST fields a pinned mode changes, for the client with `id`.
+fn mode_fields(c: &mut Raw, id: i64) -> Vec<(String, String)> {
+    let lines = list(c, &["CLIENT", "LIST", "ID", &id.to_string()]);
+    let line = lines.first().unwrap_or_else(|| panic!("client {id} not listed"));
+    ["flags", "sub", "psub", "ssub", "multi"]
+        .iter()
+        .map(|k| (k.to_string(), get(line, k).to_string()))
+        .collect()
+}
+
+#[test]
+fn client_list_shows_subscribers_transactions_and_blocked_clients_as_redis() {
+    let s = setup();
+    for port in [s.proxy.port, s.direct.port] {
+        let mut admin = Raw::connect(port);
+        let mut sub = Raw::connect(port);
+        let mut txn = Raw::connect(port);
+        let mut blocked = Raw::connect(port);
+        let ids = [client_id(&mut sub), client_id(&mut txn), client_id(&mut blocked)];
+        sub.send(&[b"SUBSCRIBE", b"news", b"sports"]);
+        sub.read();
+        sub.read();
+        assert!(matches!(sub.call(&["PSUBSCRIBE", "n*"]), Reply::Array(_)));
+        assert_eq!(txn.call(&["MULTI"]), Reply::Status("OK".into()));
+        assert_eq!(txn.call(&["SET", "k", "v"]), Reply::Status("QUEUED".into()));
+        assert_eq!(txn.call(&["INCR", "n"]), Reply::Status("QUEUED".into()));
+        blocked.send(&[b"BLPOP", b"list", b"0"]);
+        let shown =
+            wait_until(Duration::from_secs(5), || mode_fields(&mut admin, ids[2])[0].1 == "b");
+        assert!(shown, "port {port}: the BLPOP client never showed as blocked");
+        let want = |flags: &str, sub: &str, psub: &str, multi: &str| -> Vec<(String, String)> {
+            [("flags", flags), ("sub", sub), ("psub", psub), ("ssub", "0"), ("multi", multi)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(mode_fields(&mut admin, ids[0]), want("P", "2", "1", "-1"), "port {port}");
+        assert_eq!(mode_fields(&mut admin, ids[1]), want("x", "0", "0", "2"), "port {port}");
+        assert_eq!(mode_fields(&mut admin, ids[2]), want("b", "0", "0", "-1"), "port {port}");
+        // TYPE pubsub lists the subscriber only; TYPE normal everyone else.
+        let pubsub: Vec<String> = list(&mut admin, &["CLIENT", "LIST", "TYPE", "pubsub"])
+            .iter()
+            .map(|l| get(l, "id").to_string())
+            .collect();
+        assert_eq!(pubsub, vec![ids[0].to_string()], "port {port}");
+        let normal = list(&mut admin, &["CLIENT", "LIST", "TYPE", "normal"]);
+        assert!(normal.iter().all(|l| get(l, "id") != ids[0].to_string()), "port {port}");
+        let info = admin.call(&["INFO", "clients"]).text();
+        assert!(info.contains("blocked_clients:1\r\n"), "port {port}: {info}");
+        if port == s.proxy.port {
+            assert!(info.contains("pubsub_clients:1\r\n"), "{info}");
+        }
+        // Out of each mode: back to a plain client.
+        assert_eq!(admin.call(&["RPUSH", "list", "x"]), Reply::Int(1));
+        assert!(matches!(blocked.read(), Reply::Array(Some(_))));
+        assert!(matches!(txn.call(&["EXEC"]), Reply::Array(Some(_))));
+        for id in &ids[1..] {
+            assert_eq!(mode_fields(&mut admin, *id), want("N", "0", "0", "-1"), "port {port}");
+        }
+        // KILL TYPE pubsub closes the subscriber only.
+        assert_eq!(admin.call(&["CLIENT", "KILL", "TYPE", "pubsub"]), Reply::Int(1), "port {port}");
+        assert!(closed(&mut sub), "port {port}: the subscriber is closed");
+        assert_eq!(txn.call(&["PING"]), Reply::Status("PONG".into()));
+        let _ = admin.call(&["DEL", "k", "n", "list"]);
+    }
+}

@@ -167,11 +167,17 @@ pub(crate) async fn read_client(
 pub(crate) async fn serve(session: &mut Session, kind: Kind, io: ClientIo<'_, '_>) -> Exit {
     let shared = session.shared.clone();
     let _in_mode = shared.pinned.enter(kind);
-    match kind {
+    let exit = match kind {
         Kind::Transaction => transaction::serve(session, io).await,
         Kind::PubSub => pubsub::serve(session, io).await,
         Kind::Blocking => blocking::serve(session, io).await,
-    }
+    };
+    // Back on the fast path: not in MULTI, subscribed or blocked any more (CLIENT LIST).
+    let entry = &session.client.entry;
+    entry.set_multi(None);
+    entry.set_subs(0, 0, 0);
+    entry.set_blocked(false);
+    exit
 }
 
 /// A dedicated connection to `group`'s master in `table`, set up for the session's protocol and

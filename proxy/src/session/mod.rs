@@ -202,7 +202,9 @@ impl Session {
                         out: &mut out,
                         eof: !reading,
                     };
-                    let exit = crate::pinned::serve(self, kind, io).await;
+                    // Boxed: inline, the modes' state would make every session's future (and
+                    // so every idle client) larger.
+                    let exit = Box::pin(crate::pinned::serve(self, kind, io)).await;
                     if exit == crate::pinned::Exit::Close {
                         close = true;
                         reading = false;

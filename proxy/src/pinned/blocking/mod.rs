@@ -42,6 +42,7 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
     Stats::add(&session.shared.stats.commands, 1);
     let started = Instant::now();
     let id = command::lookup(cmd.arg(0)).and_then(command::index_of);
+    session.client.entry.set_blocked(true);
     let exit = serve_command(session, &mut io, cmd).await;
     if let Some(id) = id.filter(|_| session.shared.settings.load().metrics) {
         // The latency a client saw, blocked time included (the slow log, like Redis's, leaves

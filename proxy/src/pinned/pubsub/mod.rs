@@ -113,7 +113,14 @@ impl Subscriber {
                         return Exit::Close;
                     }
                 };
-                if let Some(exit) = self.command(session, io, cmd).await {
+                let exit = self.command(session, io, cmd).await;
+                let subs = &self.subs;
+                session.client.entry.set_subs(
+                    subs.channels.len(),
+                    subs.patterns.len(),
+                    subs.shards.len(),
+                );
+                if let Some(exit) = exit {
                     return exit;
                 }
                 self.release(io);

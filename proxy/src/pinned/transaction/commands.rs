@@ -20,13 +20,18 @@ const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 const EXECABORT: &[u8] = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
 
 impl Txn {
-    /// Handles one command of the client.
+    /// Handles one command of the client, and shows the transaction in CLIENT LIST.
     pub(super) async fn handle(
         &mut self,
         session: &mut Session,
         io: &mut ClientIo<'_, '_>,
         cmd: Command,
     ) {
+        self.handle_one(session, io, cmd).await;
+        session.client.entry.set_multi(self.in_multi.then_some(self.queued));
+    }
+
+    async fn handle_one(&mut self, session: &mut Session, io: &mut ClientIo<'_, '_>, cmd: Command) {
         let name = cmd.name();
         let own = |c: &Command| match command::lookup(c.arg(0)) {
             Some(spec) if spec.arity_ok(c.count()) => Ok(()),
@@ -51,6 +56,7 @@ impl Txn {
                     return self.reply(e);
                 }
                 self.in_multi = true;
+                self.queued = 0;
                 self.held.clear();
                 self.reply(Bytes::from_static(resp::OK));
                 if self.live() {
@@ -150,6 +156,7 @@ impl Txn {
 
     /// A command between MULTI and EXEC.
     async fn queue(&mut self, session: &mut Session, cmd: Command) {
+        self.queued += 1;
         let table = session.shared.table.load_full();
         match classify(session, &table, &cmd) {
             Class::Refuse(reply) => {

@@ -87,6 +87,8 @@ struct Txn {
     shared: std::sync::Arc<crate::Shared>,
     /// The connection holds state the server must drop: close it rather than reuse it.
     dirty: bool,
+    /// Commands queued since MULTI (CLIENT LIST's `multi=`).
+    queued: usize,
 }
 
 /// Serves the client in this mode until it ends.
@@ -109,6 +111,7 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
         ending: false,
         close: false,
         dirty: false,
+        queued: 0,
         shared: session.shared.clone(),
     };
     let killed = session.client.killed();
