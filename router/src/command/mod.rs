@@ -132,7 +132,7 @@ pub enum Policy {
     Local(Local),
     /// Never through the proxy.
     Refused,
-    /// Needs a dedicated backend connection (transactions, pub/sub, blocking): refused for now.
+    /// Served on a dedicated backend connection (transactions, pub/sub, blocking; proxy/src/pinned).
     NeedsPinning,
     /// Administrative and server-wide: refused unless the `allow_admin` setting is on, then
     /// sent where [`AdminFanout`] says.

@@ -226,7 +226,8 @@ const ANY_GROUP: &[&str] = &[
     "script|help",
 ];
 
-/// Needs a dedicated backend connection (transactions, pub/sub, blocking): refused for now.
+/// Served on a dedicated backend connection of the client's own (transactions, pub/sub, blocking):
+/// the proxy's pinned modes.
 const NEEDS_PINNING: &[&str] = &[
     "multi",
     "exec",

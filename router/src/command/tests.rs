@@ -788,7 +788,7 @@ fn policy_text(p: Policy) -> String {
         Policy::AllGroups(m) => format!("all groups, merge {m:?}"),
         Policy::Local(l) => format!("local ({l:?})"),
         Policy::Refused => "refused".into(),
-        Policy::NeedsPinning => "needs pinning".into(),
+        Policy::NeedsPinning => "pinned".into(),
         Policy::Admin(AdminFanout::Masters) => "admin, all masters".into(),
         Policy::Admin(AdminFanout::MastersAndReplicas) => "admin, all masters and replicas".into(),
         Policy::Admin(AdminFanout::Kill) => "admin, all masters, any kill".into(),
@@ -807,7 +807,7 @@ fn render_table() -> String {
             notes.push("movable keys".to_string());
         }
         if s.keys_proc == KeysProc::Xread {
-            notes.push("needs pinning with BLOCK".to_string());
+            notes.push("pinned with BLOCK".to_string());
         }
         if s.flags & flags::BLOCKING != 0 && s.keys_proc != KeysProc::Xread {
             notes.push("blocking".to_string());
