@@ -414,12 +414,16 @@ mod tests {
     fn families_do_not_collide_with_the_data_plane() {
         let mut out = String::new();
         proxy().render_metrics(&mut out);
+        let mut families = 0;
         for line in out.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let name = rest.split(' ').next().unwrap_or("");
                 assert!(!FAMILIES.contains(&name), "{name} is rendered by both sources");
+                families += 1;
             }
         }
+        // The data plane's own families (clients, commands, errors, backends ...) were checked.
+        assert!(families >= 10, "only {families} families rendered:\n{out}");
     }
 
     #[test]

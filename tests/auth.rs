@@ -114,5 +114,8 @@ fn backend_password_reaches_a_requirepass_server() {
     let kh3 = keyhop(dir3.path(), &config(master.port, "backend_password = \"wrong\""));
     let mut c3 = Raw::connect(kh3.port);
     let r = c3.call(&["GET", "k"]);
-    assert!(matches!(r, Reply::Error(_)), "{r:?}");
+    assert!(
+        matches!(&r, Reply::Error(e) if e.contains("WRONGPASS") && e.contains("backend_password")),
+        "{r:?}"
+    );
 }
