@@ -226,11 +226,47 @@ pub fn keyhop(dir: &Path, config: &str) -> Proc {
     keyhop_with_args(dir, config, &[])
 }
 
+/// The test matrix: `KEYHOP_TEST_THREADS=N` and `KEYHOP_TEST_BACKEND_CONNECTIONS=N` set
+/// `threads` and `backend_connections` in every keyhop config that doesn't set them itself, so
+/// the same tests run on the multi-threaded data plane and with several shared connections.
+pub fn matrix(config: &str) -> String {
+    let mut head = String::new();
+    for (var, key) in [
+        ("KEYHOP_TEST_THREADS", "threads"),
+        ("KEYHOP_TEST_BACKEND_CONNECTIONS", "backend_connections"),
+    ] {
+        let Ok(value) = std::env::var(var) else { continue };
+        let value = value.trim();
+        assert!(value.parse::<u32>().is_ok(), "{var}={value:?} is not a number");
+        let set = config.lines().any(|l| {
+            l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+        if !set {
+            head.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    head + config
+}
+
+/// Under `KEYHOP_TEST_THREADS`, checks that keyhop really runs that many workers (its start-up
+/// log line says so), unless the test's config chose its own.
+fn check_matrix(dir: &Path, config: &str) {
+    let Ok(n) = std::env::var("KEYHOP_TEST_THREADS") else { return };
+    if config.lines().any(|l| l.trim_start().starts_with("threads")) {
+        return;
+    }
+    let want = format!("threads={}", n.trim());
+    let ok = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(dir.join("keyhop.log")).unwrap_or_default().contains(&want)
+    });
+    assert!(ok, "keyhop did not log {want} (KEYHOP_TEST_THREADS)");
+}
+
 /// Like [`keyhop`], with extra command-line arguments.
 pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
     for _attempt in 0..5 {
         let port = free_port();
-        let text = config.replace("{listen}", &format!("127.0.0.1:{port}"));
+        let text = matrix(&config.replace("{listen}", &format!("127.0.0.1:{port}")));
         let path = dir.join("keyhop.toml");
         std::fs::write(&path, text).expect("write keyhop config");
         let log = std::fs::File::create(dir.join("keyhop.log")).expect("create keyhop log");
@@ -245,6 +281,7 @@ pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
             .expect("spawn keyhop");
         let mut p = Proc { child: Some(child), port, name: format!("keyhop:{port}"), dir: None };
         if wait_for_ping(port, Duration::from_secs(10)) {
+            check_matrix(dir, config);
             return p;
         }
         p.kill();
