@@ -387,6 +387,12 @@ impl Backends {
         }
     }
 
+    /// True while `addr` is fenced (see [`Backends::fence`]). Looks the pool up without
+    /// creating one: a fence always creates its server's pool.
+    pub fn is_fenced(&self, addr: &str) -> bool {
+        self.pools.get(addr).is_some_and(|p| p.state.is_fenced())
+    }
+
     /// Snapshot of every pool (for metrics and status).
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         self.pools.iter().map(|p| p.value().clone()).collect()

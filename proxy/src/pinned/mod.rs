@@ -192,31 +192,35 @@ pub(crate) async fn pin(
     let Some(g) = table.groups.get(group as usize) else {
         return Err(crate::resp::error("ERR keyhop: internal routing error (group out of range)"));
     };
-    if fenced(session, &g.master) {
+    open(&session.shared, &g.master, &g.name, session.mode(), kind).await
+}
+
+/// A dedicated connection to the server at `addr` (`group`'s master) in `mode`, for `kind`:
+/// refused while the server is fenced by a failover, or when `max_pinned_connections` are in
+/// use. For modes that must open one without borrowing the session (a subscriber re-subscribing
+/// in the background); others use [`pin`].
+pub(crate) async fn open(
+    shared: &crate::Shared,
+    addr: &str,
+    group: &str,
+    mode: crate::backend::Mode,
+    kind: Kind,
+) -> Result<Dedicated, Bytes> {
+    if shared.backends.is_fenced(addr) {
         return Err(crate::resp::error(&format!(
-            "ERR keyhop: backend {} (group {}) {}",
-            g.master,
-            g.name,
+            "ERR keyhop: backend {addr} (group {group}) {}",
             crate::backend::BackendError::Fenced
         )));
     }
-    let settings = session.shared.settings.load();
-    session
-        .shared
+    let settings = shared.settings.load();
+    shared
         .pinned
-        .acquire(
-            &g.master,
-            session.mode(),
-            &settings.backend,
-            settings.max_pinned_connections,
-            &g.name,
-            kind,
-        )
+        .acquire(addr, mode, &settings.backend, settings.max_pinned_connections, group, kind)
         .await
         .map_err(|e| e.reply())
 }
 
 /// True while `addr` is fenced by a failover in progress (it must get no write, and no EXEC).
 pub(crate) fn fenced(session: &Session, addr: &str) -> bool {
-    session.shared.backends.pool(addr).state.is_fenced()
+    session.shared.backends.is_fenced(addr)
 }

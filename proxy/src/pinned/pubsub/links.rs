@@ -216,31 +216,13 @@ impl Links {
     }
 }
 
-/// Opens a dedicated connection to `addr` (a group's master) for pub/sub, as `pinned::pin`
-/// does for a session, without borrowing the session: it runs while the subscriber is served.
+/// Opens a dedicated connection to `addr` (a group's master) for pub/sub; owns its arguments
+/// because it runs while the subscriber is served, without borrowing the session.
 async fn open(
     shared: Arc<Shared>,
     addr: Arc<str>,
     group: String,
     mode: Mode,
 ) -> Result<Dedicated, Bytes> {
-    if shared.backends.pool(&addr).state.is_fenced() {
-        return Err(crate::resp::error(&format!(
-            "ERR keyhop: backend {addr} (group {group}) {}",
-            crate::backend::BackendError::Fenced
-        )));
-    }
-    let settings = shared.settings.load_full();
-    shared
-        .pinned
-        .acquire(
-            &addr,
-            mode,
-            &settings.backend,
-            settings.max_pinned_connections,
-            &group,
-            Kind::PubSub,
-        )
-        .await
-        .map_err(|e| e.reply())
+    crate::pinned::open(&shared, &addr, &group, mode, Kind::PubSub).await
 }

@@ -63,7 +63,9 @@ impl Txn {
                     self.send(MULTI, [Slot::Swallow]).await;
                 }
             }
-            ("multi", true) => {
+            // Refused inside MULTI without aborting it: the server gives Redis's text when the
+            // transaction is pinned, keyhop the same text when it is not yet.
+            (inner @ ("multi" | "watch"), true) => {
                 self.count(session);
                 if let Err(e) = own(&cmd) {
                     self.aborted = true;
@@ -71,8 +73,10 @@ impl Txn {
                 }
                 if self.live() {
                     self.send(&cmd.frame, [Slot::Relay]).await;
-                } else {
+                } else if inner == "multi" {
                     self.reply(resp::error("ERR MULTI calls can not be nested"));
+                } else {
+                    self.reply(resp::error("ERR WATCH inside MULTI is not allowed"));
                 }
             }
             ("exec", _) => {
@@ -107,18 +111,6 @@ impl Txn {
                 }
                 self.in_multi = false;
                 self.ending = true;
-            }
-            ("watch", true) => {
-                self.count(session);
-                if let Err(e) = own(&cmd) {
-                    self.aborted = true;
-                    return self.reply(e);
-                }
-                if self.live() {
-                    self.send(&cmd.frame, [Slot::Relay]).await;
-                } else {
-                    self.reply(resp::error("ERR WATCH inside MULTI is not allowed"));
-                }
             }
             ("watch", false) => {
                 self.count(session);
