@@ -228,11 +228,16 @@ impl Server {
     }
 }
 
+/// One in-use gauge: the group's name, the kind, the count.
+type Gauge = (Arc<str>, Kind, Arc<AtomicI64>);
+
 /// Every server's dedicated connections, and the in-use counts by group and kind for metrics.
 #[derive(Default)]
 pub(crate) struct Pinned {
     servers: DashMap<Arc<str>, Arc<Server>>,
-    in_use: DashMap<(Arc<str>, Kind), Arc<AtomicI64>>,
+    /// In-use gauges by (group, kind): a handful, found by name without allocating a key on
+    /// every acquire.
+    in_use: Mutex<Vec<Gauge>>,
     /// Client sessions in each mode (INFO's blocked_clients and pubsub_clients).
     sessions: [AtomicI64; 3],
 }
@@ -298,7 +303,7 @@ impl Pinned {
                 }
             }
         };
-        let gauge = self.in_use.entry((Arc::from(group), kind)).or_default().clone();
+        let gauge = self.gauge(group, kind);
         gauge.fetch_add(1, Ordering::Relaxed);
         Ok(Dedicated {
             stream: Some(stream),
@@ -341,13 +346,22 @@ impl Pinned {
         self.sessions[kind as usize].load(Ordering::Relaxed)
     }
 
+    /// The in-use gauge of (`group`, `kind`), created on first use.
+    fn gauge(&self, group: &str, kind: Kind) -> Arc<AtomicI64> {
+        let mut all = self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, g)) = all.iter().find(|(n, k, _)| &**n == group && *k == kind) {
+            return g.clone();
+        }
+        let g = Arc::new(AtomicI64::new(0));
+        all.push((Arc::from(group), kind, g.clone()));
+        g
+    }
+
     /// Dedicated connections in use, by (group, kind).
     pub(crate) fn in_use(&self) -> Vec<(Arc<str>, Kind, i64)> {
-        let mut v: Vec<_> = self
-            .in_use
-            .iter()
-            .map(|e| (e.key().0.clone(), e.key().1, e.value().load(Ordering::Relaxed)))
-            .collect();
+        let all = self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v: Vec<_> =
+            all.iter().map(|(n, k, g)| (n.clone(), *k, g.load(Ordering::Relaxed))).collect();
         v.sort_by(|a, b| (&a.0, a.1.label()).cmp(&(&b.0, b.1.label())));
         v
     }
