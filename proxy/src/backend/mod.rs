@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cancel::Signal;
 use crate::io::OutQueue;
-use crate::resp::ReplyScanner;
 
+mod reader;
 pub(crate) mod setup;
+use reader::ReplyReader;
 pub(crate) use setup::ConnectError;
 
 /// Requests queued per connection before senders wait (backpressure on clients).
@@ -653,50 +654,6 @@ impl Connection {
         *last = Some(Instant::now());
         if let Some(hook) = &self.hook {
             hook(&self.addr);
-        }
-    }
-}
-
-/// First size of a backend connection's read buffer.
-const READ_CHUNK: usize = 16 * 1024;
-/// Largest size it grows to while reads keep filling it (big values, deep pipelines).
-const MAX_READ_CHUNK: usize = 512 * 1024;
-
-/// The read side of a backend connection: replies not yet handed out.
-struct ReplyReader {
-    buf: BytesMut,
-    scanner: ReplyScanner,
-    /// Where the next reply starts in `buf` (earlier bytes belong to the oldest request).
-    pos: usize,
-    last_stale_report: Option<Instant>,
-    /// How much room to make before a read.
-    chunk: usize,
-}
-
-impl Default for ReplyReader {
-    fn default() -> ReplyReader {
-        ReplyReader {
-            buf: BytesMut::new(),
-            scanner: ReplyScanner::default(),
-            pos: 0,
-            last_stale_report: None,
-            chunk: READ_CHUNK,
-        }
-    }
-}
-
-impl ReplyReader {
-    /// Keeps room for the next read. A read that filled the buffer doubles the room: with
-    /// 16 KB values a reply spans several small reads, and each re-allocation copies the part
-    /// already read.
-    #[inline]
-    fn make_room(&mut self) {
-        let free = self.buf.capacity() - self.buf.len();
-        if free == 0 && self.chunk < MAX_READ_CHUNK {
-            self.chunk *= 2;
-        }
-        if free < self.chunk / 4 {
-            self.buf.reserve(self.chunk);
         }
     }
 }
