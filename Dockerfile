@@ -8,7 +8,7 @@
 # 9121 (the HEALTHCHECK below asks it):
 #   listen = "0.0.0.0:6380"
 #   admin_listen = "0.0.0.0:9121"
-# See docs/operations.md.
+# See docs/operations.md. scripts/docker-smoke.sh builds and smoke-tests it where an engine runs.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -28,6 +28,8 @@ RUN groupadd --system --gid 10001 keyhop \
     && mkdir -p /etc/keyhop
 COPY --from=build /usr/local/bin/keyhop /usr/local/bin/keyhop
 COPY examples/static.toml /etc/keyhop/keyhop.example.toml
+# The binary runs on this base image and the bundled example is valid, or the build fails.
+RUN ["/usr/local/bin/keyhop", "check", "--config", "/etc/keyhop/keyhop.example.toml"]
 USER 10001:10001
 EXPOSE 6380 9121
 # Healthy = /readyz answers 200: not draining and every group's master answers PING.

@@ -6,7 +6,7 @@
 #                                ioredis), via `npm install --prefix`
 # Idempotent: when both are already there it only prints what is installed (no network).
 # Pass --upgrade to fetch the registries' latest releases again.
-# Missing python3/pip or node/npm are installed with apt-get (Debian, as root).
+# Missing python3/pip or node/npm are installed with apt-get (Debian/Ubuntu; as root or through sudo).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/target/test-clients"
@@ -21,10 +21,18 @@ python3 -m pip --version >/dev/null 2>&1 || apt_pkgs+=(python3-pip)
 command -v node >/dev/null 2>&1 || apt_pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(npm)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-test-clients: missing ${apt_pkgs[*]}: install Python 3 with pip and Node.js with npm, then run again" >&2
+    exit 1
+  fi
+  sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-test-clients: installing ${apt_pkgs[*]} needs root (or sudo)" >&2; exit 1; }
+    sudo=(sudo)
+  fi
   echo "install-test-clients: apt-get install ${apt_pkgs[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+  ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi
 
 py_version() {

@@ -21,7 +21,8 @@ const GROUPS: [&str; 2] = ["g1", "g2"];
 /// How to get the Redis binaries.
 const INSTALL_HELP: &str = "Install them, then run the demo again:\n  \
     Debian/Ubuntu:  sudo apt-get install -y redis-server redis-sentinel redis-tools\n  \
-    macOS:          brew install redis";
+    macOS:          brew install redis\n\
+    (or, in keyhop's source tree, run `./dev demo`: it installs them and starts the demo)";
 
 /// `keyhop demo --listen ADDR`.
 pub fn demo(listen: &str, config_given: bool) -> ExitCode {
@@ -46,8 +47,9 @@ fn try_demo(listen: &str, config_given: bool) -> Result<(), String> {
             .filter(|(_, p)| p.is_none())
             .map(|(n, _)| n)
             .collect();
+        let verb = if missing.len() == 1 { "is" } else { "are" };
         return Err(format!(
-            "needs redis-server and redis-sentinel on PATH, and {} missing.\n{INSTALL_HELP}",
+            "the demo runs redis-server and redis-sentinel, and {} {verb} not on PATH.\n{INSTALL_HELP}",
             missing.join(" and ")
         ));
     };

@@ -208,6 +208,36 @@ fn demo_without_redis_on_path_says_how_to_install_it() {
         "{err}"
     );
     assert!(err.contains("brew install redis"), "{err}");
+    assert!(
+        err.contains(
+            "the demo runs redis-server and redis-sentinel, and redis-server and redis-sentinel \
+             are not on PATH."
+        ),
+        "{err}"
+    );
+    assert!(err.contains("./dev demo"), "{err}");
+
+    // With only one of the two found, the message names just the missing one.
+    let dir = common::temp_dir();
+    let server = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p).map(|d| d.join("redis-server")).find(|p| p.exists())
+        })
+        .expect("redis-server on PATH");
+    std::os::unix::fs::symlink(&server, dir.path().join("redis-server")).expect("symlink");
+    let out = Command::new(keyhop_bin())
+        .args(["demo", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("PATH", dir.path())
+        .output()
+        .expect("run keyhop demo");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "the demo runs redis-server and redis-sentinel, and redis-sentinel is not on PATH."
+        ),
+        "{err}"
+    );
 }
 
 #[test]
