@@ -25,9 +25,10 @@ fn log(dir: &Path) -> String {
 }
 
 /// Rewrites the config, sends SIGHUP and waits until the log shows the `n`-th reload outcome
-/// containing `marker`.
+/// containing `marker`. The test matrix's settings are kept, as keyhop was started with them,
+/// so a reload changes only what the test changes.
 fn reload(kh: &Proc, dir: &Path, text: &str, marker: &str, n: usize) {
-    std::fs::write(dir.join("keyhop.toml"), text).expect("rewrite config");
+    std::fs::write(dir.join("keyhop.toml"), common::matrix(text)).expect("rewrite config");
     kh.signal(SIGHUP);
     let seen = wait_until(Duration::from_secs(10), || log(dir).matches(marker).count() >= n);
     assert!(seen, "no {marker:?} #{n} in the log:\n{}", log(dir));
