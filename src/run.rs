@@ -386,8 +386,9 @@ impl Running {
             self.proxy.table().store(t.clone());
             self.proxy.table_changed(&old, &t);
             tracing::info!(epoch = t.epoch, "new routing table from the reloaded configuration");
-        } else if plan.backend {
-            // Sessions pick up new pools when the epoch moves; same groups, next epoch.
+        } else if plan.backend || plan.changed.contains(&"read_from") {
+            // Sessions pick up new pools (and, for read_from, whether they hold replicas) only
+            // when the epoch moves; same groups, next epoch.
             self.proxy.table().rcu(|t| t.with_groups(t.epoch + 1, t.groups.clone()));
         }
         let applied: Vec<&str> =

@@ -25,9 +25,10 @@ fn log(dir: &Path) -> String {
 }
 
 /// Rewrites the config, sends SIGHUP and waits until the log shows the `n`-th reload outcome
-/// containing `marker`.
+/// containing `marker`. The test matrix's settings are kept, as keyhop was started with them,
+/// so a reload changes only what the test changes.
 fn reload(kh: &Proc, dir: &Path, text: &str, marker: &str, n: usize) {
-    std::fs::write(dir.join("keyhop.toml"), text).expect("rewrite config");
+    std::fs::write(dir.join("keyhop.toml"), common::matrix(text)).expect("rewrite config");
     kh.signal(SIGHUP);
     let seen = wait_until(Duration::from_secs(10), || log(dir).matches(marker).count() >= n);
     assert!(seen, "no {marker:?} #{n} in the log:\n{}", log(dir));
@@ -180,4 +181,178 @@ fn sentinel_mode_reload_restarts_the_watcher_on_the_same_table() {
     reload(&kh, dir.path(), &bad, "reload failed", 1);
     assert_eq!(client.call(&["SET", "foo", "v3"]), Reply::Status("OK".into()));
     assert_eq!(cmd(a.port, &["GET", "foo"]), "v3");
+}
+
+/// The `n`-th "configuration reloaded" line applied exactly `changed` (the keys in its
+/// `changed=[...]` field).
+fn assert_applied(dir: &Path, n: usize, changed: &str) {
+    let text = log(dir);
+    let line = text.lines().filter(|l| l.contains("configuration reloaded")).nth(n - 1);
+    let want = format!("changed=[{changed}]");
+    assert!(line.is_some_and(|l| l.contains(&want)), "reload #{n} is not {want}:\n{text}");
+}
+
+#[test]
+fn read_from_reload_moves_reads_of_connected_and_new_clients() {
+    use common::command_calls as calls;
+    let master = redis_server(&[]);
+    let replica = common::redis_replica(master.port, &[]);
+    let dir = temp_dir();
+    let conf = |listen: &str, read_from: &str| {
+        format!(
+            "listen = \"{listen}\"\nread_from = \"{read_from}\"\n\
+             [[groups]]\nname = \"g1\"\nmaster = \"{}\"\nreplicas = [\"{}\"]\n",
+            master.addr(),
+            replica.addr()
+        )
+    };
+    let kh = keyhop(dir.path(), &conf("{listen}", "master"));
+    let listen = format!("127.0.0.1:{}", kh.port);
+    let mut client = Raw::connect(kh.port);
+    assert_eq!(client.call(&["SET", "k", "v"]), Reply::Status("OK".into()));
+    let replicated = wait_until(Duration::from_secs(5), || cmd(replica.port, &["GET", "k"]) == "v");
+    assert!(replicated, "the replica never got k");
+    // (master GETs, replica GETs) served for 20 GETs on the connected client and 20 on a new one.
+    let reads = |client: &mut Raw| {
+        let before = (calls(master.port, "get"), calls(replica.port, "get"));
+        let mut fresh = Raw::connect(kh.port);
+        for _ in 0..20 {
+            assert_eq!(client.call(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+            assert_eq!(fresh.call(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+        }
+        (calls(master.port, "get") - before.0, calls(replica.port, "get") - before.1)
+    };
+    assert_eq!(reads(&mut client), (40, 0), "read_from = master");
+
+    reload(&kh, dir.path(), &conf(&listen, "replica-preferred"), "configuration reloaded", 1);
+    assert_applied(dir.path(), 1, "\"read_from\"");
+    assert_eq!(reads(&mut client), (0, 40), "read_from = replica-preferred after the reload");
+
+    reload(&kh, dir.path(), &conf(&listen, "master"), "configuration reloaded", 2);
+    assert_applied(dir.path(), 2, "\"read_from\"");
+    assert_eq!(reads(&mut client), (40, 0), "read_from = master again");
+}
+
+#[test]
+fn allow_flush_reload_lets_flushall_through_to_every_group() {
+    let a = redis_server(&[]);
+    let b = redis_server(&[]);
+    let dir = temp_dir();
+    let kh = keyhop(dir.path(), &two_groups("{listen}", a.port, b.port, false, ""));
+    let listen = format!("127.0.0.1:{}", kh.port);
+    let mut client = Raw::connect(kh.port);
+    // foo is on g2 (b), bar on g1 (a).
+    for key in ["foo", "bar"] {
+        assert_eq!(client.call(&["SET", key, "1"]), Reply::Status("OK".into()));
+    }
+    assert_eq!(
+        client.call(&["FLUSHALL"]),
+        Reply::Error(
+            "ERR keyhop: FLUSHALL is refused by the proxy (set allow_flush = true in the config to allow it)"
+                .into()
+        )
+    );
+    assert_eq!((cmd(a.port, &["DBSIZE"]), cmd(b.port, &["DBSIZE"])), ("1".into(), "1".into()));
+
+    let text = two_groups(&listen, a.port, b.port, false, "allow_flush = true");
+    reload(&kh, dir.path(), &text, "configuration reloaded", 1);
+    assert_applied(dir.path(), 1, "\"allow_flush\"");
+    assert_eq!(client.call(&["FLUSHALL"]), Reply::Status("OK".into()));
+    assert_eq!((cmd(a.port, &["DBSIZE"]), cmd(b.port, &["DBSIZE"])), ("0".into(), "0".into()));
+}
+
+#[test]
+fn request_timeout_reload_applies_to_the_next_request() {
+    const SIGSTOP: i32 = 19;
+    const SIGCONT: i32 = 18;
+    let a = redis_server(&[]);
+    let dir = temp_dir();
+    let one = |listen: &str, timeout_ms: u32| {
+        format!(
+            "listen = \"{listen}\"\nrequest_timeout_ms = {timeout_ms}\n\
+             [[groups]]\nname = \"g1\"\nmaster = \"{}\"\n",
+            a.addr()
+        )
+    };
+    let kh = keyhop(dir.path(), &one("{listen}", 30000));
+    let listen = format!("127.0.0.1:{}", kh.port);
+    let mut client = Raw::connect(kh.port);
+    assert_eq!(client.call(&["SET", "k", "v"]), Reply::Status("OK".into()));
+
+    // 30 s: a stalled server's GET waits past 2 s without an error, and is answered once the
+    // server resumes.
+    a.signal(SIGSTOP);
+    client.send(&[b"GET", b"k"]);
+    client.writer.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let early = client.try_read();
+    a.signal(SIGCONT);
+    assert!(early.is_err(), "answered while the server was stopped: {early:?}");
+    client.writer.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    assert_eq!(client.read(), Reply::Bulk(Some(b"v".to_vec())));
+
+    reload(&kh, dir.path(), &one(&listen, 300), "configuration reloaded", 1);
+    assert_applied(dir.path(), 1, "\"request_timeout_ms\"");
+    // The reload closed the backend connections; this GET opens the next one (its set-up has
+    // its own timeout, which is not what this test is about).
+    assert_eq!(client.call(&["GET", "k"]), Reply::Bulk(Some(b"v".to_vec())));
+    a.signal(SIGSTOP);
+    let stalled = client.try_call(&["GET", "k"]);
+    a.signal(SIGCONT);
+    let want = format!("ERR keyhop: backend {} of group g1 did not answer within 300 ms", a.addr());
+    assert_eq!(stalled, Some(Reply::Error(want)));
+    let back = wait_until(Duration::from_secs(10), || {
+        client.try_call(&["GET", "k"]) == Some(Reply::Bulk(Some(b"v".to_vec())))
+    });
+    assert!(back, "the server serves again after it resumes");
+}
+
+/// `keyhop_config_reloads_total{result="<result>"}` from the admin endpoint on `admin`.
+fn reloads(admin: u16, result: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let name = format!("keyhop_config_reloads_total{{result=\"{result}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&name)).and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_failed_reload_is_counted_and_the_old_config_keeps_serving() {
+    let a = redis_server(&[]);
+    let b = redis_server(&[]);
+    let dir = temp_dir();
+    let admin = common::free_port();
+    let extra = format!("admin_listen = \"127.0.0.1:{admin}\"");
+    let kh = keyhop(dir.path(), &two_groups("{listen}", a.port, b.port, false, &extra));
+    let listen = format!("127.0.0.1:{}", kh.port);
+    let up = wait_until(Duration::from_secs(10), || reloads(admin, "failed").is_some());
+    assert!(up, "no reload counters on /metrics");
+    assert_eq!((reloads(admin, "ok"), reloads(admin, "failed")), (Some(0.0), Some(0.0)));
+
+    let bad = two_groups(&listen, a.port, b.port, false, &extra)
+        .replace(&format!("127.0.0.1:{}", b.port), "nowhere");
+    reload(&kh, dir.path(), &bad, "reload failed", 1);
+    let counted = wait_until(Duration::from_secs(10), || reloads(admin, "failed") == Some(1.0));
+    assert!(counted, "failed reloads: {:?}", reloads(admin, "failed"));
+    assert_eq!(reloads(admin, "ok"), Some(0.0));
+    let text = log(dir.path());
+    assert!(
+        text.contains("groups[1].master")
+            && text.contains("invalid configuration: \"nowhere\" has no port"),
+        "the problem is named:\n{text}"
+    );
+    // The running map is kept: foo (slot 12182) still goes to g2 (b).
+    let mut client = Raw::connect(kh.port);
+    assert_eq!(client.call(&["SET", "foo", "v1"]), Reply::Status("OK".into()));
+    assert_eq!(cmd(b.port, &["GET", "foo"]), "v1");
+    assert_eq!(epoch(&mut client), "1");
+
+    // A good file afterwards counts as ok; the failed count stays.
+    let good = two_groups(&listen, a.port, b.port, true, &extra);
+    reload(&kh, dir.path(), &good, "configuration reloaded", 1);
+    let counted = wait_until(Duration::from_secs(10), || reloads(admin, "ok") == Some(1.0));
+    assert!(counted, "ok reloads: {:?}", reloads(admin, "ok"));
+    assert_eq!(reloads(admin, "failed"), Some(1.0));
 }
