@@ -182,7 +182,21 @@ pub fn report(
     let mut cmdline = "cargo bench --bench load".to_string();
     if !opts.user_args.is_empty() {
         cmdline += " -- ";
-        cmdline += &opts.user_args.join(" ");
+        // Quoted where a shell would split or expand it, so the line can be pasted to rerun.
+        let quoted: Vec<String> = opts
+            .user_args
+            .iter()
+            .map(|a| {
+                if a.is_empty()
+                    || a.contains(|c: char| c.is_whitespace() || "\"'$`\\*?;&|<>()".contains(c))
+                {
+                    format!("'{}'", a.replace('\'', "'\\''"))
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        cmdline += &quoted.join(" ");
     }
     let _ = writeln!(m, "- **Command:** `{cmdline}`");
     let _ =
