@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Res, Sample, cpu_ticks};
+use super::Res;
+use super::stats::{Sample, cpu_per_million, percentile};
+use super::workloads::cpu_ticks;
 
 /// The pinned workloads, by row marker (`Row::args[0]`).
 pub const PUBLISH_FANIN: &str = "pinned:publish";
@@ -68,14 +70,6 @@ fn read_reply(r: &mut BufReader<TcpStream>) -> Res<()> {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied()
-}
-
 /// Runs workload `marker` with `ops` operations against `port`, charging the CPU of `pid`.
 pub fn run(marker: &str, port: u16, pid: u32, ops: u64, tck: f64) -> Res<Sample> {
     let before = cpu_ticks(pid);
@@ -86,10 +80,7 @@ pub fn run(marker: &str, port: u16, pid: u32, ops: u64, tck: f64) -> Res<Sample>
     };
     let after = cpu_ticks(pid);
     lat.sort_by(|a, b| a.total_cmp(b));
-    let cpu_per_m = match (before, after) {
-        (Some(b), Some(a)) => Some((a - b) as f64 / tck / done as f64 * 1e6),
-        _ => None,
-    };
+    let cpu_per_m = cpu_per_million(before, after, tck, done);
     Ok(Sample {
         rps: done as f64 / elapsed.as_secs_f64(),
         p50: percentile(&lat, 0.5),

@@ -33,6 +33,16 @@ fn bench(c: &mut Criterion) {
     ];
     let mut keys = Vec::with_capacity(16);
 
+    // A failing lookup or key extraction returns early and would be timed as a fast success:
+    // check each measured path does the whole job once before anything is timed.
+    assert!(command::lookup(b"GEORADIUSBYMEMBER_RO").is_some(), "GEORADIUSBYMEMBER_RO not found");
+    assert!(command::lookup(b"set").is_some(), "lowercase set not found");
+    assert!(command::lookup(b"GETX").is_none(), "the miss case found a command");
+    for (name, args, n) in [("GET", get, 1), ("SET", set, 1), ("MGET", &mget[..], 10)] {
+        assert_ne!(lookup_keys_slots(args, &mut keys), u32::MAX, "{name}: lookup or keys failed");
+        assert_eq!(keys.len(), n, "{name}: {} keys found, expected {n}", keys.len());
+    }
+
     c.bench_function("lookup GET", |b| b.iter(|| command::lookup(black_box(b"GET"))));
     c.bench_function("lookup set", |b| b.iter(|| command::lookup(black_box(b"set"))));
     c.bench_function("lookup GEORADIUSBYMEMBER_RO", |b| {
@@ -55,6 +65,11 @@ fn bench(c: &mut Criterion) {
     });
 
     let t = table(4);
+    let get_spec = command::lookup(get[0]).expect("GET is known");
+    assert!(
+        matches!(command::route(&t, get_spec, get, &mut keys), Ok(Some(_))),
+        "GET did not route"
+    );
     c.bench_function("route GET (4 groups)", |b| {
         b.iter(|| {
             let spec = command::lookup(black_box(get)[0]).expect("GET is known");
