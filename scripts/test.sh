@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
 
 echo "== the data-plane tests again: threads = 2, backend_connections = 3 =="
-KEYHOP_TEST_THREADS=2 KEYHOP_TEST_BACKEND_CONNECTIONS=3 cargo test -p keyhop \
+KEYHOP_TEST_THREADS=2 KEYHOP_TEST_BACKEND_CONNECTIONS=3 cargo test --no-fail-fast -p keyhop \
   --test proxy_routing --test proxy_fanout --test proxy_faults --test proxy_replicas --test proxy_resp3 \
   --test proxy_clients --test auth --test failover_proxy \
   --test lifecycle_shutdown --test lifecycle_reload \

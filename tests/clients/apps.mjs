@@ -94,8 +94,10 @@ async function noderedis() {
       .exec(),
   );
   await step('unsubscribe_then_command', async () => {
-    await sub.unsubscribe();
-    await sub.pUnsubscribe();
+    // By name: node-redis 5 (the newest for Debian 12's Node 18) never resolves a bare
+    // unsubscribe() while patterns are still subscribed, even against Redis itself.
+    await sub.unsubscribe(`{${prefix}}:ch`);
+    await sub.pUnsubscribe(`{${prefix}}:c*`);
     return sub.ping();
   });
   await sub.quit();
