@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace --no-fail-fast "$@"
+# Both passes run even when the first fails, so one report shows every failure.
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
 
 echo "== the data-plane tests again: threads = 2, backend_connections = 3 =="
 KEYHOP_TEST_THREADS=2 KEYHOP_TEST_BACKEND_CONNECTIONS=3 cargo test --no-fail-fast -p keyhop \
@@ -16,4 +18,5 @@ KEYHOP_TEST_THREADS=2 KEYHOP_TEST_BACKEND_CONNECTIONS=3 cargo test --no-fail-fas
   --test proxy_clients --test auth --test failover_proxy \
   --test lifecycle_shutdown --test lifecycle_reload \
   --test proxy_transactions --test proxy_transactions_failover \
-  --test proxy_pubsub --test proxy_pubsub_failover --test proxy_blocking --test apps "$@"
+  --test proxy_pubsub --test proxy_pubsub_failover --test proxy_blocking --test apps "$@" || status=$?
+exit $status
