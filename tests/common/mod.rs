@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod failover;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -104,16 +105,23 @@ pub fn wait_for_ping(port: u16, timeout: Duration) -> bool {
     })
 }
 
+/// Where `bin` is: the first `PATH` entry holding it (so a locally built or version-managed Redis
+/// is used when it comes first), then the usual system directories (PATH may be minimal under
+/// some runners).
+pub fn find_bin(bin: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    let from_path = path.into_iter().flat_map(std::env::split_paths);
+    let system = ["/usr/bin", "/usr/local/bin", "/usr/sbin"].into_iter().map(PathBuf::from);
+    from_path.chain(system).map(|dir| dir.join(bin)).find(|p| p.is_file())
+}
+
 fn need(bin: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
-        let p = Path::new(dir).join(bin);
-        if p.exists() {
-            return p.to_string_lossy().into_owned();
-        }
+    match find_bin(bin, std::env::var_os("PATH").as_deref()) {
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => panic!(
+            "{bin} not found in PATH or /usr/bin, /usr/local/bin, /usr/sbin: install it with \
+             `apt-get install -y redis-server redis-sentinel redis-tools`"
+        ),
     }
-    panic!(
-        "{bin} not found: install it with `apt-get install -y redis-server redis-sentinel redis-tools`"
-    );
 }
 
 /// Spawns `redis-server` on `port` (in its own temp dir) without waiting for it.
