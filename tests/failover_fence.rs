@@ -146,7 +146,7 @@ fn wait_recheck_switch(dir: &std::path::Path, from: usize, new: &str) -> Result<
     });
     let log = keyhop_log(dir);
     let tail = log.get(from..).unwrap_or_default().to_string();
-    eprintln!("[fence] re-check switched g1 {} ms after the error", t.elapsed().as_millis());
+    eprintln!("[fence] waited {} ms for the re-check switch: {switched}", t.elapsed().as_millis());
     if !switched {
         return Err(format!("keyhop never switched g1 to {new}; log since the error:\n{tail}"));
     }

@@ -22,10 +22,12 @@ pub const WRITE_PACE: Duration = Duration::from_micros(700);
 pub const WRITER_MAX: Duration = Duration::from_secs(100);
 
 impl Cluster {
+    /// The cluster, with every sentinel knowing the others and the replicas.
     pub fn new() -> Cluster {
         Cluster::new_ready(LINK_BOUND)
     }
 
+    /// The sentinels' ports.
     pub fn sentinel_ports(&self) -> Vec<u16> {
         self.sentinels.iter().map(|s| s.port).collect()
     }
@@ -358,4 +360,34 @@ pub fn fenced_error(addr: &str) -> String {
         "ERR keyhop: backend {addr} of group g1 is being replaced by a Sentinel failover; \
          requests are refused until the new master is known, retry shortly"
     )
+}
+
+/// How keyhop adopted `new` as `group`'s master (`SwitchEvent`, `Majority`), from its
+/// "switched master" log line, if it did.
+pub fn switched_via(log: &str, group: &str, new: &str) -> Option<String> {
+    let (g, n) = (format!("group={group} "), format!("new={new} "));
+    let line =
+        log.lines().find(|l| l.contains("switched master") && l.contains(&g) && l.contains(&n))?;
+    let via = line.split_whitespace().find_map(|w| w.strip_prefix("via="))?;
+    Some(via.to_string())
+}
+
+/// The `flags` sentinel `port` lists for the replica `addr` of `group` ("" when not listed).
+pub fn replica_flags(port: u16, group: &str, addr: &str) -> String {
+    let Some(mut raw) = Raw::try_connect(port) else { return String::new() };
+    let Some(Reply::Array(Some(replicas))) = raw.try_call(&["SENTINEL", "REPLICAS", group]) else {
+        return String::new();
+    };
+    let field = |fields: &[Reply], name: &str| {
+        fields.chunks(2).find(|kv| kv[0].text() == name).map(|kv| kv[1].text())
+    };
+    replicas
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Array(Some(fields)) => Some(fields.as_slice()),
+            _ => None,
+        })
+        .find(|f| field(f, "name").as_deref() == Some(addr))
+        .and_then(|f| field(f, "flags"))
+        .unwrap_or_default()
 }
