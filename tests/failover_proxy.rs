@@ -250,7 +250,7 @@ fn all_sentinels_down_then_back() {
     // Several reconnect attempts to every sentinel (and poll intervals) later, the last table
     // still serves.
     let knocks: Vec<Knocks> = c.sentinels.iter().map(|s| Knocks::listen(s.port)).collect();
-    let retried = wait_until(LINK_BOUND, || knocks.iter().all(|k| k.count() >= 3));
+    let retried = wait_until(LINK_BOUND, || knocks.iter().all(|k| k.count() >= 4));
     let attempts: Vec<usize> = knocks.iter().map(Knocks::count).collect();
     drop(knocks);
     assert!(retried, "keyhop did not keep reconnecting to the sentinels: {attempts:?}");

@@ -338,7 +338,7 @@ fn all_sentinels_down_keeps_the_table_then_follows_again() {
     assert!(wait_until(LINK_BOUND, || w.status().connected_sentinels == 0), "{:#?}", w.status());
     // Several reconnect attempts to every sentinel later, the table is still the same.
     let knocks: Vec<Knocks> = c.sentinels.iter().map(|s| Knocks::listen(s.port)).collect();
-    let retried = wait_until(LINK_BOUND, || knocks.iter().all(|k| k.count() >= 3));
+    let retried = wait_until(LINK_BOUND, || knocks.iter().all(|k| k.count() >= 4));
     let counts: Vec<usize> = knocks.iter().map(Knocks::count).collect();
     drop(knocks);
     assert!(retried, "the watcher did not keep reconnecting: attempts {counts:?}");
