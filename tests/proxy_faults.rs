@@ -106,13 +106,26 @@ fn dead_backend_costs_only_its_requests_and_recovers() {
     assert_eq!(c.read(), Reply::Bulk(Some(b"b".to_vec())));
     assert!(matches!(c.read(), Reply::Error(_)), "a split command needing g1 fails");
     assert_eq!(c.read(), Reply::Bulk(Some(b"b".to_vec())));
-    assert!(started.elapsed() < Duration::from_secs(3), "errors come within the timeouts");
-    // Many more requests for g1 keep failing quickly, never hanging.
+    eprintln!("[faults] pipeline answered {} ms after the kill", started.elapsed().as_millis());
+    // Many more requests for g1 keep failing at once: keyhop knows the server is gone and does
+    // not wait out the request timeout (that error would say "did not answer within").
+    let own = format!("ERR keyhop: backend 127.0.0.1:{g1_port} of group g1 ");
+    let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let t = Instant::now();
-        assert!(matches!(c.call(&["GET", k1]), Reply::Error(_)));
-        assert!(t.elapsed() < Duration::from_secs(2));
+        match c.call(&["GET", k1]) {
+            Reply::Error(e) => {
+                let reason = e.strip_prefix(&own).unwrap_or_else(|| panic!("{e}"));
+                assert!(
+                    reason.starts_with("unreachable: ") || reason.starts_with("down ("),
+                    "not a dead-backend error: {e}"
+                );
+            }
+            other => panic!("g1 is dead, got {other:?}"),
+        }
+        slowest = slowest.max(t.elapsed());
     }
+    eprintln!("[faults] slowest of 20 requests to the dead backend: {slowest:?}");
 
     // Bring a server back on the same port: keyhop reconnects on its own.
     let _g1_again = common::redis_server_on(g1_port, &[]);
@@ -139,13 +152,16 @@ fn stalled_backend_times_out_within_request_timeout() {
     let waited = t.elapsed();
     g1.signal(18); // SIGCONT
     match r {
-        Reply::Error(e) => assert!(e.contains("did not answer"), "{e}"),
+        Reply::Error(e) => assert_eq!(
+            e,
+            format!("ERR keyhop: backend {} of group g1 did not answer within 1000 ms", g1.addr())
+        ),
         other => panic!("expected a timeout error, got {other:?}"),
     }
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
-        "waited {waited:?}"
-    );
+    // The request timeout (1000 ms), not another error, ended the wait; a lower bound cannot
+    // flake under load, an upper one could.
+    eprintln!("[faults] stalled backend: error after {waited:?}");
+    assert!(waited >= Duration::from_millis(900), "waited only {waited:?}");
     let mut other = Raw::connect(proxy.port);
     assert_eq!(other.call(&["SET", k2, "fine"]), Reply::Status("OK".into()));
     let ok = common::wait_until(Duration::from_secs(5), || {
