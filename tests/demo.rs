@@ -85,7 +85,7 @@ impl Demo {
 
     fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+            common::send_signal(c.id(), sig);
         }
     }
 

@@ -117,6 +117,12 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<ExitStatus>, 
     (status, out.join().unwrap_or_default(), err.join().unwrap_or_default())
 }
 
+/// The Node.js that runs the node clients: the one scripts/install-test-clients.sh chose (the
+/// system's when it is at least 20, else a current one from the npm registry).
+pub fn node() -> PathBuf {
+    clients_dir().join("bin/node")
+}
+
 /// Installs the clients with the repo's script unless both are there already (once per test
 /// binary; tests running in parallel wait for it).
 pub fn ensure_clients() {
@@ -130,7 +136,8 @@ pub fn ensure_clients() {
         && dir.join("python/rq/__init__.py").exists()
         && dir.join("node/node_modules/redis/package.json").exists()
         && dir.join("node/node_modules/bullmq/package.json").exists()
-        && dir.join("node/node_modules/ioredis/package.json").exists();
+        && dir.join("node/node_modules/ioredis/package.json").exists()
+        && dir.join("bin/node").exists();
     if !present {
         let mut cmd = Command::new("bash");
         cmd.arg(repo().join("scripts/install-test-clients.sh"));
