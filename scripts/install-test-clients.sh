@@ -84,7 +84,7 @@ node_ver="$(node_version || true)"
 case "$node_ver" in 5.*) node_ver="" ;; esac
 if [ -z "$node_ver" ] || [ $upgrade = 1 ]; then
   mkdir -p "$node_dir"
-  PATH="$dest/bin:$PATH" npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error redis ioredis bullmq >&2
+  PATH="$dest/bin:$PATH" npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error redis@latest ioredis@latest bullmq@latest >&2
   node_ver="$(node_version)"
 fi
 
