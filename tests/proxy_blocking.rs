@@ -234,6 +234,11 @@ fn a_client_leaving_while_blocked_frees_the_server_and_its_connection_is_reused(
         drop(c);
         let freed = wait_until(SOON, || blocked(port) == 0);
         assert!(freed, "round {round}: the server still has a blocked client");
+        // The server unblocks before keyhop has read its -UNBLOCKED and put the connection back
+        // for reuse; the next round must start after that, or it rightly opens a second one.
+        let returned =
+            wait_until(SOON, || info_clients(s.proxy.port, "keyhop_pinned_connections") == 0);
+        assert!(returned, "round {round}: keyhop still holds the dedicated connection");
         let n = info_clients(port, "connected_clients");
         match first_count {
             None => first_count = Some(n),
