@@ -180,7 +180,7 @@ impl Subscriber {
         let Some(top) = command::lookup(cmd.arg(0)) else {
             Stats::add(&stats.commands, 1);
             Stats::add(&stats.errors_unsupported, 1);
-            io.out.push(resp::error(&command::unknown_command_error(&cmd)));
+            io.out.push(resp::error_bytes(&command::unknown_command_bytes(&cmd)));
             return None;
         };
         let spec: &CommandSpec = match top.resolve(&cmd) {

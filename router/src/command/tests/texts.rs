@@ -86,6 +86,13 @@ fn unknown_command_texts() {
     assert_eq!(e(&args), format!("ERR unknown command 'foo', with args beginning with: {quoted}"));
     // C's `%s` stops at NUL.
     assert_eq!(e(&["foo", "a\0b"]), "ERR unknown command 'foo', with args beginning with: 'a' ");
+    // Bytes that are not UTF-8 come back unchanged, as Redis echoes them (found by
+    // tests/fuzz_differential.rs: they used to be replaced by U+FFFD).
+    let binary: Vec<Vec<u8>> = vec![b"fo\xf0o".to_vec(), b"\xff\xa9x\r\n".to_vec()];
+    assert_eq!(
+        unknown_command_bytes(&binary),
+        b"ERR unknown command 'fo\xf0o', with args beginning with: '\xff\xa9x  ' ".to_vec()
+    );
 }
 
 #[test]
