@@ -16,7 +16,6 @@ mod generate;
 #[path = "fuzz/wire.rs"]
 mod wire;
 
-use std::collections::VecDeque;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -204,8 +203,9 @@ fn run(t: &TwoGroups, r: &Run, deadline: Instant) -> Result<Tally, String> {
         }
     }
     let mut tally = Tally::default();
-    let mut history: VecDeque<String> = VecDeque::new();
     let mut kinds: std::collections::HashMap<String, usize> = Default::default();
+    // Every command and both replies, for following a reported seed up to its failure.
+    let trace = std::env::var("KEYHOP_FUZZ_TRACE").is_ok();
     while tally.commands < r.commands && Instant::now() < deadline {
         let n = if g.rng.chance(50) { 1 + g.rng.below(5) } else { 1 + g.rng.below(50) };
         let mut items = Vec::new();
@@ -227,28 +227,36 @@ fn run(t: &TwoGroups, r: &Run, deadline: Instant) -> Result<Tally, String> {
             }
         }
         let both = items.iter().filter(|i| matches!(i, Item::Both(_))).count();
-        let context = |e: String| {
-            format!("seed {} ({proto}): {e}\nreproduce: {}", r.seed, r.reproduce(tally.commands))
-        };
+        let at = tally.commands;
+        let context =
+            |e: String| format!("seed {} ({proto}): {e}\nreproduce: {}", r.seed, r.reproduce(at));
         let from_proxy = exchange(&mut proxy, &to_proxy, items.len()).map_err(context)?;
         let from_direct = exchange(&mut direct, &to_direct, both).map_err(context)?;
         let mut direct_replies = from_direct.iter();
-        for (item, got) in items.iter().zip(&from_proxy) {
+        let paired: Vec<Option<&wire::Reply>> = items
+            .iter()
+            .map(|i| if let Item::Both(_) = i { direct_replies.next() } else { None })
+            .collect();
+        for (at, (item, got)) in items.iter().zip(&from_proxy).enumerate() {
             let c = item.cmd();
             let index = tally.commands;
+            if trace {
+                let redis = paired[at].map_or("(not sent)".to_string(), |r| show(&r.raw));
+                eprintln!("#{index} {}\n    {}  |  {redis}", show_command(&c.args), show(&got.raw));
+            }
             tally.commands += 1;
-            let (ok, want, how) = match item {
-                Item::Both(_) => {
-                    let want = direct_replies.next().expect("one Redis reply per command sent");
+            let (ok, want, how) = match (item, paired[at]) {
+                (Item::Both(_), Some(want)) => {
                     if c.cmp != Cmp::Exact {
                         tally.loose += 1;
                     }
                     (same(&c.cmp, &got.val, &want.val), want.raw.clone(), format!("{:?}", c.cmp))
                 }
-                Item::KeyhopOnly(_, expect) => {
+                (Item::KeyhopOnly(_, expect), _) => {
                     tally.crossslot += usize::from(*expect == CROSSSLOT);
                     (got.raw == *expect, expect.to_vec(), "keyhop only, documented reply".into())
                 }
+                (Item::Both(_), None) => unreachable!("one Redis reply per command sent to both"),
             };
             if got.raw.starts_with(b"-") || got.raw.starts_with(b"!") {
                 let words: Vec<&str> =
@@ -257,29 +265,44 @@ fn run(t: &TwoGroups, r: &Run, deadline: Instant) -> Result<Tally, String> {
                 tally.errors += 1;
                 tally.wrongtype += usize::from(got.raw.starts_with(b"-WRONGTYPE"));
             }
-            let shown = show_command(&c.args);
             if !ok {
-                let before: Vec<String> = history.iter().map(|h| format!("    {h}")).collect();
                 return Err(format!(
                     "keyhop and Redis disagree: seed {}, {proto}, command #{index} (pipeline #{}, {} commands)\n\
-                     \x20 command: {shown}\n\x20 keyhop:  {}\n\x20 expected: {}\n\x20 compared: {how}\n\
-                     \x20 the commands before it on this connection (oldest first):\n{}\n\
+                     \x20 command: {}\n\x20 keyhop:  {}\n\x20 expected: {}\n\x20 compared: {how}\n\
+                     \x20 the whole pipeline (keyhop's reply, then Redis's; >> marks this command):\n{}\n\
                      reproduce: {}",
                     r.seed,
                     tally.pipelines,
                     items.len(),
+                    show_command(&c.args),
                     show(&got.raw),
                     show(&want),
-                    before.join("\n"),
+                    show_pipeline(&items, &from_proxy, &paired, at),
                     r.reproduce(index)
                 ));
             }
-            history.push_back(shown);
-            if history.len() > 12 {
-                history.pop_front();
-            }
         }
         tally.pipelines += 1;
+        // The data itself, not only the replies: a write that answered alike but did something
+        // else (or a refused command that ran anyway) shows here, at the pipeline that did it.
+        let keys_cmd = encode(&[b"KEYS", b"*"]);
+        let ours = exchange(&mut proxy, &keys_cmd, 1).map_err(context)?;
+        let theirs = exchange(&mut direct, &keys_cmd, 1).map_err(context)?;
+        if !same(&Cmp::Unordered, &ours[0].val, &theirs[0].val) {
+            let commands: Vec<String> =
+                items.iter().map(|i| format!("    {}", show_command(&i.cmd().args))).collect();
+            return Err(format!(
+                "keyhop's and Redis's keys differ after pipeline #{} (seed {}, {proto}, commands up to #{}):\n\
+                 \x20 keyhop: {}\n\x20 redis:  {}\n\x20 the pipeline:\n{}\nreproduce: {}",
+                tally.pipelines - 1,
+                r.seed,
+                tally.commands - 1,
+                show_keys(&ours[0].val),
+                show_keys(&theirs[0].val),
+                commands.join("\n"),
+                r.reproduce(tally.commands - 1)
+            ));
+        }
     }
     eprintln!("seed {} ({proto}): {tally:?}", r.seed);
     let mut kinds: Vec<(usize, String)> = kinds.into_iter().map(|(k, n)| (n, k)).collect();
@@ -288,6 +311,38 @@ fn run(t: &TwoGroups, r: &Run, deadline: Instant) -> Result<Tally, String> {
         eprintln!("  {n:5} {k}");
     }
     Ok(tally)
+}
+
+/// Every command of a pipeline with keyhop's and Redis's replies, `mark` flagged.
+fn show_pipeline(
+    items: &[Item],
+    ours: &[wire::Reply],
+    theirs: &[Option<&wire::Reply>],
+    mark: usize,
+) -> String {
+    let line = |i: usize| {
+        let flag = if i == mark { ">>" } else { "  " };
+        let redis = theirs[i].map_or("(not sent)".to_string(), |r| show(&r.raw));
+        let cmd = show_command(&items[i].cmd().args);
+        format!("  {flag} {cmd}\n        {}  |  {redis}", show(&ours[i].raw))
+    };
+    (0..items.len()).map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// A KEYS reply as a sorted list.
+fn show_keys(v: &Val) -> String {
+    let mut keys: Vec<String> = match v {
+        Val::Agg(_, Some(items)) => items
+            .iter()
+            .map(|k| match k {
+                Val::Blob(_, Some(b)) => show(b),
+                other => format!("{other:?}"),
+            })
+            .collect(),
+        other => vec![format!("{other:?}")],
+    };
+    keys.sort();
+    keys.join(" ")
 }
 
 fn env_u64(name: &str) -> Option<u64> {

@@ -293,9 +293,19 @@ impl<'a> Gen<'a> {
                     c = c.opt(self.rng.chance(8), opt);
                 }
                 if self.rng.chance(10) {
-                    c = c
-                        .a(self.rng.pick(&["EX", "PX", "EXAT"]))
-                        .a(self.rng.pick(&["100000", "0", "-5", "x"]));
+                    // Expiry far in the future (a day or more), or invalid: a key that expires
+                    // during a run would vanish from each server at its own moment (and Redis
+                    // 7.0 keeps a key SET with a past EXAT, counted by DBSIZE until its
+                    // expiry cycle happens to find it).
+                    let (opt, time) = self.rng.pick(&[
+                        ("EX", "100000"),
+                        ("PX", "100000000"),
+                        ("EXAT", "4102444800"),
+                        ("EX", "0"),
+                        ("PX", "-5"),
+                        ("EXAT", "x"),
+                    ]);
+                    c = c.a(opt).a(time);
                 }
                 c
             }
