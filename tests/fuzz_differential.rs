@@ -107,10 +107,11 @@ fn transaction(g: &mut Gen, keys: &Keys) -> Vec<Item> {
     items.push(Item::Both(simple("MULTI", &[])));
     let mut cmps = Vec::new();
     for _ in 0..1 + g.rng.below(6) {
-        // Whole-keyspace commands and SELECT are refused inside MULTI (README); not drawn here.
+        // Whole-keyspace commands, keyhop's own (CLIENT), SCRIPT (every group) and SELECT are
+        // refused inside MULTI (README); not drawn here.
         let c = loop {
             let c = g.command();
-            if !matches!(c.name().as_str(), "DBSIZE" | "KEYS" | "SELECT") {
+            if !matches!(c.name().as_str(), "DBSIZE" | "KEYS" | "SELECT" | "CLIENT" | "SCRIPT") {
                 break c;
             }
         };
@@ -179,6 +180,7 @@ impl Run {
 fn run(t: &TwoGroups, r: &Run, deadline: Instant) -> Result<Tally, String> {
     for server in [&t.g1, &t.g2, &t.direct] {
         assert_eq!(cmd(server.port, &["FLUSHALL"]), "OK", "FLUSHALL on {}", server.name);
+        assert_eq!(cmd(server.port, &["SCRIPT", "FLUSH"]), "OK", "SCRIPT FLUSH on {}", server.name);
     }
     let (tag0, tag1) = (tag_of(0), tag_of(1));
     let keys = Keys::new([&tag0, &tag1]);

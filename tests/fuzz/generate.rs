@@ -2,6 +2,9 @@
 //! deliberately invalid) commands over a small key space, so that commands meet existing keys of
 //! every type and WRONGTYPE, arity and syntax errors happen as often as successes.
 
+#[path = "commands.rs"]
+mod commands;
+
 /// splitmix64: small, seedable, and the same sequence on every platform, so a seed reproduces.
 pub struct Rng(u64);
 
@@ -262,18 +265,22 @@ impl<'a> Gen<'a> {
 
     /// A random command of any kind, keys drawn from the key space.
     pub fn command(&mut self) -> Cmd {
-        let c = match self.rng.below(12) {
-            0 | 1 => self.string(),
-            2 => self.keyspace(),
-            3 => self.list(),
-            4 => self.hash(),
-            5 => self.set(),
-            6 => self.zset(),
-            7 => self.stream(),
-            8 => self.bits(),
-            9 => self.multi_key(),
-            10 => self.odd(),
-            _ => self.string(),
+        let c = match self.rng.below(100) {
+            0..=14 => self.string(),
+            15..=22 => self.keyspace(),
+            23..=32 => self.list(),
+            33..=41 => self.hash(),
+            42..=49 => self.set(),
+            50..=58 => self.zset(),
+            59..=64 => self.stream(),
+            65..=70 => self.bits(),
+            71..=82 => self.multi_key(),
+            83..=86 => self.odd(),
+            87..=90 => self.script(),
+            91 => self.blocking(),
+            92..=94 => self.geo(),
+            95..=96 => self.sort(),
+            _ => self.local(),
         };
         if !c.keys.is_empty() && self.rng.chance(3) {
             // Wrong arity: the name alone. keyhop checks arity before routing.
@@ -571,105 +578,6 @@ impl<'a> Gen<'a> {
                 c
             }
             _ => Cmd::new("PFCOUNT").k(k),
-        }
-    }
-
-    /// Commands over several keys: split ones (any groups) and same-group ones (CROSSSLOT when
-    /// the keys span both groups).
-    fn multi_key(&mut self) -> Cmd {
-        let n = self.rng.below(23);
-        if n < 6 {
-            let keys = self.keys_some(5);
-            return match n {
-                0 => Cmd::new("MGET").ks(keys).split(),
-                1 => Cmd::new(self.rng.pick(&["DEL", "UNLINK"])).ks(keys).split(),
-                2 => Cmd::new("EXISTS").ks(keys).split(),
-                3 => Cmd::new("TOUCH").ks(keys).split(),
-                _ => {
-                    let mut c = Cmd::new("MSET").split();
-                    for k in keys {
-                        c = c.k(k).a(self.val());
-                    }
-                    // An odd argument count: Redis's arity error, before any routing.
-                    c.opt(self.rng.chance(5), "odd")
-                }
-            };
-        }
-        let keys = self.keys_some(3);
-        let two = self.keys_n(2);
-        let (a, b) = (two[0].clone(), two[1].clone());
-        let nk = keys.len().to_string();
-        match n {
-            6 => {
-                Cmd::new(self.rng.pick(&["SINTER", "SUNION", "SDIFF"])).ks(keys).cmp(Cmp::Unordered)
-            }
-            7 => {
-                Cmd::new(self.rng.pick(&["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"])).k(a).ks(keys)
-            }
-            8 => Cmd::new("SMOVE").k(a).k(b).a(self.member()),
-            9 => {
-                let c = Cmd::new("SINTERCARD").a(&nk).ks(keys);
-                if self.rng.chance(30) { c.a("LIMIT").a(self.count()) } else { c }
-            }
-            10 => {
-                let c = Cmd::new(self.rng.pick(&["ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"]))
-                    .k(a)
-                    .a(&nk)
-                    .ks(keys);
-                if self.rng.chance(20) {
-                    c.a("AGGREGATE").a(self.rng.pick(&["MIN", "MAX", "SUM", "AVG"]))
-                } else {
-                    c
-                }
-            }
-            11 => Cmd::new(self.rng.pick(&["ZUNION", "ZINTER", "ZDIFF"]))
-                .a(&nk)
-                .ks(keys)
-                .opt(self.rng.chance(50), "WITHSCORES"),
-            12 => Cmd::new("ZRANGESTORE").k(a).k(b).a("0").a("-1"),
-            13 => Cmd::new("LMOVE").k(a).k(b).a(self.side()).a(self.side()),
-            14 => Cmd::new("RPOPLPUSH").k(a).k(b),
-            15 => {
-                let c = Cmd::new("LMPOP").a(&nk).ks(keys).a(self.side());
-                if self.rng.chance(40) { c.a("COUNT").a(self.count()) } else { c }
-            }
-            16 => Cmd::new(self.rng.pick(&["RENAME", "RENAMENX"])).k(a).k(b),
-            17 => Cmd::new("COPY").k(a).k(b).opt(self.rng.chance(50), "REPLACE"),
-            18 => Cmd::new("BITOP").a(self.rng.pick(&["AND", "OR", "XOR", "NOT"])).k(a).ks(keys),
-            19 => Cmd::new("PFMERGE").k(a).ks(keys),
-            20 => Cmd::new("LCS").k(a).k(b),
-            21 => {
-                let mut c = Cmd::new("MSETNX");
-                for k in keys {
-                    c = c.k(k).a(self.val());
-                }
-                c
-            }
-            _ => {
-                // numkeys that disagrees with the keys given (one group's keys): Redis's own
-                // syntax errors, which keyhop's key extraction must give word for word.
-                let bad = self.rng.pick(&["0", "-1", "9", "x"]);
-                let t = self.only_tag.unwrap_or_else(|| self.rng.below(2));
-                let (d, k) = (self.keys.tagged[t][0].clone(), self.keys.tagged[t][1].clone());
-                match self.rng.below(4) {
-                    0 => Cmd::new("ZUNIONSTORE").k(d).a(bad).k(k),
-                    1 => Cmd::new("SINTERCARD").a(bad).k(k),
-                    2 => Cmd::new("LMPOP").a(bad).k(k).a("LEFT"),
-                    _ => Cmd::new("ZINTER").a(bad).k(k),
-                }
-            }
-        }
-    }
-
-    /// Keyless, unknown and oddly shaped commands.
-    fn odd(&mut self) -> Cmd {
-        match self.rng.below(6) {
-            0 => Cmd::new("ECHO").a(self.val()),
-            1 => Cmd::new("PING").opt(self.rng.chance(50), "hello"),
-            2 => Cmd::new(self.rng.pick(&["FOOBAR", "GETT", "xyzzy"])).a(self.val()).a("b"),
-            3 => Cmd::new("EXISTS").split(),
-            4 => Cmd::new("SELECT").a(self.rng.pick(&["0", "1", "0", "99", "x"])),
-            _ => Cmd::new("DBSIZE"),
         }
     }
 }
