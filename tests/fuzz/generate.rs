@@ -341,12 +341,14 @@ impl<'a> Gen<'a> {
     fn keyspace(&mut self) -> Cmd {
         let k = self.key();
         match self.rng.below(11) {
-            0 => Cmd::new("EXPIRE")
-                .k(k)
-                .a(self.rng.pick(&["100000", "200000", "-1", "x"]))
-                .opt(self.rng.chance(30), self.rng.pick(&["NX", "XX", "GT", "LT", "BOGUS"])),
+            0 => Cmd::new("EXPIRE").k(k).a(self.rng.pick(&["100000", "200000", "-1", "x"])),
             1 => Cmd::new("PEXPIRE").k(k).a("100000000"),
-            2 => Cmd::new("EXPIREAT").k(k).a("4102444800"),
+            // NX/XX/GT/LT only with absolute times: `EXPIRE k 100000 GT` over an expiry set the
+            // same way a moment earlier depends on whether a millisecond passed in between.
+            2 => Cmd::new("EXPIREAT")
+                .k(k)
+                .a(self.rng.pick(&["4102444800", "4102444900", "4102444700"]))
+                .opt(self.rng.chance(40), self.rng.pick(&["NX", "XX", "GT", "LT", "BOGUS"])),
             3 => Cmd::new("PERSIST").k(k),
             4 => Cmd::new("TTL").k(k).cmp(Cmp::Near(2)),
             5 => Cmd::new("PTTL").k(k).cmp(Cmp::Near(2000)),
