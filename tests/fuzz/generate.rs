@@ -230,8 +230,16 @@ impl<'a> Gen<'a> {
         }
     }
 
+    /// A set, sorted set or list member: mostly from a few, sometimes any value but without NUL
+    /// (SORT ... ALPHA compares with strcoll, which stops at NUL: two members equal up to it
+    /// would tie, and a set's ties come out in each server's hash order).
     fn member(&mut self) -> Vec<u8> {
-        if self.rng.chance(10) { self.val() } else { self.rng.pick(&MEMBERS).as_bytes().to_vec() }
+        if !self.rng.chance(10) {
+            return self.rng.pick(&MEMBERS).as_bytes().to_vec();
+        }
+        let mut v = self.val();
+        v.retain(|&b| b != 0);
+        v
     }
     fn field(&mut self) -> &'static str {
         self.rng.pick(&FIELDS)
