@@ -107,12 +107,15 @@ fn transaction(g: &mut Gen, keys: &Keys) -> Vec<Item> {
     items.push(Item::Both(simple("MULTI", &[])));
     let mut cmps = Vec::new();
     for _ in 0..1 + g.rng.below(6) {
-        // Whole-keyspace commands, keyhop's own (CLIENT), SCRIPT (every group) and SELECT are
-        // refused inside MULTI (README); not drawn here.
+        // Whole-keyspace commands, keyhop's own (CLIENT), SCRIPT (every group), SELECT and
+        // HELLO are refused inside MULTI (README); not drawn here, nor RESET.
         let c = (0..1000)
             .map(|_| g.command())
             .find(|c| {
-                !matches!(c.name().as_str(), "DBSIZE" | "KEYS" | "SELECT" | "CLIENT" | "SCRIPT")
+                !matches!(
+                    c.name().as_str(),
+                    "DBSIZE" | "KEYS" | "SELECT" | "CLIENT" | "SCRIPT" | "HELLO" | "RESET"
+                )
             })
             .expect("the generator draws other commands too");
         cmps.push(c.cmp.clone());
@@ -215,7 +218,7 @@ fn run(t: &TwoGroups, r: &Run, deadline: Instant) -> Result<Tally, String> {
     let mut g = Gen::new(r.seed, &keys);
     let mut proxy = connect(t.proxy.port);
     let mut direct = connect(t.direct.port);
-    let proto = if r.resp3 { "RESP3" } else { "RESP2" };
+    let proto = if r.resp3 { "RESP3 at start" } else { "RESP2 at start" };
     if r.resp3 {
         let hello = encode(&[b"HELLO", b"3"]);
         for (name, conn) in [("keyhop", &mut proxy), ("redis", &mut direct)] {

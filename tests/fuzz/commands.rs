@@ -98,7 +98,13 @@ impl Gen<'_> {
 
     /// Keyless, unknown and oddly shaped commands.
     pub(super) fn odd(&mut self) -> Cmd {
-        match self.rng.below(6) {
+        match self.rng.below(9) {
+            6 => Cmd::new(self.rng.pick(&["OBJECT", "XGROUP", "CLIENT", "SCRIPT", "CONFIG"]))
+                .a(self.rng.pick(&["FOO", "nosuch", "Help2"])),
+            // A protocol switch (or RESET back to RESP2 and database 0) in the middle of a
+            // pipeline: keyhop holds the rest of the pipeline until the earlier replies are in.
+            7 => Cmd::new("HELLO").a(self.rng.pick(&["2", "3", "3", "4", "x"])).cmp(Cmp::Hello),
+            8 => Cmd::new("RESET"),
             0 => Cmd::new("ECHO").a(self.val()),
             1 => Cmd::new("PING").opt(self.rng.chance(50), "hello"),
             2 => Cmd::new(self.rng.pick(&["FOOBAR", "GETT", "xyzzy"])).a(self.val()).a("b"),

@@ -51,6 +51,9 @@ pub enum Cmp {
     Near(i64),
     /// EXEC's array: each queued command's reply compared its own way.
     Exec(Vec<Cmp>),
+    /// HELLO's map: the same fields with the same values, except `id` (each server numbers its
+    /// own connections).
+    Hello,
 }
 
 /// One generated command.

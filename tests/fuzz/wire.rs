@@ -125,6 +125,15 @@ pub fn same(cmp: &Cmp, a: &Val, b: &Val) -> bool {
             (Some(x), Some(y)) if x >= 0 && y >= 0 => (x - y).abs() <= *tolerance,
             _ => a == b,
         },
+        Cmp::Hello => match (a, b) {
+            (Val::Agg(ka, Some(xa)), Val::Agg(kb, Some(xb)))
+                if ka == kb && xa.len() == xb.len() =>
+            {
+                let id = Val::Blob(b'$', Some(b"id".to_vec()));
+                xa.chunks(2).zip(xb.chunks(2)).all(|(p, q)| p[0] == q[0] && (p[0] == id || p == q))
+            }
+            _ => a == b,
+        },
         Cmp::Exec(cmps) => match (a, b) {
             (Val::Agg(ka, Some(xa)), Val::Agg(kb, Some(xb))) => {
                 ka == kb
