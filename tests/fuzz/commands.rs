@@ -1,5 +1,5 @@
 //! More of the generator's commands: several keys at once (split, same-group, CROSSSLOT),
-//! scripts, blocking commands with short timeouts, geo, SORT, and keyless or odd commands.
+//! streams, scripts, blocking commands with short timeouts, geo, SORT, and keyless or odd commands.
 
 use super::{Cmd, Cmp, Gen};
 
@@ -226,6 +226,53 @@ impl Gen<'_> {
                 .a("ffffffffffffffffffffffffffffffffffffffff"),
             4 => Cmd::new("XPENDING").k(self.typed_key(5)).a("g"),
             _ => Cmd::new("XACK").k(self.typed_key(5)).a("g").a(self.stream_id()),
+        }
+    }
+
+    /// Streams with explicit, increasing IDs (the same on both sides), and a consumer group.
+    pub(super) fn stream(&mut self) -> Cmd {
+        let k = self.typed_key(5);
+        match self.rng.below(11) {
+            0..=3 => {
+                let c = Cmd::new("XADD").k(k);
+                let c = if self.rng.chance(15) {
+                    c.a("MAXLEN").a(self.rng.pick(&["2", "0", "-1"]))
+                } else {
+                    c
+                };
+                let id = self.stream_id();
+                c.a(id).a(self.field()).a(self.val())
+            }
+            4 => Cmd::new("XLEN").k(k),
+            5 => {
+                let c = Cmd::new("XRANGE").k(k).a("-").a("+");
+                if self.rng.chance(30) { c.a("COUNT").a(self.count()) } else { c }
+            }
+            6 => Cmd::new("XREVRANGE")
+                .k(k)
+                .a("+")
+                .a("-")
+                .a("COUNT")
+                .a(self.rng.pick(&["1", "2", "0"])),
+            7 => Cmd::new("XTRIM").k(k).a("MAXLEN").a(self.rng.pick(&["1", "3", "0", "-1"])),
+            8 => Cmd::new("XGROUP")
+                .a("CREATE")
+                .k(k)
+                .a("g")
+                .a("0")
+                .opt(self.rng.chance(50), "MKSTREAM"),
+            9 => Cmd::new("XREADGROUP")
+                .a("GROUP")
+                .a("g")
+                .a("c1")
+                .a("COUNT")
+                .a("2")
+                .a("STREAMS")
+                .k(k)
+                .a(">"),
+            _ => {
+                Cmd::new("XREAD").a("COUNT").a(self.rng.pick(&["1", "5"])).a("STREAMS").k(k).a("0")
+            }
         }
     }
 }
