@@ -440,16 +440,54 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Found by the fuzzer (seed 2): keyhop replaced bytes that are not UTF-8 in its unknown-command
-/// error with U+FFFD; Redis echoes them unchanged.
+/// Found by the fuzzer: keyhop replaced bytes that are not UTF-8 in its unknown-command and
+/// unknown-subcommand errors with U+FFFD; Redis echoes them unchanged. Checked on the shared path,
+/// inside MULTI and in subscribed mode (each classifies commands itself).
 #[test]
-fn unknown_command_echoes_binary_arguments_like_redis() {
+fn errors_echo_binary_arguments_like_redis() {
     let t = TwoGroups::start("");
-    let frame = encode(&[b"xyzzy", b"\xf0\x96\xf5\xc3\xb4\x012\xa9\r\n\x00", b"b"]);
-    let want: &[u8] =
-        b"-ERR unknown command 'xyzzy', with args beginning with: '\xf0\x96\xf5\xc3\xb4\x012\xa9  ' 'b' \r\n";
-    for (name, port) in [("redis", t.direct.port), ("keyhop", t.proxy.port)] {
-        let reply = exchange(&mut connect(port), &frame, 1).expect("a reply");
-        assert_eq!(show(&reply[0].raw), show(want), "{name}");
+    let cases: [(Vec<u8>, &[u8], usize); 4] = [
+        (
+            encode(&[b"xyzzy", b"\xf0\x96\xf5\xc3\xb4\x012\xa9\r\n\x00", b"b"]),
+            b"-ERR unknown command 'xyzzy', with args beginning with: '\xf0\x96\xf5\xc3\xb4\x012\xa9  ' 'b' \r\n",
+            1,
+        ),
+        (
+            encode(&[b"XGROUP", b"x\r\ny\xe9\x00z"]),
+            b"-ERR unknown subcommand 'x  y\xe9'. Try XGROUP HELP.\r\n",
+            1,
+        ),
+        (
+            [
+                encode(&[b"MULTI"]),
+                encode(&[b"OBJECT", b"\xff\xfe"]),
+                encode(&[b"xyzzy", b"\xff"]),
+                encode(&[b"DISCARD"]),
+            ]
+            .concat(),
+            b"+OK\r\n-ERR unknown subcommand '\xff\xfe'. Try OBJECT HELP.\r\n\
+              -ERR unknown command 'xyzzy', with args beginning with: '\xff' \r\n+OK\r\n",
+            4,
+        ),
+        (
+            [
+                encode(&[b"SUBSCRIBE", b"ch"]),
+                encode(&[b"OBJECT", b"\xff\xfe"]),
+                encode(&[b"xyzzy", b"\xff"]),
+                encode(&[b"RESET"]),
+            ]
+            .concat(),
+            b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n\
+              -ERR unknown subcommand '\xff\xfe'. Try OBJECT HELP.\r\n\
+              -ERR unknown command 'xyzzy', with args beginning with: '\xff' \r\n+RESET\r\n",
+            4,
+        ),
+    ];
+    for (frames, want, n) in cases {
+        for (name, port) in [("redis", t.direct.port), ("keyhop", t.proxy.port)] {
+            let replies = exchange(&mut connect(port), &frames, n).expect("replies");
+            let got: Vec<u8> = replies.iter().flat_map(|r| r.raw.clone()).collect();
+            assert_eq!(show(&got), show(want), "{name}");
+        }
     }
 }

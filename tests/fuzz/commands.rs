@@ -99,8 +99,11 @@ impl Gen<'_> {
     /// Keyless, unknown and oddly shaped commands.
     pub(super) fn odd(&mut self) -> Cmd {
         match self.rng.below(9) {
-            6 => Cmd::new(self.rng.pick(&["OBJECT", "XGROUP", "CLIENT", "SCRIPT", "CONFIG"]))
-                .a(self.rng.pick(&["FOO", "nosuch", "Help2"])),
+            6 => {
+                Cmd::new(self.rng.pick(&["OBJECT", "XGROUP", "CLIENT", "SCRIPT", "CONFIG"])).a(self
+                    .rng
+                    .pick(&[&b"FOO"[..], b"nosuch", b"Help2", b"\xff\xfe", b"x\r\ny\xe9\x00z"]))
+            }
             // A protocol switch (or RESET back to RESP2 and database 0) in the middle of a
             // pipeline: keyhop holds the rest of the pipeline until the earlier replies are in.
             7 => Cmd::new("HELLO").a(self.rng.pick(&["2", "3", "3", "4", "x"])).cmp(Cmp::Hello),

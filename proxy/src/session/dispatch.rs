@@ -126,9 +126,10 @@ impl Session {
     ) -> bool {
         let spec = match top.resolve(args) {
             Ok(s) => s,
-            Err(msg) => {
+            // An unknown subcommand; its name is echoed as bytes, as Redis does.
+            Err(_) => {
                 Stats::add(&self.shared.stats.errors_unsupported, 1);
-                b.ready(resp::error(&msg));
+                b.ready(resp::error_bytes(&command::unknown_subcommand_bytes(top, args.arg(1))));
                 return false;
             }
         };

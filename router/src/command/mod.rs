@@ -631,14 +631,21 @@ pub fn unknown_command_bytes<A: Args + ?Sized>(args: &A) -> Vec<u8> {
 }
 
 /// Redis's reply to an unknown subcommand of `container`, e.g.
-/// `ERR unknown subcommand 'foo'. Try OBJECT HELP.`
+/// `ERR unknown subcommand 'foo'. Try OBJECT HELP.` Bytes that are not UTF-8 are replaced;
+/// [`unknown_subcommand_bytes`] keeps them.
 pub fn unknown_subcommand_error(container: &CommandSpec, sub: &[u8]) -> String {
+    String::from_utf8_lossy(&unknown_subcommand_bytes(container, sub)).into_owned()
+}
+
+/// [`unknown_subcommand_error`] as bytes, which is what clients get: Redis echoes a name that is
+/// not UTF-8 unchanged.
+pub fn unknown_subcommand_bytes(container: &CommandSpec, sub: &[u8]) -> Vec<u8> {
     let mut msg = b"ERR unknown subcommand '".to_vec();
     msg.extend_from_slice(c_prefix(sub, 128));
     msg.extend_from_slice(b"'. Try ");
     msg.extend(container.name.bytes().map(|b| b.to_ascii_uppercase()));
     msg.extend_from_slice(b" HELP.");
-    reply_text(msg)
+    reply_bytes(msg)
 }
 
 /// At most `max` bytes of `s`, stopping at a NUL as C's `%.*s` does.

@@ -185,9 +185,10 @@ impl Subscriber {
         };
         let spec: &CommandSpec = match top.resolve(&cmd) {
             Ok(spec) => spec,
-            Err(msg) => {
+            // An unknown subcommand; its name is echoed as bytes, as Redis does.
+            Err(_) => {
                 Stats::add(&stats.commands, 1);
-                io.out.push(resp::error(&msg));
+                io.out.push(resp::error_bytes(&command::unknown_subcommand_bytes(top, cmd.arg(1))));
                 return None;
             }
         };
