@@ -147,8 +147,17 @@ pub fn push_decimal(out: &mut BytesMut, v: i64) {
 
 /// An error reply `-{msg}\r\n`; `msg` must carry its prefix (`ERR ...`) and no CR/LF.
 pub fn error(msg: &str) -> Bytes {
-    let clean: String = msg.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
-    Bytes::from(format!("-{clean}\r\n"))
+    error_bytes(msg.as_bytes())
+}
+
+/// [`error`] for a message that may carry bytes that are not UTF-8 (Redis echoes a client's
+/// arguments unchanged in some errors).
+pub fn error_bytes(msg: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.len() + 3);
+    out.put_u8(b'-');
+    out.extend(msg.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.put_slice(b"\r\n");
+    out.freeze()
 }
 
 /// A bulk string reply.

@@ -12,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 
 mod encode;
 pub use encode::*;
+#[cfg(test)]
+mod proptests;
 
 /// Largest bulk argument accepted (Redis's `proto-max-bulk-len` default).
 pub const MAX_BULK: usize = 512 * 1024 * 1024;
@@ -407,12 +409,16 @@ impl ReplyScanner {
                     self.pos = cr + 2;
                     self.pending -= 1;
                     if n > 0 {
+                        // Checked: a broken backend's absurd counts must be rejected, not
+                        // overflow the count (a panic in debug builds, a wrapped count in release).
                         let n = n as usize;
-                        self.pending += match kind {
-                            b'%' => n * 2,
-                            b'|' => n * 2 + 1,
-                            _ => n,
+                        let more = match kind {
+                            b'%' => n.checked_mul(2),
+                            b'|' => n.checked_mul(2).and_then(|m| m.checked_add(1)),
+                            _ => Some(n),
                         };
+                        self.pending =
+                            more.and_then(|m| self.pending.checked_add(m)).ok_or(BadReply)?;
                     } else if kind == b'|' {
                         self.pending += 1;
                     }

@@ -109,7 +109,7 @@ impl Session {
     ) -> (bool, u16) {
         let Some(top) = command::lookup(args.arg(0)) else {
             Stats::add(&self.shared.stats.errors_unsupported, 1);
-            b.ready(resp::error(&command::unknown_command_error(args)));
+            b.ready(resp::error_bytes(&command::unknown_command_bytes(args)));
             return (false, self.shared.commands.unknown() as u16);
         };
         let id = command::index_of(top).unwrap_or(self.shared.commands.unknown()) as u16;
@@ -126,9 +126,10 @@ impl Session {
     ) -> bool {
         let spec = match top.resolve(args) {
             Ok(s) => s,
-            Err(msg) => {
+            // An unknown subcommand; its name is echoed as bytes, as Redis does.
+            Err(_) => {
                 Stats::add(&self.shared.stats.errors_unsupported, 1);
-                b.ready(resp::error(&msg));
+                b.ready(resp::error_bytes(&command::unknown_subcommand_bytes(top, args.arg(1))));
                 return false;
             }
         };

@@ -606,8 +606,14 @@ pub fn plan_split<A: Args + ?Sized>(
 ///
 /// As `processCommand` in 7.0: the name is cut at 128 bytes; arguments are quoted while the
 /// quoted list is shorter than 128 bytes, each cut to what is left of those 128; CR and LF become
-/// spaces. Bytes that are not UTF-8 are replaced (the reply is a `String`).
+/// spaces. Bytes that are not UTF-8 are replaced; [`unknown_command_bytes`] keeps them.
 pub fn unknown_command_error<A: Args + ?Sized>(args: &A) -> String {
+    String::from_utf8_lossy(&unknown_command_bytes(args)).into_owned()
+}
+
+/// [`unknown_command_error`] as bytes, which is what clients get: Redis echoes arguments that are
+/// not UTF-8 unchanged.
+pub fn unknown_command_bytes<A: Args + ?Sized>(args: &A) -> Vec<u8> {
     let name: &[u8] = if args.count() > 0 { args.arg(0) } else { b"" };
     let mut quoted: Vec<u8> = Vec::new();
     let mut i = 1;
@@ -621,18 +627,25 @@ pub fn unknown_command_error<A: Args + ?Sized>(args: &A) -> String {
     msg.extend_from_slice(c_prefix(name, 128));
     msg.extend_from_slice(b"', with args beginning with: ");
     msg.extend_from_slice(&quoted);
-    reply_text(msg)
+    reply_bytes(msg)
 }
 
 /// Redis's reply to an unknown subcommand of `container`, e.g.
-/// `ERR unknown subcommand 'foo'. Try OBJECT HELP.`
+/// `ERR unknown subcommand 'foo'. Try OBJECT HELP.` Bytes that are not UTF-8 are replaced;
+/// [`unknown_subcommand_bytes`] keeps them.
 pub fn unknown_subcommand_error(container: &CommandSpec, sub: &[u8]) -> String {
+    String::from_utf8_lossy(&unknown_subcommand_bytes(container, sub)).into_owned()
+}
+
+/// [`unknown_subcommand_error`] as bytes, which is what clients get: Redis echoes a name that is
+/// not UTF-8 unchanged.
+pub fn unknown_subcommand_bytes(container: &CommandSpec, sub: &[u8]) -> Vec<u8> {
     let mut msg = b"ERR unknown subcommand '".to_vec();
     msg.extend_from_slice(c_prefix(sub, 128));
     msg.extend_from_slice(b"'. Try ");
     msg.extend(container.name.bytes().map(|b| b.to_ascii_uppercase()));
     msg.extend_from_slice(b" HELP.");
-    reply_text(msg)
+    reply_bytes(msg)
 }
 
 /// At most `max` bytes of `s`, stopping at a NUL as C's `%.*s` does.
@@ -641,14 +654,19 @@ fn c_prefix(s: &[u8], max: usize) -> &[u8] {
     &s[..end]
 }
 
-/// An error reply as text: CR/LF to spaces (as Redis does, to keep the protocol intact).
-fn reply_text(mut msg: Vec<u8>) -> String {
+/// An error reply's bytes: CR/LF to spaces (as Redis does, to keep the protocol intact).
+fn reply_bytes(mut msg: Vec<u8>) -> Vec<u8> {
     for b in msg.iter_mut() {
         if *b == b'\r' || *b == b'\n' {
             *b = b' ';
         }
     }
-    String::from_utf8_lossy(&msg).into_owned()
+    msg
+}
+
+/// An error reply as text: CR/LF to spaces, bytes that are not UTF-8 replaced.
+fn reply_text(msg: Vec<u8>) -> String {
+    String::from_utf8_lossy(&reply_bytes(msg)).into_owned()
 }
 
 /// Redis's reply to a wrong number of arguments (without `-` and CRLF).

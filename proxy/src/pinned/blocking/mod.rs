@@ -85,7 +85,7 @@ fn plan(session: &mut Session, cmd: Command) -> Result<Vec<Unit>, Bytes> {
     let table = session.shared.table.load_full();
     let spec = command::lookup(cmd.arg(0))
         .and_then(|top| top.resolve(&cmd).ok())
-        .ok_or_else(|| resp::error(&command::unknown_command_error(&cmd)))?;
+        .ok_or_else(|| resp::error_bytes(&command::unknown_command_bytes(&cmd)))?;
     if spec.name == "wait" {
         return Ok(wait_units(table.groups.len(), cmd));
     }

@@ -180,14 +180,15 @@ impl Subscriber {
         let Some(top) = command::lookup(cmd.arg(0)) else {
             Stats::add(&stats.commands, 1);
             Stats::add(&stats.errors_unsupported, 1);
-            io.out.push(resp::error(&command::unknown_command_error(&cmd)));
+            io.out.push(resp::error_bytes(&command::unknown_command_bytes(&cmd)));
             return None;
         };
         let spec: &CommandSpec = match top.resolve(&cmd) {
             Ok(spec) => spec,
-            Err(msg) => {
+            // An unknown subcommand; its name is echoed as bytes, as Redis does.
+            Err(_) => {
                 Stats::add(&stats.commands, 1);
-                io.out.push(resp::error(&msg));
+                io.out.push(resp::error_bytes(&command::unknown_subcommand_bytes(top, cmd.arg(1))));
                 return None;
             }
         };

@@ -30,11 +30,17 @@ pub(super) fn classify(session: &Session, table: &RoutingTable, cmd: &Command) -
     let stats = &session.shared.stats;
     let Some(top) = command::lookup(cmd.arg(0)) else {
         Stats::add(&stats.errors_unsupported, 1);
-        return Class::Refuse(resp::error(&command::unknown_command_error(cmd)));
+        return Class::Refuse(resp::error_bytes(&command::unknown_command_bytes(cmd)));
     };
     let spec = match top.resolve(cmd) {
         Ok(s) => s,
-        Err(msg) => return Class::Refuse(resp::error(&msg)),
+        // An unknown subcommand; its name is echoed as bytes, as Redis does.
+        Err(_) => {
+            return Class::Refuse(resp::error_bytes(&command::unknown_subcommand_bytes(
+                top,
+                cmd.arg(1),
+            )));
+        }
     };
     if !spec.arity_ok(cmd.count()) {
         return Class::Refuse(resp::error(&command::arity_error(spec)));

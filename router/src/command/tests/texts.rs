@@ -32,6 +32,12 @@ fn resolve_subcommands() {
 fn unknown_subcommand_texts() {
     let err = |args: &[&str]| spec(args[0]).resolve(&a(args)).map(|s| s.name).unwrap_err();
     assert_eq!(err(&["object", "foo"]), "ERR unknown subcommand 'foo'. Try OBJECT HELP.");
+    // A name that is not UTF-8 comes back unchanged, as Redis echoes it (found by
+    // tests/fuzz_differential.rs: it used to be replaced by U+FFFD).
+    assert_eq!(
+        unknown_subcommand_bytes(spec("xgroup"), b"x\r\ny\xe9\x00z"),
+        b"ERR unknown subcommand 'x  y\xe9'. Try XGROUP HELP.".to_vec()
+    );
     assert_eq!(err(&["client", "foo"]), "ERR unknown subcommand 'foo'. Try CLIENT HELP.");
     assert_eq!(err(&["xinfo", "foo", "x"]), "ERR unknown subcommand 'foo'. Try XINFO HELP.");
     assert_eq!(err(&["command", "foo"]), "ERR unknown subcommand 'foo'. Try COMMAND HELP.");
@@ -86,6 +92,13 @@ fn unknown_command_texts() {
     assert_eq!(e(&args), format!("ERR unknown command 'foo', with args beginning with: {quoted}"));
     // C's `%s` stops at NUL.
     assert_eq!(e(&["foo", "a\0b"]), "ERR unknown command 'foo', with args beginning with: 'a' ");
+    // Bytes that are not UTF-8 come back unchanged, as Redis echoes them (found by
+    // tests/fuzz_differential.rs: they used to be replaced by U+FFFD).
+    let binary: Vec<Vec<u8>> = vec![b"fo\xf0o".to_vec(), b"\xff\xa9x\r\n".to_vec()];
+    assert_eq!(
+        unknown_command_bytes(&binary),
+        b"ERR unknown command 'fo\xf0o', with args beginning with: '\xff\xa9x  ' ".to_vec()
+    );
 }
 
 #[test]
