@@ -21,8 +21,10 @@ use crate::cancel::Signal;
 use crate::io::OutQueue;
 
 mod reader;
+mod retry;
 pub(crate) mod setup;
 use reader::ReplyReader;
+use retry::Retry;
 pub(crate) use setup::ConnectError;
 
 /// Requests queued per connection before senders wait (backpressure on clients).
@@ -32,9 +34,6 @@ const MAX_BATCH: usize = 1024;
 /// Unwritten request bytes above which no more requests are taken from the queue (they wait
 /// there, and senders feel the backpressure).
 const MAX_OUT_BYTES: usize = 4 << 20;
-/// First and largest pause between failed connection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Settings every backend connection uses.
 #[derive(Clone, Debug)]
@@ -428,42 +427,41 @@ impl Connection {
     /// backoff), so that `failing` says whether the server is reachable even when no request is
     /// sent to it (sessions send reads to a failing replica's master instead).
     async fn supervise(self, mut rx: mpsc::Receiver<Request>) {
-        let mut backoff = Duration::ZERO;
-        let mut retry_at: Option<(Instant, String)> = None;
-        // False after a refused set-up: the server is up, only this mode is refused, so no
-        // probing; the next request tries again once the backoff has passed.
-        let mut probe = true;
+        let mut retry = Retry::new();
         loop {
-            let probe_at = retry_at.as_ref().filter(|_| probe).map(|(at, _)| *at);
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => break,
                 r = rx.recv() => match r { Some(r) => Some(r), None => return },
-                _ = sleep_until_opt(probe_at) => None,
+                _ = sleep_until_opt(retry.probe_at()) => None,
             };
-            // A request while a recent attempt failed: fail it fast until the next attempt.
-            let first = match (first, &retry_at) {
-                (Some(req), Some((at, why))) if Instant::now() < *at => {
-                    self.count_errors(1);
-                    fail(req, &BackendError::Down(why.clone()));
-                    continue;
-                }
-                (first, _) => first,
+            // A request soon after a failed attempt: fail it fast (see retry.rs for when
+            // demand may try again).
+            let first = match first {
+                Some(req) => match retry.refuse_request(Instant::now()) {
+                    Some(why) => {
+                        self.count_errors(1);
+                        fail(req, &BackendError::Down(why.to_string()));
+                        continue;
+                    }
+                    None => Some(req),
+                },
+                None => None,
             };
+            let started = Instant::now();
             match self.connect().await {
                 Err(ConnectError { why, refused }) => {
-                    backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                    let pause = retry.failed(started, Instant::now(), why.clone(), refused);
                     if refused {
                         tracing::warn!(backend = %self.addr, error = %why, "backend refused the connection set-up");
                     } else if first.is_some() || !self.state.failing.load(Ordering::Relaxed) {
-                        tracing::warn!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend connect failed");
+                        tracing::warn!(backend = %self.addr, error = %why, retry_ms = pause.as_millis() as u64, "backend connect failed");
                     } else {
-                        tracing::debug!(backend = %self.addr, error = %why, retry_ms = backoff.as_millis() as u64, "backend still unreachable");
+                        tracing::debug!(backend = %self.addr, error = %why, retry_ms = pause.as_millis() as u64, "backend still unreachable");
                     }
                     if !refused {
                         self.state.failing.store(true, Ordering::Relaxed);
                     }
-                    probe = !refused;
-                    let err = BackendError::Connect(why.clone());
+                    let err = BackendError::Connect(why);
                     if let Some(first) = first {
                         self.count_errors(1);
                         fail(first, &err);
@@ -473,12 +471,9 @@ impl Connection {
                         self.count_errors(1);
                         fail(r, &err);
                     }
-                    retry_at = Some((Instant::now() + backoff, why));
                 }
                 Ok(stream) => {
-                    backoff = Duration::ZERO;
-                    retry_at = None;
-                    probe = true;
+                    retry.connected();
                     self.state.failing.store(false, Ordering::Relaxed);
                     self.state.connected.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(backend = %self.addr, "backend connected");
@@ -486,8 +481,7 @@ impl Connection {
                     self.state.connected.fetch_sub(1, Ordering::Relaxed);
                     if err != BackendError::Retired {
                         tracing::warn!(backend = %self.addr, error = %err, "backend connection closed");
-                        // Find out at once whether the server is still there.
-                        retry_at = Some((Instant::now(), err.to_string()));
+                        retry.lost(Instant::now(), err.to_string());
                     }
                 }
             }
