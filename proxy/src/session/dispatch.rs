@@ -126,10 +126,9 @@ impl Session {
     ) -> bool {
         let spec = match top.resolve(args) {
             Ok(s) => s,
-            // An unknown subcommand; its name is echoed as bytes, as Redis does.
-            Err(_) => {
+            Err(unknown) => {
                 Stats::add(&self.shared.stats.errors_unsupported, 1);
-                b.ready(resp::error_bytes(&command::unknown_subcommand_bytes(top, args.arg(1))));
+                b.ready(resp::error_bytes(&unknown));
                 return false;
             }
         };

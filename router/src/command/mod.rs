@@ -393,14 +393,15 @@ impl CommandSpec {
     }
 
     /// For a container command, the subcommand named by argument 1; otherwise `self`.
-    /// `Err` is the Redis error text for an unknown subcommand.
+    /// `Err` is Redis's error for an unknown subcommand, as the bytes clients get (a name that
+    /// is not UTF-8 is echoed unchanged).
     ///
     /// As in Redis, a container given no argument resolves to itself (its arity then fails,
     /// except COMMAND which runs without one).
     pub fn resolve<A: Args + ?Sized>(
         &'static self,
         args: &A,
-    ) -> Result<&'static CommandSpec, String> {
+    ) -> Result<&'static CommandSpec, Vec<u8>> {
         if self.subcommands.is_empty() || args.count() < 2 {
             return Ok(self);
         }
@@ -410,7 +411,7 @@ impl CommandSpec {
             None if self.name == "client" && sub.eq_ignore_ascii_case(b"setinfo") => {
                 Ok(&CLIENT_SETINFO)
             }
-            None => Err(unknown_subcommand_error(self, sub)),
+            None => Err(unknown_subcommand_bytes(self, sub)),
         }
     }
 
@@ -631,14 +632,8 @@ pub fn unknown_command_bytes<A: Args + ?Sized>(args: &A) -> Vec<u8> {
 }
 
 /// Redis's reply to an unknown subcommand of `container`, e.g.
-/// `ERR unknown subcommand 'foo'. Try OBJECT HELP.` Bytes that are not UTF-8 are replaced;
-/// [`unknown_subcommand_bytes`] keeps them.
-pub fn unknown_subcommand_error(container: &CommandSpec, sub: &[u8]) -> String {
-    String::from_utf8_lossy(&unknown_subcommand_bytes(container, sub)).into_owned()
-}
-
-/// [`unknown_subcommand_error`] as bytes, which is what clients get: Redis echoes a name that is
-/// not UTF-8 unchanged.
+/// `ERR unknown subcommand 'foo'. Try OBJECT HELP.`, as bytes: Redis echoes a name that is not
+/// UTF-8 unchanged.
 pub fn unknown_subcommand_bytes(container: &CommandSpec, sub: &[u8]) -> Vec<u8> {
     let mut msg = b"ERR unknown subcommand '".to_vec();
     msg.extend_from_slice(c_prefix(sub, 128));

@@ -185,10 +185,9 @@ impl Subscriber {
         };
         let spec: &CommandSpec = match top.resolve(&cmd) {
             Ok(spec) => spec,
-            // An unknown subcommand; its name is echoed as bytes, as Redis does.
-            Err(_) => {
+            Err(unknown) => {
                 Stats::add(&stats.commands, 1);
-                io.out.push(resp::error_bytes(&command::unknown_subcommand_bytes(top, cmd.arg(1))));
+                io.out.push(resp::error_bytes(&unknown));
                 return None;
             }
         };

@@ -34,13 +34,7 @@ pub(super) fn classify(session: &Session, table: &RoutingTable, cmd: &Command) -
     };
     let spec = match top.resolve(cmd) {
         Ok(s) => s,
-        // An unknown subcommand; its name is echoed as bytes, as Redis does.
-        Err(_) => {
-            return Class::Refuse(resp::error_bytes(&command::unknown_subcommand_bytes(
-                top,
-                cmd.arg(1),
-            )));
-        }
+        Err(unknown) => return Class::Refuse(resp::error_bytes(&unknown)),
     };
     if !spec.arity_ok(cmd.count()) {
         return Class::Refuse(resp::error(&command::arity_error(spec)));

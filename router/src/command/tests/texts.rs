@@ -30,7 +30,10 @@ fn resolve_subcommands() {
 
 #[test]
 fn unknown_subcommand_texts() {
-    let err = |args: &[&str]| spec(args[0]).resolve(&a(args)).map(|s| s.name).unwrap_err();
+    let err = |args: &[&str]| {
+        String::from_utf8(spec(args[0]).resolve(&a(args)).map(|s| s.name).unwrap_err())
+            .expect("UTF-8")
+    };
     assert_eq!(err(&["object", "foo"]), "ERR unknown subcommand 'foo'. Try OBJECT HELP.");
     // A name that is not UTF-8 comes back unchanged, as Redis echoes it (found by
     // tests/fuzz_differential.rs: it used to be replaced by U+FFFD).
