@@ -26,46 +26,46 @@ pub const SLOT_BITS: u32 = 9;
 
 /// Per-bucket displacement of the perfect hash.
 pub static DISP: [u16; 64] = [
-    1, 2, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 3, 3, 5, 0,
-    6, 2, 2, 0, 1, 6, 0, 0, 2, 1, 0, 8, 4, 3, 1, 2,
-    0, 2, 1, 2, 7, 1, 1, 0, 4, 2, 23, 0, 1, 2, 0, 1,
-    0, 1, 11, 1, 4, 0, 0, 2, 16, 2, 3, 1, 0, 0, 1, 0,
+    1, 2, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 3, 3, 5, 0, 6, 2, 2, 0, 1, 6, 0, 0, 2, 1, 0, 8, 4, 3, 1, 2,
+    0, 2, 1, 2, 7, 1, 1, 0, 4, 2, 23, 0, 1, 2, 0, 1, 0, 1, 11, 1, 4, 0, 0, 2, 16, 2, 3, 1, 0, 0, 1,
+    0,
 ];
 
 /// Slot -> index into [`COMMANDS`] (`u16::MAX`: empty).
 pub static SLOTS: [u16; 512] = [
     65535, 190, 65535, 65535, 65535, 47, 128, 229, 199, 65535, 19, 115, 65535, 146, 55, 65535,
-    65535, 239, 142, 65535, 65535, 38, 80, 65535, 167, 93, 65535, 65535, 27, 170, 50, 175,
-    65535, 186, 65535, 141, 65535, 65535, 65535, 78, 83, 65535, 65535, 98, 197, 201, 26, 65535,
-    65535, 68, 65535, 23, 65535, 65535, 222, 65535, 65535, 79, 65535, 131, 7, 29, 65535, 97,
-    125, 179, 65, 65535, 65535, 65535, 57, 65535, 65535, 210, 2, 215, 48, 52, 65535, 173,
-    136, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 81, 65535, 65535, 65535, 65535, 65535,
-    174, 65535, 65535, 73, 169, 65535, 156, 65535, 233, 32, 206, 65535, 216, 162, 132, 65535,
-    181, 65535, 65535, 65535, 65535, 129, 65535, 65535, 65535, 65535, 111, 65535, 65535, 65535, 90, 65535,
-    65535, 65535, 65535, 65535, 118, 54, 195, 180, 208, 176, 72, 148, 65535, 65535, 230, 65535,
-    65535, 12, 65535, 130, 65535, 65535, 144, 65535, 65535, 65535, 65535, 213, 65535, 158, 41, 43,
-    232, 65535, 24, 65535, 153, 145, 65535, 65535, 17, 65535, 65535, 65535, 198, 126, 188, 65535,
-    65535, 189, 1, 65535, 65535, 234, 40, 196, 122, 143, 65535, 65535, 65535, 103, 221, 65535,
-    65535, 33, 65535, 65535, 65535, 65535, 65535, 65535, 218, 65535, 65535, 236, 65535, 65535, 139, 65535,
-    71, 65535, 65535, 65535, 77, 127, 65535, 112, 61, 177, 65535, 65535, 46, 65535, 65535, 25,
-    92, 65535, 65535, 147, 65535, 96, 185, 65535, 65535, 65535, 65535, 140, 137, 226, 65535, 164,
-    65535, 65535, 65535, 228, 205, 135, 65535, 109, 212, 60, 65535, 39, 65535, 88, 235, 62,
-    65535, 65535, 65535, 14, 113, 89, 106, 152, 65535, 65535, 114, 3, 65535, 86, 65535, 65535,
-    203, 65535, 166, 22, 67, 21, 154, 65535, 65535, 224, 65535, 65535, 65535, 65535, 121, 64,
-    65535, 65535, 65535, 59, 65535, 220, 124, 65535, 65535, 200, 65535, 65535, 159, 219, 65535, 65535,
-    65535, 18, 237, 120, 65535, 65535, 84, 65535, 20, 87, 4, 65535, 65535, 65535, 65535, 65535,
-    31, 51, 5, 65535, 65535, 65535, 65535, 65535, 178, 65535, 74, 65535, 163, 65535, 65535, 65535,
-    0, 65535, 82, 194, 65535, 65535, 65535, 65535, 65535, 65535, 16, 69, 65535, 65535, 191, 63,
-    13, 182, 151, 133, 193, 65535, 65535, 65535, 56, 65535, 110, 65535, 65535, 107, 44, 75,
+    65535, 239, 142, 65535, 65535, 38, 80, 65535, 167, 93, 65535, 65535, 27, 170, 50, 175, 65535,
+    186, 65535, 141, 65535, 65535, 65535, 78, 83, 65535, 65535, 98, 197, 201, 26, 65535, 65535, 68,
+    65535, 23, 65535, 65535, 222, 65535, 65535, 79, 65535, 131, 7, 29, 65535, 97, 125, 179, 65,
+    65535, 65535, 65535, 57, 65535, 65535, 210, 2, 215, 48, 52, 65535, 173, 136, 65535, 65535,
+    65535, 65535, 65535, 65535, 65535, 65535, 65535, 81, 65535, 65535, 65535, 65535, 65535, 174,
+    65535, 65535, 73, 169, 65535, 156, 65535, 233, 32, 206, 65535, 216, 162, 132, 65535, 181,
+    65535, 65535, 65535, 65535, 129, 65535, 65535, 65535, 65535, 111, 65535, 65535, 65535, 90,
+    65535, 65535, 65535, 65535, 65535, 118, 54, 195, 180, 208, 176, 72, 148, 65535, 65535, 230,
+    65535, 65535, 12, 65535, 130, 65535, 65535, 144, 65535, 65535, 65535, 65535, 213, 65535, 158,
+    41, 43, 232, 65535, 24, 65535, 153, 145, 65535, 65535, 17, 65535, 65535, 65535, 198, 126, 188,
+    65535, 65535, 189, 1, 65535, 65535, 234, 40, 196, 122, 143, 65535, 65535, 65535, 103, 221,
+    65535, 65535, 33, 65535, 65535, 65535, 65535, 65535, 65535, 218, 65535, 65535, 236, 65535,
+    65535, 139, 65535, 71, 65535, 65535, 65535, 77, 127, 65535, 112, 61, 177, 65535, 65535, 46,
+    65535, 65535, 25, 92, 65535, 65535, 147, 65535, 96, 185, 65535, 65535, 65535, 65535, 140, 137,
+    226, 65535, 164, 65535, 65535, 65535, 228, 205, 135, 65535, 109, 212, 60, 65535, 39, 65535, 88,
+    235, 62, 65535, 65535, 65535, 14, 113, 89, 106, 152, 65535, 65535, 114, 3, 65535, 86, 65535,
+    65535, 203, 65535, 166, 22, 67, 21, 154, 65535, 65535, 224, 65535, 65535, 65535, 65535, 121,
+    64, 65535, 65535, 65535, 59, 65535, 220, 124, 65535, 65535, 200, 65535, 65535, 159, 219, 65535,
+    65535, 65535, 18, 237, 120, 65535, 65535, 84, 65535, 20, 87, 4, 65535, 65535, 65535, 65535,
+    65535, 31, 51, 5, 65535, 65535, 65535, 65535, 65535, 178, 65535, 74, 65535, 163, 65535, 65535,
+    65535, 0, 65535, 82, 194, 65535, 65535, 65535, 65535, 65535, 65535, 16, 69, 65535, 65535, 191,
+    63, 13, 182, 151, 133, 193, 65535, 65535, 65535, 56, 65535, 110, 65535, 65535, 107, 44, 75,
     65535, 65535, 65535, 42, 65535, 65535, 65535, 58, 65535, 91, 65535, 65535, 95, 187, 160, 217,
-    149, 65535, 108, 36, 65535, 65535, 65535, 65535, 211, 65535, 65535, 65535, 119, 116, 65535, 157,
-    65535, 65535, 37, 6, 53, 11, 65535, 65535, 100, 65535, 76, 65535, 207, 172, 238, 65535,
-    225, 65535, 65535, 65535, 65535, 66, 65535, 65535, 65535, 65535, 65535, 30, 65535, 65535, 104, 65535,
-    192, 65535, 65535, 65535, 134, 65535, 65535, 65535, 138, 65535, 65535, 65535, 65535, 99, 65535, 65535,
-    65535, 209, 49, 65535, 101, 123, 85, 65535, 223, 35, 94, 65535, 183, 65535, 10, 117,
-    204, 227, 65535, 65535, 65535, 65535, 65535, 65535, 161, 231, 168, 155, 65535, 65535, 65535, 65535,
-    8, 65535, 65535, 65535, 65535, 65535, 15, 34, 150, 184, 105, 214, 65535, 65535, 45, 9,
-    65535, 65535, 102, 70, 165, 65535, 65535, 65535, 65535, 171, 65535, 28, 65535, 65535, 202, 65535,
+    149, 65535, 108, 36, 65535, 65535, 65535, 65535, 211, 65535, 65535, 65535, 119, 116, 65535,
+    157, 65535, 65535, 37, 6, 53, 11, 65535, 65535, 100, 65535, 76, 65535, 207, 172, 238, 65535,
+    225, 65535, 65535, 65535, 65535, 66, 65535, 65535, 65535, 65535, 65535, 30, 65535, 65535, 104,
+    65535, 192, 65535, 65535, 65535, 134, 65535, 65535, 65535, 138, 65535, 65535, 65535, 65535, 99,
+    65535, 65535, 65535, 209, 49, 65535, 101, 123, 85, 65535, 223, 35, 94, 65535, 183, 65535, 10,
+    117, 204, 227, 65535, 65535, 65535, 65535, 65535, 65535, 161, 231, 168, 155, 65535, 65535,
+    65535, 65535, 8, 65535, 65535, 65535, 65535, 65535, 15, 34, 150, 184, 105, 214, 65535, 65535,
+    45, 9, 65535, 65535, 102, 70, 165, 65535, 65535, 65535, 65535, 171, 65535, 28, 65535, 65535,
+    202, 65535,
 ];
 
 /// Every top-level command, sorted by name.
@@ -246,9 +246,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("append"),
         keys_proc: KeysProc::of("append"),
@@ -308,9 +310,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("bitcount"),
         keys_proc: KeysProc::of("bitcount"),
@@ -322,9 +326,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE | VARIABLE_FLAGS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE | VARIABLE_FLAGS,
+        }],
         subcommands: &[],
         policy: policy::of("bitfield"),
         keys_proc: KeysProc::of("bitfield"),
@@ -336,9 +342,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("bitfield_ro"),
         keys_proc: KeysProc::of("bitfield_ro"),
@@ -351,8 +359,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: -1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(3), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(3),
+                find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("bitop"),
@@ -365,9 +381,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("bitpos"),
         keys_proc: KeysProc::of("bitpos"),
@@ -380,8 +398,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | INSERT,
+            },
         ],
         subcommands: &[],
         policy: policy::of("blmove"),
@@ -394,9 +420,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("blmpop"),
         keys_proc: KeysProc::of("blmpop"),
@@ -408,9 +436,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -2,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("blpop"),
         keys_proc: KeysProc::of("blpop"),
@@ -422,9 +452,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -2,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("brpop"),
         keys_proc: KeysProc::of("brpop"),
@@ -437,8 +469,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | INSERT,
+            },
         ],
         subcommands: &[],
         policy: policy::of("brpoplpush"),
@@ -451,9 +491,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("bzmpop"),
         keys_proc: KeysProc::of("bzmpop"),
@@ -465,9 +507,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -2,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("bzpopmax"),
         keys_proc: KeysProc::of("bzpopmax"),
@@ -479,9 +523,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -2,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -2, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("bzpopmin"),
         keys_proc: KeysProc::of("bzpopmin"),
@@ -1206,8 +1252,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
         ],
         subcommands: &[],
         policy: policy::of("copy"),
@@ -1244,9 +1298,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("decr"),
         keys_proc: KeysProc::of("decr"),
@@ -1258,9 +1314,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("decrby"),
         keys_proc: KeysProc::of("decrby"),
@@ -1272,9 +1330,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RM | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RM | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("del"),
         keys_proc: KeysProc::of("del"),
@@ -1298,9 +1358,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("dump"),
         keys_proc: KeysProc::of("dump"),
@@ -1324,9 +1386,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("eval"),
         keys_proc: KeysProc::of("eval"),
@@ -1338,9 +1402,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("eval_ro"),
         keys_proc: KeysProc::of("eval_ro"),
@@ -1352,9 +1418,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("evalsha"),
         keys_proc: KeysProc::of("evalsha"),
@@ -1366,9 +1434,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("evalsha_ro"),
         keys_proc: KeysProc::of("evalsha_ro"),
@@ -1392,9 +1462,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("exists"),
         keys_proc: KeysProc::of("exists"),
@@ -1406,9 +1478,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("expire"),
         keys_proc: KeysProc::of("expire"),
@@ -1420,9 +1494,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("expireat"),
         keys_proc: KeysProc::of("expireat"),
@@ -1434,9 +1510,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("expiretime"),
         keys_proc: KeysProc::of("expiretime"),
@@ -1460,9 +1538,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("fcall"),
         keys_proc: KeysProc::of("fcall"),
@@ -1474,9 +1554,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("fcall_ro"),
         keys_proc: KeysProc::of("fcall_ro"),
@@ -1633,9 +1715,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("geoadd"),
         keys_proc: KeysProc::of("geoadd"),
@@ -1647,9 +1731,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("geodist"),
         keys_proc: KeysProc::of("geodist"),
@@ -1661,9 +1747,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("geohash"),
         keys_proc: KeysProc::of("geohash"),
@@ -1675,9 +1763,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("geopos"),
         keys_proc: KeysProc::of("geopos"),
@@ -1690,9 +1780,21 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-            KeySpec { begin: BeginSearch::Keyword { keyword: "STORE", startfrom: 6 }, find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Keyword { keyword: "STOREDIST", startfrom: 6 }, find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
+            KeySpec {
+                begin: BeginSearch::Keyword { keyword: "STORE", startfrom: 6 },
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Keyword { keyword: "STOREDIST", startfrom: 6 },
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
         ],
         subcommands: &[],
         policy: policy::of("georadius"),
@@ -1705,9 +1807,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("georadius_ro"),
         keys_proc: KeysProc::of("georadius_ro"),
@@ -1720,9 +1824,21 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-            KeySpec { begin: BeginSearch::Keyword { keyword: "STORE", startfrom: 5 }, find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Keyword { keyword: "STOREDIST", startfrom: 5 }, find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
+            KeySpec {
+                begin: BeginSearch::Keyword { keyword: "STORE", startfrom: 5 },
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Keyword { keyword: "STOREDIST", startfrom: 5 },
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
         ],
         subcommands: &[],
         policy: policy::of("georadiusbymember"),
@@ -1735,9 +1851,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("georadiusbymember_ro"),
         keys_proc: KeysProc::of("georadiusbymember_ro"),
@@ -1749,9 +1867,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("geosearch"),
         keys_proc: KeysProc::of("geosearch"),
@@ -1764,8 +1884,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("geosearchstore"),
@@ -1778,9 +1906,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("get"),
         keys_proc: KeysProc::of("get"),
@@ -1792,9 +1922,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("getbit"),
         keys_proc: KeysProc::of("getbit"),
@@ -1806,9 +1938,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("getdel"),
         keys_proc: KeysProc::of("getdel"),
@@ -1820,9 +1954,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("getex"),
         keys_proc: KeysProc::of("getex"),
@@ -1834,9 +1970,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("getrange"),
         keys_proc: KeysProc::of("getrange"),
@@ -1848,9 +1986,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("getset"),
         keys_proc: KeysProc::of("getset"),
@@ -1862,9 +2002,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("hdel"),
         keys_proc: KeysProc::of("hdel"),
@@ -1888,9 +2030,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("hexists"),
         keys_proc: KeysProc::of("hexists"),
@@ -1902,9 +2046,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("hget"),
         keys_proc: KeysProc::of("hget"),
@@ -1916,9 +2062,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("hgetall"),
         keys_proc: KeysProc::of("hgetall"),
@@ -1930,9 +2078,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("hincrby"),
         keys_proc: KeysProc::of("hincrby"),
@@ -1944,9 +2094,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("hincrbyfloat"),
         keys_proc: KeysProc::of("hincrbyfloat"),
@@ -1958,9 +2110,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("hkeys"),
         keys_proc: KeysProc::of("hkeys"),
@@ -1972,9 +2126,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("hlen"),
         keys_proc: KeysProc::of("hlen"),
@@ -1986,9 +2142,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("hmget"),
         keys_proc: KeysProc::of("hmget"),
@@ -2000,9 +2158,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("hmset"),
         keys_proc: KeysProc::of("hmset"),
@@ -2014,9 +2174,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("hrandfield"),
         keys_proc: KeysProc::of("hrandfield"),
@@ -2028,9 +2190,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("hscan"),
         keys_proc: KeysProc::of("hscan"),
@@ -2042,9 +2206,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("hset"),
         keys_proc: KeysProc::of("hset"),
@@ -2056,9 +2222,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("hsetnx"),
         keys_proc: KeysProc::of("hsetnx"),
@@ -2070,9 +2238,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("hstrlen"),
         keys_proc: KeysProc::of("hstrlen"),
@@ -2084,9 +2254,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("hvals"),
         keys_proc: KeysProc::of("hvals"),
@@ -2098,9 +2270,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("incr"),
         keys_proc: KeysProc::of("incr"),
@@ -2112,9 +2286,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("incrby"),
         keys_proc: KeysProc::of("incrby"),
@@ -2126,9 +2302,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("incrbyfloat"),
         keys_proc: KeysProc::of("incrbyfloat"),
@@ -2273,9 +2451,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 2,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 1, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 1, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("lcs"),
         keys_proc: KeysProc::of("lcs"),
@@ -2287,9 +2467,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("lindex"),
         keys_proc: KeysProc::of("lindex"),
@@ -2301,9 +2483,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("linsert"),
         keys_proc: KeysProc::of("linsert"),
@@ -2315,9 +2499,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("llen"),
         keys_proc: KeysProc::of("llen"),
@@ -2330,8 +2516,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | INSERT,
+            },
         ],
         subcommands: &[],
         policy: policy::of("lmove"),
@@ -2344,9 +2538,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("lmpop"),
         keys_proc: KeysProc::of("lmpop"),
@@ -2370,9 +2566,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("lpop"),
         keys_proc: KeysProc::of("lpop"),
@@ -2384,9 +2582,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("lpos"),
         keys_proc: KeysProc::of("lpos"),
@@ -2398,9 +2598,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("lpush"),
         keys_proc: KeysProc::of("lpush"),
@@ -2412,9 +2614,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("lpushx"),
         keys_proc: KeysProc::of("lpushx"),
@@ -2426,9 +2630,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("lrange"),
         keys_proc: KeysProc::of("lrange"),
@@ -2440,9 +2646,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("lrem"),
         keys_proc: KeysProc::of("lrem"),
@@ -2454,9 +2662,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("lset"),
         keys_proc: KeysProc::of("lset"),
@@ -2468,9 +2678,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("ltrim"),
         keys_proc: KeysProc::of("ltrim"),
@@ -2551,9 +2763,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO,
+                }],
                 subcommands: &[],
                 policy: policy::of("memory|usage"),
                 keys_proc: KeysProc::of("memory|usage"),
@@ -2569,9 +2783,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("mget"),
         keys_proc: KeysProc::of("mget"),
@@ -2584,8 +2800,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 3,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(3), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Keyword { keyword: "KEYS", startfrom: -2 }, find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE | INCOMPLETE },
+            KeySpec {
+                begin: BeginSearch::Index(3),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Keyword { keyword: "KEYS", startfrom: -2 },
+                find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE | INCOMPLETE,
+            },
         ],
         subcommands: &[],
         policy: policy::of("migrate"),
@@ -2683,9 +2907,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("move"),
         keys_proc: KeysProc::of("move"),
@@ -2697,9 +2923,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 2,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 2, limit: 0 }, flags: OW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 2, limit: 0 },
+            flags: OW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("mset"),
         keys_proc: KeysProc::of("mset"),
@@ -2711,9 +2939,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 2,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 2, limit: 0 }, flags: OW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 2, limit: 0 },
+            flags: OW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("msetnx"),
         keys_proc: KeysProc::of("msetnx"),
@@ -2746,9 +2976,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO,
+                }],
                 subcommands: &[],
                 policy: policy::of("object|encoding"),
                 keys_proc: KeysProc::of("object|encoding"),
@@ -2760,9 +2992,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO,
+                }],
                 subcommands: &[],
                 policy: policy::of("object|freq"),
                 keys_proc: KeysProc::of("object|freq"),
@@ -2786,9 +3020,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO,
+                }],
                 subcommands: &[],
                 policy: policy::of("object|idletime"),
                 keys_proc: KeysProc::of("object|idletime"),
@@ -2800,9 +3036,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO,
+                }],
                 subcommands: &[],
                 policy: policy::of("object|refcount"),
                 keys_proc: KeysProc::of("object|refcount"),
@@ -2818,9 +3056,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("persist"),
         keys_proc: KeysProc::of("persist"),
@@ -2832,9 +3072,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("pexpire"),
         keys_proc: KeysProc::of("pexpire"),
@@ -2846,9 +3088,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("pexpireat"),
         keys_proc: KeysProc::of("pexpireat"),
@@ -2860,9 +3104,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("pexpiretime"),
         keys_proc: KeysProc::of("pexpiretime"),
@@ -2874,9 +3120,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("pfadd"),
         keys_proc: KeysProc::of("pfadd"),
@@ -2888,9 +3136,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RW | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RW | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("pfcount"),
         keys_proc: KeysProc::of("pfcount"),
@@ -2902,9 +3152,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 2,
         last_key: 2,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("pfdebug"),
         keys_proc: KeysProc::of("pfdebug"),
@@ -2917,8 +3169,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: -1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | INSERT },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | INSERT,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("pfmerge"),
@@ -2955,9 +3215,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: OW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("psetex"),
         keys_proc: KeysProc::of("psetex"),
@@ -2993,9 +3255,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("pttl"),
         keys_proc: KeysProc::of("pttl"),
@@ -3165,8 +3429,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
         ],
         subcommands: &[],
         policy: policy::of("rename"),
@@ -3180,8 +3452,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | INSERT },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | INSERT,
+            },
         ],
         subcommands: &[],
         policy: policy::of("renamenx"),
@@ -3230,9 +3510,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: OW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("restore"),
         keys_proc: KeysProc::of("restore"),
@@ -3244,9 +3526,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: OW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("restore-asking"),
         keys_proc: KeysProc::of("restore-asking"),
@@ -3270,9 +3554,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("rpop"),
         keys_proc: KeysProc::of("rpop"),
@@ -3285,8 +3571,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | INSERT,
+            },
         ],
         subcommands: &[],
         policy: policy::of("rpoplpush"),
@@ -3299,9 +3593,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("rpush"),
         keys_proc: KeysProc::of("rpush"),
@@ -3313,9 +3609,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("rpushx"),
         keys_proc: KeysProc::of("rpushx"),
@@ -3327,9 +3625,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("sadd"),
         keys_proc: KeysProc::of("sadd"),
@@ -3365,9 +3665,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("scard"),
         keys_proc: KeysProc::of("scard"),
@@ -3464,9 +3766,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("sdiff"),
         keys_proc: KeysProc::of("sdiff"),
@@ -3479,8 +3783,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: -1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("sdiffstore"),
@@ -3505,9 +3817,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE | VARIABLE_FLAGS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE | VARIABLE_FLAGS,
+        }],
         subcommands: &[],
         policy: policy::of("set"),
         keys_proc: KeysProc::of("set"),
@@ -3519,9 +3833,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("setbit"),
         keys_proc: KeysProc::of("setbit"),
@@ -3533,9 +3849,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: OW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("setex"),
         keys_proc: KeysProc::of("setex"),
@@ -3547,9 +3865,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | INSERT },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: OW | INSERT,
+        }],
         subcommands: &[],
         policy: policy::of("setnx"),
         keys_proc: KeysProc::of("setnx"),
@@ -3561,9 +3881,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("setrange"),
         keys_proc: KeysProc::of("setrange"),
@@ -3587,9 +3909,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("sinter"),
         keys_proc: KeysProc::of("sinter"),
@@ -3601,9 +3925,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("sintercard"),
         keys_proc: KeysProc::of("sintercard"),
@@ -3616,8 +3942,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: -1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("sinterstore"),
@@ -3630,9 +3964,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("sismember"),
         keys_proc: KeysProc::of("sismember"),
@@ -3717,9 +4053,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("smembers"),
         keys_proc: KeysProc::of("smembers"),
@@ -3731,9 +4069,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("smismember"),
         keys_proc: KeysProc::of("smismember"),
@@ -3746,8 +4086,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | ACCESS | DELETE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RW | INSERT,
+            },
         ],
         subcommands: &[],
         policy: policy::of("smove"),
@@ -3761,7 +4109,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
             KeySpec { begin: BeginSearch::Unknown, find: FindKeys::Unknown, flags: RO | ACCESS },
             KeySpec { begin: BeginSearch::Unknown, find: FindKeys::Unknown, flags: OW | UPDATE },
         ],
@@ -3777,7 +4129,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
             KeySpec { begin: BeginSearch::Unknown, find: FindKeys::Unknown, flags: RO | ACCESS },
         ],
         subcommands: &[],
@@ -3791,9 +4147,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("spop"),
         keys_proc: KeysProc::of("spop"),
@@ -3805,9 +4163,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: NOT_KEY },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: NOT_KEY,
+        }],
         subcommands: &[],
         policy: policy::of("spublish"),
         keys_proc: KeysProc::of("spublish"),
@@ -3819,9 +4179,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("srandmember"),
         keys_proc: KeysProc::of("srandmember"),
@@ -3833,9 +4195,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("srem"),
         keys_proc: KeysProc::of("srem"),
@@ -3847,9 +4211,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("sscan"),
         keys_proc: KeysProc::of("sscan"),
@@ -3861,9 +4227,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: NOT_KEY },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: NOT_KEY,
+        }],
         subcommands: &[],
         policy: policy::of("ssubscribe"),
         keys_proc: KeysProc::of("ssubscribe"),
@@ -3875,9 +4243,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("strlen"),
         keys_proc: KeysProc::of("strlen"),
@@ -3901,9 +4271,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("substr"),
         keys_proc: KeysProc::of("substr"),
@@ -3915,9 +4287,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("sunion"),
         keys_proc: KeysProc::of("sunion"),
@@ -3930,8 +4304,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: -1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("sunionstore"),
@@ -3944,9 +4326,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: NOT_KEY },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: NOT_KEY,
+        }],
         subcommands: &[],
         policy: policy::of("sunsubscribe"),
         keys_proc: KeysProc::of("sunsubscribe"),
@@ -3994,9 +4378,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("touch"),
         keys_proc: KeysProc::of("touch"),
@@ -4008,9 +4394,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("ttl"),
         keys_proc: KeysProc::of("ttl"),
@@ -4022,9 +4410,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("type"),
         keys_proc: KeysProc::of("type"),
@@ -4036,9 +4426,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RM | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RM | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("unlink"),
         keys_proc: KeysProc::of("unlink"),
@@ -4086,9 +4478,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: -1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("watch"),
         keys_proc: KeysProc::of("watch"),
@@ -4100,9 +4494,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("xack"),
         keys_proc: KeysProc::of("xack"),
@@ -4114,9 +4510,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("xadd"),
         keys_proc: KeysProc::of("xadd"),
@@ -4128,9 +4526,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("xautoclaim"),
         keys_proc: KeysProc::of("xautoclaim"),
@@ -4142,9 +4542,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("xclaim"),
         keys_proc: KeysProc::of("xclaim"),
@@ -4156,9 +4558,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("xdel"),
         keys_proc: KeysProc::of("xdel"),
@@ -4179,9 +4583,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RW | INSERT,
+                }],
                 subcommands: &[],
                 policy: policy::of("xgroup|create"),
                 keys_proc: KeysProc::of("xgroup|create"),
@@ -4193,9 +4599,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | INSERT },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RW | INSERT,
+                }],
                 subcommands: &[],
                 policy: policy::of("xgroup|createconsumer"),
                 keys_proc: KeysProc::of("xgroup|createconsumer"),
@@ -4207,9 +4615,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RW | DELETE,
+                }],
                 subcommands: &[],
                 policy: policy::of("xgroup|delconsumer"),
                 keys_proc: KeysProc::of("xgroup|delconsumer"),
@@ -4221,9 +4631,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RW | DELETE,
+                }],
                 subcommands: &[],
                 policy: policy::of("xgroup|destroy"),
                 keys_proc: KeysProc::of("xgroup|destroy"),
@@ -4247,9 +4659,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RW | UPDATE,
+                }],
                 subcommands: &[],
                 policy: policy::of("xgroup|setid"),
                 keys_proc: KeysProc::of("xgroup|setid"),
@@ -4274,9 +4688,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO | ACCESS,
+                }],
                 subcommands: &[],
                 policy: policy::of("xinfo|consumers"),
                 keys_proc: KeysProc::of("xinfo|consumers"),
@@ -4288,9 +4704,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO | ACCESS,
+                }],
                 subcommands: &[],
                 policy: policy::of("xinfo|groups"),
                 keys_proc: KeysProc::of("xinfo|groups"),
@@ -4314,9 +4732,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
                 first_key: 2,
                 last_key: 2,
                 key_step: 1,
-                key_specs: &[
-                    KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-                ],
+                key_specs: &[KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                    flags: RO | ACCESS,
+                }],
                 subcommands: &[],
                 policy: policy::of("xinfo|stream"),
                 keys_proc: KeysProc::of("xinfo|stream"),
@@ -4332,9 +4752,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("xlen"),
         keys_proc: KeysProc::of("xlen"),
@@ -4346,9 +4768,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("xpending"),
         keys_proc: KeysProc::of("xpending"),
@@ -4360,9 +4784,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("xrange"),
         keys_proc: KeysProc::of("xrange"),
@@ -4374,9 +4800,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Keyword { keyword: "STREAMS", startfrom: 1 }, find: FindKeys::Range { lastkey: -1, step: 1, limit: 2 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Keyword { keyword: "STREAMS", startfrom: 1 },
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 2 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("xread"),
         keys_proc: KeysProc::of("xread"),
@@ -4388,9 +4816,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Keyword { keyword: "STREAMS", startfrom: 4 }, find: FindKeys::Range { lastkey: -1, step: 1, limit: 2 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Keyword { keyword: "STREAMS", startfrom: 4 },
+            find: FindKeys::Range { lastkey: -1, step: 1, limit: 2 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("xreadgroup"),
         keys_proc: KeysProc::of("xreadgroup"),
@@ -4402,9 +4832,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("xrevrange"),
         keys_proc: KeysProc::of("xrevrange"),
@@ -4416,9 +4848,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("xsetid"),
         keys_proc: KeysProc::of("xsetid"),
@@ -4430,9 +4864,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("xtrim"),
         keys_proc: KeysProc::of("xtrim"),
@@ -4444,9 +4880,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("zadd"),
         keys_proc: KeysProc::of("zadd"),
@@ -4458,9 +4896,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO,
+        }],
         subcommands: &[],
         policy: policy::of("zcard"),
         keys_proc: KeysProc::of("zcard"),
@@ -4472,9 +4912,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zcount"),
         keys_proc: KeysProc::of("zcount"),
@@ -4486,9 +4928,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zdiff"),
         keys_proc: KeysProc::of("zdiff"),
@@ -4501,8 +4945,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("zdiffstore"),
@@ -4515,9 +4967,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | UPDATE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | UPDATE,
+        }],
         subcommands: &[],
         policy: policy::of("zincrby"),
         keys_proc: KeysProc::of("zincrby"),
@@ -4529,9 +4983,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zinter"),
         keys_proc: KeysProc::of("zinter"),
@@ -4543,9 +4999,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zintercard"),
         keys_proc: KeysProc::of("zintercard"),
@@ -4558,8 +5016,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("zinterstore"),
@@ -4572,9 +5038,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zlexcount"),
         keys_proc: KeysProc::of("zlexcount"),
@@ -4586,9 +5054,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("zmpop"),
         keys_proc: KeysProc::of("zmpop"),
@@ -4600,9 +5070,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zmscore"),
         keys_proc: KeysProc::of("zmscore"),
@@ -4614,9 +5086,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("zpopmax"),
         keys_proc: KeysProc::of("zpopmax"),
@@ -4628,9 +5102,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | ACCESS | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | ACCESS | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("zpopmin"),
         keys_proc: KeysProc::of("zpopmin"),
@@ -4642,9 +5118,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrandmember"),
         keys_proc: KeysProc::of("zrandmember"),
@@ -4656,9 +5134,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrange"),
         keys_proc: KeysProc::of("zrange"),
@@ -4670,9 +5150,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrangebylex"),
         keys_proc: KeysProc::of("zrangebylex"),
@@ -4684,9 +5166,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrangebyscore"),
         keys_proc: KeysProc::of("zrangebyscore"),
@@ -4699,8 +5183,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 2,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("zrangestore"),
@@ -4713,9 +5205,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrank"),
         keys_proc: KeysProc::of("zrank"),
@@ -4727,9 +5221,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("zrem"),
         keys_proc: KeysProc::of("zrem"),
@@ -4741,9 +5237,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("zremrangebylex"),
         keys_proc: KeysProc::of("zremrangebylex"),
@@ -4755,9 +5253,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("zremrangebyrank"),
         keys_proc: KeysProc::of("zremrangebyrank"),
@@ -4769,9 +5269,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RW | DELETE },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RW | DELETE,
+        }],
         subcommands: &[],
         policy: policy::of("zremrangebyscore"),
         keys_proc: KeysProc::of("zremrangebyscore"),
@@ -4783,9 +5285,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrevrange"),
         keys_proc: KeysProc::of("zrevrange"),
@@ -4797,9 +5301,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrevrangebylex"),
         keys_proc: KeysProc::of("zrevrangebylex"),
@@ -4811,9 +5317,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrevrangebyscore"),
         keys_proc: KeysProc::of("zrevrangebyscore"),
@@ -4825,9 +5333,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zrevrank"),
         keys_proc: KeysProc::of("zrevrank"),
@@ -4839,9 +5349,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zscan"),
         keys_proc: KeysProc::of("zscan"),
@@ -4853,9 +5365,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 1,
         last_key: 1,
         key_step: 1,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zscore"),
         keys_proc: KeysProc::of("zscore"),
@@ -4867,9 +5381,11 @@ pub static COMMANDS: [CommandSpec; 240] = [
         first_key: 0,
         last_key: 0,
         key_step: 0,
-        key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
-        ],
+        key_specs: &[KeySpec {
+            begin: BeginSearch::Index(1),
+            find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+            flags: RO | ACCESS,
+        }],
         subcommands: &[],
         policy: policy::of("zunion"),
         keys_proc: KeysProc::of("zunion"),
@@ -4882,8 +5398,16 @@ pub static COMMANDS: [CommandSpec; 240] = [
         last_key: 1,
         key_step: 1,
         key_specs: &[
-            KeySpec { begin: BeginSearch::Index(1), find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 }, flags: OW | UPDATE },
-            KeySpec { begin: BeginSearch::Index(2), find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 }, flags: RO | ACCESS },
+            KeySpec {
+                begin: BeginSearch::Index(1),
+                find: FindKeys::Range { lastkey: 0, step: 1, limit: 0 },
+                flags: OW | UPDATE,
+            },
+            KeySpec {
+                begin: BeginSearch::Index(2),
+                find: FindKeys::Keynum { keynumidx: 0, firstkey: 1, step: 1 },
+                flags: RO | ACCESS,
+            },
         ],
         subcommands: &[],
         policy: policy::of("zunionstore"),

@@ -502,9 +502,9 @@ pub(super) fn debug_keys<A: Args + ?Sized>(
     };
     if !(min..=max).contains(&argc) {
         let mut msg = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
-        msg.extend_from_slice(super::c_prefix(sub, 128));
+        msg.extend_from_slice(super::errors::c_prefix(sub, 128));
         msg.extend_from_slice(b"'. Try DEBUG HELP.");
-        return Err(RouteError::Syntax(super::reply_text(msg)));
+        return Err(RouteError::Syntax(super::errors::reply_text(msg)));
     }
     out.push(2);
     Ok(DebugForm::Keyed)
