@@ -33,13 +33,7 @@ pub fn redis_sentinel_with(dir: &Path, masters: &[(&str, u16)], quorum: u32, ext
         conf.push_str(extra);
         conf.push('\n');
         std::fs::write(&file, conf).expect("write sentinel config");
-        let child = Command::new(need("redis-sentinel"))
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-sentinel");
-        let mut p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
+        let mut p = spawn_sentinel(&file, port);
         if wait_for_ping(port, Duration::from_secs(5)) {
             return p;
         }
@@ -48,18 +42,23 @@ pub fn redis_sentinel_with(dir: &Path, masters: &[(&str, u16)], quorum: u32, ext
     panic!("could not start redis-sentinel on a free port");
 }
 
+/// Spawns `redis-sentinel` with config `file` (which says `port`) without waiting for it.
+fn spawn_sentinel(file: &Path, port: u16) -> Proc {
+    let child = Command::new(need("redis-sentinel"))
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-sentinel");
+    Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None }
+}
+
 /// Starts `redis-sentinel` again on `port` with the config file [`redis_sentinel`] wrote for it
 /// in `dir` (sentinels rewrite it with what they learned).
 pub fn restart_sentinel(dir: &Path, port: u16) -> Proc {
     let file = dir.join(format!("sentinel-{port}.conf"));
     assert!(file.exists(), "no sentinel config file {}", file.display());
-    let child = Command::new(need("redis-sentinel"))
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-sentinel");
-    let p = Proc { child: Some(child), port, name: format!("sentinel:{port}"), dir: None };
+    let p = spawn_sentinel(&file, port);
     assert!(
         wait_for_ping(port, Duration::from_secs(10)),
         "restarted sentinel on {port} does not answer"
