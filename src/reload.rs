@@ -45,6 +45,7 @@ impl Plan {
         diff("slowlog_max_len", old.slowlog_max_len != new.slowlog_max_len);
         diff("max_pinned_connections", old.max_pinned_connections != new.max_pinned_connections);
         diff("pubsub_output_limit", old.pubsub_output_limit != new.pubsub_output_limit);
+        diff("client_output_limit", old.client_output_limit != new.client_output_limit);
         diff("shutdown_grace_ms", old.shutdown_grace_ms != new.shutdown_grace_ms);
         diff("sentinel", old.sentinel != new.sentinel);
         diff("groups", old.groups != new.groups);

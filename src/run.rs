@@ -41,6 +41,11 @@ pub fn proxy_settings(cfg: &Config) -> Settings {
             soft: cfg.pubsub_output_limit.soft_bytes as usize,
             soft_for: std::time::Duration::from_secs(cfg.pubsub_output_limit.soft_seconds),
         },
+        client_limit: keyhop_proxy::settings::OutputLimit {
+            hard: cfg.client_output_limit.hard_bytes as usize,
+            soft: cfg.client_output_limit.soft_bytes as usize,
+            soft_for: std::time::Duration::from_secs(cfg.client_output_limit.soft_seconds),
+        },
         backend: BackendSettings {
             connect_timeout: cfg.connect_timeout(),
             request_timeout: cfg.request_timeout(),

@@ -100,3 +100,11 @@ pub fn tune_socket(stream: &TcpStream, keepalive: Option<Duration>) {
         let _ = sock.set_tcp_keepalive(&ka);
     }
 }
+
+/// Sleeps until `deadline`, or forever without one (a `select!` branch that may be off).
+pub(crate) async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

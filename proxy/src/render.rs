@@ -66,7 +66,7 @@ pub(crate) fn metrics(shared: &Shared, out: &mut String) {
         (
             "keyhop_clients_output_limit_disconnects_total",
             "counter",
-            "Subscribers disconnected because keyhop's unwritten output passed pubsub_output_limit.",
+            "Clients disconnected because keyhop's unwritten output to them passed client_output_limit (or pubsub_output_limit for subscribers).",
             Stats::get(&s.output_limit_disconnects),
         ),
     ];

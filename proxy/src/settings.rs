@@ -30,6 +30,8 @@ pub struct Settings {
     pub max_pinned_connections: usize,
     /// Output limit of a subscribed client (Redis's `client-output-buffer-limit pubsub`).
     pub pubsub_limit: OutputLimit,
+    /// Output limit of every other client (Redis's `client-output-buffer-limit normal`).
+    pub client_limit: OutputLimit,
     /// Backend connection settings.
     pub backend: BackendSettings,
 }
@@ -50,6 +52,9 @@ impl OutputLimit {
     /// Redis's default for pub/sub clients: 32 MB hard, 8 MB for 60 s.
     pub const PUBSUB: OutputLimit =
         OutputLimit { hard: 32 << 20, soft: 8 << 20, soft_for: Duration::from_secs(60) };
+    /// keyhop's default for other clients: 64 MB hard (Redis's normal class is unbounded).
+    pub const NORMAL: OutputLimit =
+        OutputLimit { hard: 64 << 20, soft: 0, soft_for: Duration::ZERO };
 }
 
 impl Default for Settings {
@@ -66,6 +71,7 @@ impl Default for Settings {
             slowlog_max_len: 128,
             max_pinned_connections: 10_000,
             pubsub_limit: OutputLimit::PUBSUB,
+            client_limit: OutputLimit::NORMAL,
             backend: BackendSettings {
                 connect_timeout: Duration::from_millis(1000),
                 request_timeout: Duration::from_millis(5000),

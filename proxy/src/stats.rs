@@ -60,7 +60,7 @@ pub struct Stats {
     pub errors_backend: Counter,
     /// Replies that were a backend timeout.
     pub errors_timeout: Counter,
-    /// Subscribers disconnected for passing `pubsub_output_limit`.
+    /// Clients disconnected for passing `client_output_limit` or `pubsub_output_limit`.
     pub output_limit_disconnects: Counter,
 }
 

@@ -20,6 +20,10 @@ impl OutputLimit {
     /// Redis's default for pub/sub clients.
     pub const PUBSUB: OutputLimit =
         OutputLimit { hard_bytes: 32 << 20, soft_bytes: 8 << 20, soft_seconds: 60 };
+    /// keyhop's default for other clients: 64 MB hard, no soft limit (Redis's normal class is
+    /// unbounded; a proxy holding many clients' replies must not be).
+    pub const NORMAL: OutputLimit =
+        OutputLimit { hard_bytes: 64 << 20, soft_bytes: 0, soft_seconds: 0 };
 }
 
 /// `123`, `4kb`, `8mb`, `1gb` (and `k`, `m`, `g` for powers of 1000), as Redis's memtoll.
@@ -56,6 +60,30 @@ impl FromStr for OutputLimit {
             soft_bytes: parse_size(soft).ok_or_else(usage)?,
             soft_seconds: secs.parse().map_err(|_| usage())?,
         })
+    }
+}
+
+/// Parses the limit set for `key`; a problem (and `fallback`) when it is malformed, or when it
+/// has no hard limit though `require_hard`.
+pub(super) fn setting(
+    key: &str,
+    text: &str,
+    (fallback, require_hard): (OutputLimit, bool),
+    problems: &mut Vec<super::Problem>,
+) -> OutputLimit {
+    let problem = |message: String| super::Problem { key: key.into(), message };
+    match text.parse::<OutputLimit>() {
+        Ok(l) if l.hard_bytes == 0 && require_hard => {
+            problems.push(problem(format!(
+                "{text:?} has no hard limit: one client that stops reading would make keyhop hold unbounded memory; set one, e.g. \"64mb 0 0\""
+            )));
+            fallback
+        }
+        Ok(l) => l,
+        Err(e) => {
+            problems.push(problem(e));
+            fallback
+        }
     }
 }
 

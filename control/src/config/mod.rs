@@ -129,6 +129,8 @@ pub struct Config {
     pub max_pinned_connections: usize,
     /// A subscriber's output limit, as Redis's `client-output-buffer-limit pubsub`.
     pub pubsub_output_limit: OutputLimit,
+    /// Any other client's output limit, as Redis's `client-output-buffer-limit normal`.
+    pub client_output_limit: OutputLimit,
     /// Sentinel mode when present: masters come from Sentinel, not from `groups`.
     pub sentinel: Option<SentinelConfig>,
     /// The groups, in order; a group's index is its [`keyhop_router::GroupId`].
@@ -156,6 +158,7 @@ impl Default for Config {
             shutdown_grace_ms: 5000,
             max_pinned_connections: 10_000,
             pubsub_output_limit: OutputLimit::PUBSUB,
+            client_output_limit: OutputLimit::NORMAL,
             sentinel: None,
             groups: Vec::new(),
         }
@@ -185,6 +188,7 @@ struct RawConfig {
     shutdown_grace_ms: u64,
     max_pinned_connections: usize,
     pubsub_output_limit: String,
+    client_output_limit: String,
     sentinel: Option<SentinelConfig>,
     groups: Vec<GroupConfig>,
 }
@@ -211,6 +215,7 @@ impl Default for RawConfig {
             shutdown_grace_ms: d.shutdown_grace_ms,
             max_pinned_connections: d.max_pinned_connections,
             pubsub_output_limit: d.pubsub_output_limit.to_string(),
+            client_output_limit: d.client_output_limit.to_string(),
             sentinel: d.sentinel,
             groups: d.groups,
         }
@@ -362,13 +367,18 @@ impl Config {
                 ReadFrom::Master
             }
         };
-        let pubsub_output_limit = match raw.pubsub_output_limit.parse::<OutputLimit>() {
-            Ok(l) => l,
-            Err(e) => {
-                problems.push(Problem { key: "pubsub_output_limit".into(), message: e });
-                OutputLimit::PUBSUB
-            }
-        };
+        let pubsub_output_limit = limit::setting(
+            "pubsub_output_limit",
+            &raw.pubsub_output_limit,
+            (OutputLimit::PUBSUB, false),
+            &mut problems,
+        );
+        let client_output_limit = limit::setting(
+            "client_output_limit",
+            &raw.client_output_limit,
+            (OutputLimit::NORMAL, true),
+            &mut problems,
+        );
         let cfg = Config {
             listen: raw.listen,
             admin_listen: raw.admin_listen,
@@ -388,6 +398,7 @@ impl Config {
             shutdown_grace_ms: raw.shutdown_grace_ms,
             max_pinned_connections: raw.max_pinned_connections,
             pubsub_output_limit,
+            client_output_limit,
             sentinel: raw.sentinel,
             groups: raw.groups,
         };

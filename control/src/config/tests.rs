@@ -296,6 +296,8 @@ fn numeric_bounds() {
         ("slowlog_max_len = 2000000", "slowlog_max_len", "absurd"),
         ("password = \"\"", "password", "is empty"),
         ("backend_password = \"\"", "backend_password", "is empty"),
+        ("client_output_limit = \"0 8mb 60\"", "client_output_limit", "has no hard limit"),
+        ("client_output_limit = \"64mb\"", "client_output_limit", "HARD SOFT SECONDS"),
     ];
     for (line, key, want) in cases {
         assert_problem(&with_groups(line), key, want);
@@ -303,6 +305,13 @@ fn numeric_bounds() {
     // The edges that are allowed.
     let ok = "connect_timeout_ms = 1\nrequest_timeout_ms = 3600000\nshutdown_grace_ms = 0\nthreads = 1024\ntcp_keepalive_s = 32767\nbackend_connections = 64\n";
     Config::parse(&with_groups(ok)).expect("edges are valid");
+    let cfg = Config::parse(&with_groups(
+        "client_output_limit = \"1gb 16mb 30\"\npubsub_output_limit = \"0 0 0\"",
+    ))
+    .expect("limits are valid");
+    assert_eq!(cfg.client_output_limit.to_string(), format!("{} {} 30", 1u64 << 30, 16 << 20));
+    assert_eq!(cfg.pubsub_output_limit.hard_bytes, 0);
+    assert_eq!(Config::default().client_output_limit.hard_bytes, 64 << 20);
 }
 
 #[test]

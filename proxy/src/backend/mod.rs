@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cancel::Signal;
-use crate::io::OutQueue;
+use crate::io::{OutQueue, sleep_until_opt};
 
 mod reader;
 mod retry;
@@ -649,12 +649,5 @@ impl Connection {
         if let Some(hook) = &self.hook {
             hook(&self.addr);
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }

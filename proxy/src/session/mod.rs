@@ -21,12 +21,13 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::backend::{BackendConn, Mode, Payload, Pool, Request};
-use crate::io::OutQueue;
+use crate::io::{OutQueue, sleep_until_opt};
 use crate::resp::{Proto, RequestScanner, Scanned};
 use crate::stats::Stats;
 
 mod batch;
 mod dispatch;
+mod flow;
 
 use batch::{
     Batch, CmdMeta, MANY_GROUPS, NO_GROUP, Pending, all_results, head_results, poll_ready, record,
@@ -34,15 +35,13 @@ use batch::{
 };
 pub(crate) use batch::{Builder, MergeKind, MergeSlot, Slot};
 
-/// Batches a session may have waiting for replies before it stops reading (backpressure).
+/// Batches a session may have waiting for replies before it forwards no more.
 const WRITER_QUEUE: usize = 16;
 /// A read buffer's first size; it doubles while reads fill it.
 const READ_CHUNK: usize = 4 * 1024;
 /// Read buffers larger than this are released when they empty, so one big request doesn't pin
 /// memory for the life of an idle connection.
 const KEEP_BUFFER: usize = 64 * 1024;
-/// Most reply bytes gathered from several ready batches before one write.
-const COALESCE_BYTES: usize = 256 * 1024;
 
 /// The arguments of one request frame: byte ranges into the frame.
 pub(crate) struct FrameArgs<'a> {
@@ -108,6 +107,8 @@ pub(crate) struct Session {
     /// Set when a command needs a pinned mode (transaction, pub/sub, blocking): the batch stops
     /// before it, and once every earlier request is answered the mode takes the client over.
     pub(crate) enter: Option<crate::pinned::Kind>,
+    /// Set when a batch stopped at the flow-control window with requests left in the buffer.
+    more: bool,
 }
 
 /// Serves one client connection until it closes.
@@ -133,6 +134,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
         replica_rr: 0,
         keys: Vec::new(),
         enter: None,
+        more: false,
     };
     let (rd, wr) = stream.split();
     session.run(rd, wr).await;
@@ -163,6 +165,7 @@ impl Session {
         // Batches whose replies are in `out`, recorded once `out` is written.
         let mut written: SmallVec<[Box<Batch>; 2]> = SmallVec::new();
         let mut out = OutQueue::default();
+        let mut flow = flow::Flow::default();
         let mut reading = true;
         let mut close = false;
         // Requests left in `buf` after a mode change, processed once the queue has drained.
@@ -175,8 +178,10 @@ impl Session {
         let killed = self.client.killed();
         tokio::pin!(killed);
         loop {
-            // Every batch at the head whose results are all in becomes reply bytes.
-            while !close && out.len() < COALESCE_BYTES {
+            // Every batch at the head whose results are all in becomes reply bytes (slices, not
+            // copies: `out` is what this client holds, and what its output limit counts).
+            let mut grew = false;
+            while !close {
                 let Some(front) = queue.front_mut() else { break };
                 if !poll_ready(front) {
                     break;
@@ -184,8 +189,14 @@ impl Session {
                 let Some(mut batch) = queue.pop_front() else { break };
                 let before = out.len();
                 close = render(&mut batch, &mut out, &self.shared.stats);
-                Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
+                let bytes = out.len() - before;
+                Stats::add(&self.shared.stats.bytes_out, bytes as u64);
+                flow.rendered(batch.cmds.len(), bytes);
                 written.push(batch);
+                grew = true;
+            }
+            if grew && !close && self.over_output_limit(&mut flow, &out) {
+                break;
             }
             if close {
                 // Nothing after a closing reply is answered.
@@ -212,25 +223,47 @@ impl Session {
                         continue;
                     }
                 }
-                let (batch, closing) = self.process(&mut buf, &mut scanner).await;
+                let room = flow.room(out.len()).max(1);
+                let (batch, closing) = self.process(&mut buf, &mut scanner, room).await;
                 barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
-                queue.extend(batch);
+                if let Some(batch) = batch {
+                    flow.inflight += batch.cmds.len();
+                    queue.push_back(batch);
+                }
                 if closing {
                     reading = false;
                 }
                 continue;
             }
+            // Requests the window held back, now that replies or writes made room.
+            if self.more && !barrier && !close && queue.len() < WRITER_QUEUE {
+                let room = flow.room(out.len());
+                if room > 0 {
+                    self.more = false;
+                    let (batch, closing) = self.process(&mut buf, &mut scanner, room).await;
+                    barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
+                    if let Some(batch) = batch {
+                        flow.inflight += batch.cmds.len();
+                        queue.push_back(batch);
+                    }
+                    if closing {
+                        reading = false;
+                    }
+                    continue;
+                }
+            }
             if out.is_empty() {
                 for b in written.drain(..) {
                     record(&self.shared, &b, self.peer);
                 }
-                if close || (!reading && queue.is_empty() && !barrier) {
+                if close || (!reading && queue.is_empty() && !barrier && !self.more) {
                     break;
                 }
             }
             if reading && buf.capacity() - buf.len() < chunk / 2 {
                 buf.reserve(chunk);
             }
+            let soft_deadline = flow.soft_deadline(&self.shared.settings.load().client_limit);
             tokio::select! {
                 biased;
                 // Killed: nothing more is read or written, as Redis frees the client at once.
@@ -239,11 +272,22 @@ impl Session {
                     if r.is_err() {
                         return;
                     }
+                    if soft_deadline.is_some() && self.over_output_limit(&mut flow, &out) {
+                        break;
+                    }
                 }
                 // Draining: finish what was read, take nothing new.
                 _ = &mut drained, if reading => reading = false,
-                _ = head_results(&mut queue), if !queue.is_empty() && out.len() < COALESCE_BYTES => {}
-                r = rd.read_buf(&mut buf), if reading && !barrier && queue.len() < WRITER_QUEUE => {
+                _ = head_results(&mut queue), if !queue.is_empty() => {}
+                // The client has stayed above the soft output limit for its whole allowance.
+                _ = sleep_until_opt(soft_deadline), if soft_deadline.is_some() => {
+                    if self.over_output_limit(&mut flow, &out) {
+                        break;
+                    }
+                }
+                // Read even while the window is full (requests then wait in `buf`): a client
+                // that writes its whole pipeline before reading must not deadlock.
+                r = rd.read_buf(&mut buf), if reading && !barrier => {
                     let n = match r {
                         Ok(0) | Err(_) => {
                             reading = false;
@@ -255,9 +299,20 @@ impl Session {
                     if buf.len() == buf.capacity() && chunk < KEEP_BUFFER {
                         chunk *= 2;
                     }
-                    let (batch, closing) = self.process(&mut buf, &mut scanner).await;
+                    let room = flow.room(out.len());
+                    if room == 0 || self.more || queue.len() >= WRITER_QUEUE {
+                        self.more = true;
+                        if buf.len() > flow::MAX_QUERY_BYTES {
+                            tracing::warn!(client = %self.peer, bytes = buf.len(),
+                                "client closed: more than 1 GB of requests waiting (it sends without reading replies)");
+                            break;
+                        }
+                        continue;
+                    }
+                    let (batch, closing) = self.process(&mut buf, &mut scanner, room).await;
                     barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
                     if let Some(batch) = batch {
+                        flow.inflight += batch.cmds.len();
                         queue.push_back(batch);
                     }
                     if closing {
@@ -273,12 +328,26 @@ impl Session {
         let _ = wr.shutdown().await;
     }
 
-    /// Routes every complete request in `buf`, sends each backend its share, and returns the
-    /// batch of reply slots (and whether the connection must close after it).
+    /// True when the client's unwritten output passed `client_output_limit` (counted and
+    /// logged; the caller disconnects it without writing the rest).
+    fn over_output_limit(&self, flow: &mut flow::Flow, out: &OutQueue) -> bool {
+        let limit = self.shared.settings.load().client_limit;
+        let Some(over) = flow.check(out.len(), &limit) else { return false };
+        Stats::add(&self.shared.stats.output_limit_disconnects, 1);
+        tracing::warn!(client = %self.peer, unwritten_bytes = out.len(), hard = limit.hard,
+            soft = limit.soft, soft_seconds = limit.soft_for.as_secs(), limit = ?over,
+            "client disconnected: its unwritten output passed client_output_limit (it is not reading its replies)");
+        true
+    }
+
+    /// Routes up to `room` complete requests in `buf` (setting `more` when some are left),
+    /// sends each backend its share, and returns the batch of reply slots (and whether the
+    /// connection must close after it).
     async fn process(
         &mut self,
         buf: &mut BytesMut,
         scanner: &mut RequestScanner,
+        room: usize,
     ) -> (Option<Box<Batch>>, bool) {
         let started = Instant::now();
         let table = self.table_cache.load().clone();
@@ -291,6 +360,10 @@ impl Session {
         let mut close = false;
         let mut commands = 0u64;
         loop {
+            if cmds.len() >= room {
+                self.more = true;
+                break;
+            }
             match scanner.scan(&buf[off..]) {
                 Ok(None) => break,
                 Ok(Some(Scanned::Empty { len })) => off += len,
@@ -406,7 +479,7 @@ impl Session {
         let mut scanner = RequestScanner::default();
         let mut close = false;
         while !buf.is_empty() && !close {
-            let (batch, closing) = self.process(&mut buf, &mut scanner).await;
+            let (batch, closing) = self.process(&mut buf, &mut scanner, usize::MAX).await;
             self.mode_changed = false;
             close = closing;
             if let Some(mut batch) = batch {
