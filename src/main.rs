@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod demo;
+mod fdlimit;
 mod health;
 mod reload;
 mod run;

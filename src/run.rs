@@ -25,7 +25,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
 /// The data-plane settings a config asks for.
 pub fn proxy_settings(cfg: &Config) -> Settings {
     Settings {
-        max_clients: cfg.max_clients,
+        max_clients: crate::fdlimit::effective_max_clients(cfg.max_clients),
         client_keepalive: cfg.tcp_keepalive(),
         allow_flush: cfg.allow_flush,
         allow_admin: cfg.allow_admin,

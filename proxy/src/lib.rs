@@ -150,6 +150,7 @@ impl Proxy {
     /// and waits until every client is gone or `grace` passes. True when all were delivered.
     pub async fn drain(&self, grace: std::time::Duration) -> bool {
         self.shared.drain.cancel();
+        self.shared.clients.drain_all();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             if Stats::get(&self.shared.stats.clients_current) == 0 {
@@ -196,6 +197,8 @@ impl Proxy {
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.warm();
         tokio::pin!(shutdown);
+        let mut failed_since_warning = 0u64;
+        let mut last_warning: Option<std::time::Instant> = None;
         loop {
             let accepted = tokio::select! {
                 _ = &mut shutdown => break,
@@ -205,8 +208,17 @@ impl Proxy {
             let (mut stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off briefly instead of spinning, and say so
+                    // once every 10 s rather than 50 times a second.
+                    failed_since_warning += 1;
+                    if last_warning
+                        .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
+                    {
+                        tracing::warn!(error = %e, failures = failed_since_warning,
+                            "accept failed (out of file descriptors? see max_clients and the open-files limit)");
+                        last_warning = Some(std::time::Instant::now());
+                        failed_since_warning = 0;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     continue;
                 }

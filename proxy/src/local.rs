@@ -149,7 +149,8 @@ impl Session {
             // Served by the first group's server until keyhop has views of its own.
             Local::Info => {
                 let wanted = crate::render::InfoWanted::parse((1..argc).map(|i| args.arg(i)));
-                let head = crate::render::info_head(&self.shared, &wanted, self.local.port());
+                let head =
+                    crate::render::info_head(&self.shared, &wanted, self.client.entry.laddr.port());
                 let tail =
                     if wanted.keyhop { crate::render::info_keyhop(table) } else { String::new() };
                 if wanted.keyspace {

@@ -166,6 +166,18 @@ impl BackendConn {
         self.tx.send(req).await.map_err(|e| e.0)
     }
 
+    /// Queues a request without waiting: gives it back when the queue is full (send it with
+    /// [`BackendConn::send`] then) or the connection was retired.
+    #[inline]
+    pub fn try_send(&self, req: Request) -> Result<(), mpsc::error::TrySendError<Request>> {
+        if self.state.is_fenced() {
+            self.state.errors.fetch_add(1, Ordering::Relaxed);
+            fail(req, &BackendError::Fenced);
+            return Ok(());
+        }
+        self.tx.try_send(req)
+    }
+
     /// True when both handles lead to the same connection.
     pub fn same(&self, other: &BackendConn) -> bool {
         self.tx.same_channel(&other.tx)

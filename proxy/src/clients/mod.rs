@@ -22,7 +22,7 @@ mod subcommands;
 use subcommands::ClientType;
 
 use crate::Shared;
-use crate::cancel::{Cancelled, Signal};
+use crate::cancel::{Fired, Flag};
 use crate::resp::{RequestScanner, Scanned};
 use crate::session::{FrameArgs, Slot};
 
@@ -41,6 +41,14 @@ impl Registry {
         all
     }
 
+    /// Wakes every session for a drain (each also checks the drain signal itself, so one that
+    /// registers meanwhile is not missed).
+    pub fn drain_all(&self) {
+        for e in self.map.iter() {
+            e.value().drain.fire();
+        }
+    }
+
     /// The client with `id`, if connected.
     pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
         self.map.get(&id).map(|e| e.value().clone())
@@ -57,7 +65,8 @@ pub(crate) struct ClientEntry {
     pub laddr: SocketAddr,
     fd: i32,
     created: Instant,
-    names: Mutex<Names>,
+    /// Boxed, and only once set: most clients never name themselves.
+    names: Mutex<Option<Box<Names>>>,
     db: AtomicU32,
     resp: AtomicU8,
     no_evict: AtomicBool,
@@ -66,7 +75,10 @@ pub(crate) struct ClientEntry {
     cmd: AtomicUsize,
     /// Milliseconds from `created` to the last batch read.
     active_ms: AtomicU64,
-    kill: Signal,
+    /// Fired by CLIENT KILL from another client.
+    pub kill: Flag,
+    /// Fired when the proxy drains (see [`Registry::drain_all`]).
+    drain: Flag,
     /// Subscribed channels, patterns and shard channels (`sub=`, `psub=`, `ssub=`; flag `P`).
     subs: [AtomicU32; 3],
     /// Commands queued since MULTI, or -1 outside a transaction (`multi=`; flag `x`).
@@ -96,12 +108,13 @@ impl ClientEntry {
 
     /// Records the client's name (CLIENT SETNAME, HELLO SETNAME, RESET).
     pub fn set_name(&self, name: Option<Bytes>) {
-        self.names().name = name;
+        self.names().get_or_insert_with(Box::default).name = name;
     }
 
     /// Records CLIENT SETINFO's library name and/or version (`None` keeps the current one).
     pub fn set_lib(&self, lib_name: Option<Bytes>, lib_ver: Option<Bytes>) {
-        let mut names = self.names();
+        let mut guard = self.names();
+        let names = guard.get_or_insert_with(Box::default);
         if lib_name.is_some() {
             names.lib_name = lib_name;
         }
@@ -158,7 +171,7 @@ impl ClientEntry {
         f
     }
 
-    fn names(&self) -> std::sync::MutexGuard<'_, Names> {
+    fn names(&self) -> std::sync::MutexGuard<'_, Option<Box<Names>>> {
         // A panic while holding it leaves plain data behind: still fine to read.
         self.names.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -179,7 +192,9 @@ impl ClientEntry {
             None => spec_name(self.cmd.load(Ordering::Relaxed)),
         };
         let flags = self.flags();
-        let names = self.names();
+        let guard = self.names();
+        let none = Names::default();
+        let names = guard.as_deref().unwrap_or(&none);
         let text = |v: &Option<Bytes>| {
             // Names are checked to be printable ASCII when set, so nothing is lost here.
             v.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default()
@@ -248,13 +263,14 @@ impl ClientState {
             laddr,
             fd,
             created: Instant::now(),
-            names: Mutex::new(Names::default()),
+            names: Mutex::new(None),
             db: AtomicU32::new(0),
             resp: AtomicU8::new(2),
             no_evict: AtomicBool::new(false),
             cmd: AtomicUsize::new(0),
             active_ms: AtomicU64::new(0),
-            kill: Signal::new(),
+            kill: Flag::default(),
+            drain: Flag::default(),
             subs: Default::default(),
             multi: AtomicI32::new(-1),
             blocked: AtomicBool::new(false),
@@ -270,8 +286,13 @@ impl ClientState {
     }
 
     /// Resolves once CLIENT KILL from another client matched this one.
-    pub fn killed(&self) -> Cancelled {
-        self.entry.kill.cancelled()
+    pub fn killed(entry: &ClientEntry) -> Fired<'_> {
+        entry.kill.fired(None)
+    }
+
+    /// Resolves once the proxy drains.
+    pub fn drained<'a>(entry: &'a ClientEntry, shared: &'a Shared) -> Fired<'a> {
+        entry.drain.fired(Some(&shared.drain))
     }
 
     /// Records a batch read at `at` whose last command is top-level command `top` (an index of

@@ -196,7 +196,7 @@ impl Session {
                 // Gone from CLIENT LIST at once, as Redis frees it; the session stops at
                 // its next turn and deregisters again (a no-op).
                 self.shared.clients.map.remove(&e.id);
-                e.kill.cancel();
+                e.kill.fire();
             }
             killed += 1;
         }

@@ -7,21 +7,22 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use keyhop_router::{Args, RoutingTable};
 use smallvec::SmallVec;
-use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::backend::{BackendConn, Mode, Payload, Pool, Request};
-use crate::io::{OutQueue, sleep_until_opt};
+use crate::io::OutQueue;
 use crate::resp::{Proto, RequestScanner, Scanned};
 use crate::stats::Stats;
 
@@ -38,7 +39,7 @@ pub(crate) use batch::{Builder, MergeKind, MergeSlot, Slot};
 /// Batches a session may have waiting for replies before it forwards no more.
 const WRITER_QUEUE: usize = 16;
 /// A read buffer's first size; it doubles while reads fill it.
-const READ_CHUNK: usize = 4 * 1024;
+const READ_CHUNK: usize = 1024;
 /// Read buffers larger than this are released when they empty, so one big request doesn't pin
 /// memory for the life of an idle connection.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -84,8 +85,6 @@ pub(crate) struct GroupPools {
 pub(crate) struct Session {
     pub shared: Arc<Shared>,
     pub id: u64,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub name: Option<Bytes>,
     pub authed: bool,
     pub rng: u64,
@@ -109,6 +108,16 @@ pub(crate) struct Session {
     pub(crate) enter: Option<crate::pinned::Kind>,
     /// Set when a batch stopped at the flow-control window with requests left in the buffer.
     more: bool,
+    /// Requests routed but not yet queued on their connection (see [`Session::send_unsent`]).
+    unsent: Vec<(BackendConn, keyhop_router::GroupId, Unsent)>,
+}
+
+/// A request its connection could not take at once.
+enum Unsent {
+    /// The queue was full: wait for room.
+    Full(Request),
+    /// The connection was retired: route again.
+    Retired(Request),
 }
 
 /// Serves one client connection until it closes.
@@ -120,8 +129,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
         table_cache: arc_swap::Cache::new(shared.table.clone()),
         shared,
         id,
-        peer,
-        local,
         name: None,
         authed,
         rng: id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -135,6 +142,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
         keys: Vec::new(),
         enter: None,
         more: false,
+        unsent: Vec::new(),
     };
     let (rd, wr) = stream.split();
     session.run(rd, wr).await;
@@ -152,6 +160,12 @@ fn raw_fd(_stream: &TcpStream) -> i32 {
 }
 
 impl Session {
+    /// The client's address.
+    #[inline]
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.client.entry.addr
+    }
+
     /// The session's one loop: read and route requests, collect backend results, write replies
     /// in request order. One future with no channel between a reader and a writer: each request
     /// costs no extra task wake-up, and the state it touches stays small (it matters with
@@ -166,16 +180,18 @@ impl Session {
         let mut written: SmallVec<[Box<Batch>; 2]> = SmallVec::new();
         let mut out = OutQueue::default();
         let mut flow = flow::Flow::default();
+        let mut soft_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut reading = true;
         let mut close = false;
         // Requests left in `buf` after a mode change, processed once the queue has drained.
         let mut barrier = false;
         // One drain waiter for the session's life: building a fresh `cancelled()` future per
         // read registered and dropped a waiter each time (~3% of CPU without pipelining).
-        let drained = self.shared.drain.cancelled();
+        let (entry, shared) = (self.client.entry.clone(), self.shared.clone());
+        let drained = crate::clients::ClientState::drained(&entry, &shared);
         tokio::pin!(drained);
         // CLIENT KILL from another client, waited on the same way.
-        let killed = self.client.killed();
+        let killed = crate::clients::ClientState::killed(&entry);
         tokio::pin!(killed);
         loop {
             // Every batch at the head whose results are all in becomes reply bytes (slices, not
@@ -254,16 +270,27 @@ impl Session {
             }
             if out.is_empty() {
                 for b in written.drain(..) {
-                    record(&self.shared, &b, self.peer);
+                    record(&self.shared, &b, self.peer());
+                }
+                if queue.is_empty() && buf.is_empty() && buf.capacity() > 0 {
+                    // Everything answered: an idle client keeps no read buffer (the next read
+                    // allocates one), nor the capacity of its last burst's queues.
+                    buf = BytesMut::new();
+                    out = OutQueue::default();
+                    queue = VecDeque::new();
                 }
                 if close || (!reading && queue.is_empty() && !barrier && !self.more) {
                     break;
                 }
             }
-            if reading && buf.capacity() - buf.len() < chunk / 2 {
-                buf.reserve(chunk);
-            }
             let soft_deadline = flow.soft_deadline(&self.shared.settings.load().client_limit);
+            match soft_deadline {
+                None => soft_timer = None,
+                Some(d) if soft_timer.is_none() => {
+                    soft_timer = Some(Box::pin(tokio::time::sleep_until(d.into())))
+                }
+                Some(_) => {}
+            }
             tokio::select! {
                 biased;
                 // Killed: nothing more is read or written, as Redis frees the client at once.
@@ -280,20 +307,39 @@ impl Session {
                 _ = &mut drained, if reading => reading = false,
                 _ = head_results(&mut queue), if !queue.is_empty() => {}
                 // The client has stayed above the soft output limit for its whole allowance.
-                _ = sleep_until_opt(soft_deadline), if soft_deadline.is_some() => {
+                // Boxed, made only while over the soft limit: inline, a timer would make every
+                // idle session's future larger.
+                _ = poll_timer(&mut soft_timer), if soft_timer.is_some() => {
+                    soft_timer = None;
                     if self.over_output_limit(&mut flow, &out) {
                         break;
                     }
                 }
                 // Read even while the window is full (requests then wait in `buf`): a client
                 // that writes its whole pipeline before reading must not deadlock.
-                r = rd.read_buf(&mut buf), if reading && !barrier => {
-                    let n = match r {
-                        Ok(0) | Err(_) => {
+                // The buffer is allocated once there is something to read, so an idle client
+                // holds none.
+                // (Polled readiness, not `readable()`: its waiter would sit in every idle
+                // session's future.)
+                r = std::future::poll_fn(|cx| rd.as_ref().poll_read_ready(cx)), if reading && !barrier => {
+                    if r.is_err() {
+                        reading = false;
+                        continue;
+                    }
+                    if buf.capacity() - buf.len() < chunk / 2 {
+                        buf.reserve(chunk);
+                    }
+                    let n = match rd.try_read_buf(&mut buf) {
+                        Ok(0) => {
                             reading = false;
                             continue;
                         }
                         Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => {
+                            reading = false;
+                            continue;
+                        }
                     };
                     Stats::add(&self.shared.stats.bytes_in, n as u64);
                     if buf.len() == buf.capacity() && chunk < KEEP_BUFFER {
@@ -303,7 +349,7 @@ impl Session {
                     if room == 0 || self.more || queue.len() >= WRITER_QUEUE {
                         self.more = true;
                         if buf.len() > flow::MAX_QUERY_BYTES {
-                            tracing::warn!(client = %self.peer, bytes = buf.len(),
+                            tracing::warn!(client = %self.peer(), bytes = buf.len(),
                                 "client closed: more than 1 GB of requests waiting (it sends without reading replies)");
                             break;
                         }
@@ -334,7 +380,7 @@ impl Session {
         let limit = self.shared.settings.load().client_limit;
         let Some(over) = flow.check(out.len(), &limit) else { return false };
         Stats::add(&self.shared.stats.output_limit_disconnects, 1);
-        tracing::warn!(client = %self.peer, unwritten_bytes = out.len(), hard = limit.hard,
+        tracing::warn!(client = %self.peer(), unwritten_bytes = out.len(), hard = limit.hard,
             soft = limit.soft, soft_seconds = limit.soft_for.as_secs(), limit = ?over,
             "client disconnected: its unwritten output passed client_output_limit (it is not reading its replies)");
         true
@@ -344,6 +390,45 @@ impl Session {
     /// sends each backend its share, and returns the batch of reply slots (and whether the
     /// connection must close after it).
     async fn process(
+        &mut self,
+        buf: &mut BytesMut,
+        scanner: &mut RequestScanner,
+        room: usize,
+    ) -> (Option<Box<Batch>>, bool) {
+        let routed = self.route_batch(buf, scanner, room);
+        if !self.unsent.is_empty() {
+            // Boxed: only a full or retired connection gets here, and inline its state would
+            // make every idle session's future larger.
+            Box::pin(self.send_unsent()).await;
+        }
+        routed
+    }
+
+    /// Sends what [`Session::route_batch`] could not queue at once, in order: waiting for room
+    /// on a full connection, and re-routing a request for a retired one.
+    async fn send_unsent(&mut self) {
+        for (conn, group, req) in std::mem::take(&mut self.unsent) {
+            let req = match req {
+                Unsent::Full(req) => match conn.send(req).await {
+                    Ok(()) => continue,
+                    Err(req) => req,
+                },
+                Unsent::Retired(req) => req,
+            };
+            // The connection was retired (a failover) between loading the table and sending:
+            // the request was never written, so it may go to the group's server in the newest
+            // table. If that fails too, its reply becomes an error.
+            let newest = self.table_cache.load().clone();
+            self.resolve_pools(&newest);
+            if let Some(g) = self.pools.get(group as usize) {
+                let _ = g.master.conn.send(req).await;
+            }
+        }
+    }
+
+    /// [`Session::process`]'s routing, without waiting: a request whose connection's queue is
+    /// full or retired is left in `unsent`.
+    fn route_batch(
         &mut self,
         buf: &mut BytesMut,
         scanner: &mut RequestScanner,
@@ -409,7 +494,7 @@ impl Session {
                 }
                 Err(e) => {
                     Stats::add(&self.shared.stats.errors_protocol, 1);
-                    tracing::debug!(client = %self.peer, error = ?e, "protocol error; closing client");
+                    tracing::debug!(client = %self.peer(), error = ?e, "protocol error; closing client");
                     b.slots.push(Slot::Close(Some(e.reply())));
                     cmds.push(CmdMeta { id: u16::MAX, group: NO_GROUP, start: u32::MAX, len: 0 });
                     close = true;
@@ -442,14 +527,13 @@ impl Session {
             };
             let (rtx, rrx) = oneshot::channel();
             let req = Request { payload, count: out.count, reply: rtx };
-            if let Err(req) = out.conn.send(req).await {
-                // The connection was retired (a failover) between loading the table and sending:
-                // the request was never written, so it may go to the group's server in the newest
-                // table. If that fails too, its reply becomes an error.
-                let newest = self.table_cache.load().clone();
-                self.resolve_pools(&newest);
-                if let Some(g) = self.pools.get(out.group as usize) {
-                    let _ = g.master.conn.send(req).await;
+            match out.conn.try_send(req) {
+                Ok(()) => {}
+                Err(TrySendError::Full(req)) => {
+                    self.unsent.push((out.conn, out.group, Unsent::Full(req)))
+                }
+                Err(TrySendError::Closed(req)) => {
+                    self.unsent.push((out.conn, out.group, Unsent::Retired(req)))
                 }
             }
             pending.push(Pending { rx: rrx, result: None, group: out.group, addr: out.addr });
@@ -487,7 +571,7 @@ impl Session {
                 let before = out.len();
                 close |= render(&mut batch, out, &self.shared.stats);
                 Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
-                record(&self.shared, &batch, self.peer);
+                record(&self.shared, &batch, self.peer());
             }
             if self.enter.take().is_some() {
                 // A pinned command inside another pinned mode: refused, the rest goes on.
@@ -580,4 +664,14 @@ fn materialize(data: &Bytes, src: &Src) -> Bytes {
         Src::Range(r) => data.slice(r.clone()),
         Src::Owned(b) => b.clone(),
     }
+}
+
+/// Resolves when `timer` fires (never without one).
+fn poll_timer(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match timer.as_mut() {
+        Some(t) => t.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
 }

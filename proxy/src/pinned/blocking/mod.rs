@@ -125,7 +125,8 @@ async fn run(
     let mut topology_live = true;
     let drained = shared.drain.cancelled();
     tokio::pin!(drained);
-    let killed = session.client.killed();
+    let entry = session.client.entry.clone();
+    let killed = crate::clients::ClientState::killed(&entry);
     tokio::pin!(killed);
     loop {
         if units.iter().all(|u| u.reply.is_some()) {

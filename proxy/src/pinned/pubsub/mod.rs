@@ -73,7 +73,7 @@ impl Subscriber {
     fn new(session: &Session) -> Subscriber {
         Subscriber {
             shared: session.shared.clone(),
-            peer: session.peer,
+            peer: session.peer(),
             proto: session.proto,
             mode: session.mode(),
             subs: Subs::default(),
@@ -92,7 +92,8 @@ impl Subscriber {
         let mut topology = next_table(shared.topology.subscribe());
         let drained = shared.drain.cancelled();
         tokio::pin!(drained);
-        let killed = session.client.killed();
+        let entry = session.client.entry.clone();
+        let killed = crate::clients::ClientState::killed(&entry);
         tokio::pin!(killed);
         let mut started = false;
         loop {

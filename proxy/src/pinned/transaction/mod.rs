@@ -114,7 +114,8 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
         queued: 0,
         shared: session.shared.clone(),
     };
-    let killed = session.client.killed();
+    let entry = session.client.entry.clone();
+    let killed = crate::clients::ClientState::killed(&entry);
     tokio::pin!(killed);
     let drained = session.shared.drain.cancelled();
     tokio::pin!(drained);
