@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::failover::{
     FAILOVER_BOUND, LINK_BOUND, SwitchWatch, fenced_error, get_many, is_linked_replica, is_master,
-    keyhop_subscribed, ms,
+    keyhop_subscribed, ms, switched_via,
 };
 use crate::common::{
     Raw, Reply, SentinelCluster as Cluster, cmd, group_of, keyhop, keyhop_log, role, temp_dir,
@@ -53,12 +53,15 @@ fn a_sentinel_frozen_during_a_failover() {
     c.sentinels[2].signal(SIGCONT);
     let woke = Instant::now();
     let learned = wait_until(FAILOVER_BOUND, || master_of(ports[2], "g1") == Some(r1));
+    let learned_at = Instant::now();
+    let watched = wait_until(LINK_BOUND, || keyhop_subscribed(ports[2]));
     crate::warm_up(&load);
     let ops = load.finish();
     let log = keyhop_log(dir.path());
     assert!(back.is_some(), "g1 writes never resumed after +switch-master; keyhop log:\n{log}");
     assert!(demoted, "the old master did not become a replica: {}", role(m1));
     assert!(learned, "the woken sentinel never learned the new master");
+    assert!(watched, "keyhop is not subscribed to the woken sentinel");
     assert!(is_master(r1), "ROLE of the promoted replica: {}", role(r1));
 
     let errors = ops.errors(0);
@@ -71,7 +74,7 @@ fn a_sentinel_frozen_during_a_failover() {
         errors.len(),
         ops.errors(1).len(),
         ops.of(1).count(),
-        ms(woke, Instant::now()),
+        ms(woke, learned_at),
     );
     assert_eq!(ops.errors(1), Vec::<String>::new(), "g2 noticed g1's failover");
     assert_only_fenced(&errors, &c.addr(0));
@@ -84,12 +87,16 @@ fn a_sentinel_frozen_during_a_failover() {
         "[chaos] sentinel frozen: acknowledged g1 SETs {s1}, INCRs {i1} (counter {c1}) on the \
          new master; g2 SETs {s2}, INCRs {i2} (counter {c2})"
     );
+    // keyhop still writes to the new master once the woken sentinel is back in the game, and
+    // never switched g1 anywhere else.
+    let after = ops.of(0).filter(|o| o.ok() && o.sent > learned_at).count();
+    assert!(after >= PROGRESS, "only {after} g1 requests succeeded after the sentinel woke");
+    assert!(is_linked_replica(m1), "the old master is no replica now: {}", role(m1));
+    assert_eq!(switched_via(&log, "g1", &c.addr(1)).as_deref(), Some("SwitchEvent"), "{log}");
     let switched = log.lines().filter(|l| l.contains("switched master") && l.contains("group=g1 "));
-    let targets: Vec<&str> = switched.collect();
-    assert!(
-        targets.iter().all(|l| l.contains(&format!("new={} ", c.addr(1)))),
-        "keyhop switched g1 elsewhere than the promoted replica: {targets:?}"
-    );
+    let elsewhere: Vec<&str> =
+        switched.filter(|l| !l.contains(&format!("new={} ", c.addr(1)))).collect();
+    assert!(elsewhere.is_empty(), "keyhop switched g1 elsewhere: {elsewhere:?}");
 }
 
 /// The master sentinel `port` names for `group` (its port).
@@ -113,6 +120,12 @@ fn connected_clients(port: u16) -> i64 {
 /// Open file descriptors of process `pid`.
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// keyhop's `backend_connections` in this run (the test matrix may set it).
+fn backend_connections() -> usize {
+    let var = std::env::var("KEYHOP_TEST_BACKEND_CONNECTIONS").ok();
+    var.and_then(|v| v.trim().parse().ok()).unwrap_or(1).max(1)
 }
 
 /// What the short-lived clients saw.
@@ -169,15 +182,16 @@ fn a_thousand_short_lived_clients_during_a_failover() {
     let pid = proxy.pid().expect("keyhop runs");
     let ports = c.sentinel_ports();
     assert!(wait_until(LINK_BOUND, || ports.iter().all(|&p| keyhop_subscribed(p))));
-    // Baselines with the backend connections to both masters open and one client (the asker).
-    for g in 0..2 {
-        assert_eq!(cmd(proxy.port, &["SET", &format!("{}:warm", crate::common::tag_of(g)), "1"]), "OK");
-    }
+    // Baselines: one client (the asker) before the load; descriptors under the load less its
+    // own four client sockets. Backend connection slots connect lazily and the load may not
+    // use them all, so up to `backend_connections - 1` per group may open later (not a leak);
+    // and keyhop's ROLE checks (control/src/sentinel/link.rs) hold a connection for a moment.
     let base_clients = connected_clients(proxy.port);
-    let base_fds = fds(pid);
     let switches = SwitchWatch::start(&ports, "g1");
     let load = Workload::start(proxy.port);
     crate::warm_up(&load);
+    let base_fds = fds(pid) - 4;
+    let fd_slack = 2 * (backend_connections() - 1) + 2;
 
     let churn = Arc::new(Churn::default());
     let switched = Arc::new(AtomicBool::new(false));
@@ -228,14 +242,15 @@ fn a_thousand_short_lived_clients_during_a_failover() {
     let wrong = churn.wrong.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let fenced = churn.fenced.load(Ordering::Relaxed);
     // Sessions and descriptors go back to the baseline once every client has gone.
-    let clients_back = wait_until(Duration::from_secs(10), || connected_clients(proxy.port) == base_clients);
-    let fds_back = wait_until(Duration::from_secs(10), || fds(pid) <= base_fds + 4);
+    let clients_back =
+        wait_until(Duration::from_secs(10), || connected_clients(proxy.port) == base_clients);
+    let fds_back = wait_until(Duration::from_secs(10), || fds(pid) <= base_fds + fd_slack);
     let (clients_now, fds_now) = (connected_clients(proxy.port), fds(pid));
     eprintln!(
         "[chaos] churn: {cycles} connect/SET/close cycles in {churn_ms:.0} ms by {CHURN_THREADS} \
          threads ({cycles_at_ask} before SENTINEL FAILOVER, {} between it and +switch-master \
          {:.0} ms later); {} acknowledged, {fenced} fenced, {} wrong; connected_clients {base_clients} \
-         -> {clients_now}; keyhop fds {base_fds} -> {fds_now}; workload g1 errors {}, g2 errors {}",
+         -> {clients_now}; keyhop fds {base_fds} (+{fd_slack} allowed) -> {fds_now}; workload g1 errors {}, g2 errors {}",
         cycles_at_switch - cycles_at_ask,
         ms(asked, switch_at),
         acked.len(),
@@ -248,7 +263,10 @@ fn a_thousand_short_lived_clients_during_a_failover() {
     assert!(cycles >= CHURN_CYCLES && cycles_at_ask >= 100, "the churn did not span the failover");
     assert!(cycles_at_switch > cycles_at_ask, "no short-lived client during the failover");
     assert_eq!(cmd(proxy.port, &["PING"]), "PONG", "keyhop serves after the churn");
-    assert!(clients_back, "connected_clients {clients_now}, baseline {base_clients}: sessions leaked");
+    assert!(
+        clients_back,
+        "connected_clients {clients_now}, baseline {base_clients}: sessions leaked"
+    );
     assert!(fds_back, "keyhop has {fds_now} fds open, baseline {base_fds}: descriptors leaked");
 
     assert_eq!(ops.errors(1), Vec::<String>::new(), "g2 noticed g1's failover");
@@ -262,7 +280,13 @@ fn a_thousand_short_lived_clients_during_a_failover() {
         let values = get_many(port, &keys);
         let lost = mine.iter().zip(&values).filter(|(a, v)| v.as_deref() != Some(a.2.as_bytes()));
         let lost: Vec<_> = lost.map(|(a, _)| a).collect();
-        assert!(lost.is_empty(), "g{}: {} acknowledged churn writes lost: {:?}", g + 1, lost.len(), lost.first());
+        assert!(
+            lost.is_empty(),
+            "g{}: {} acknowledged churn writes lost: {:?}",
+            g + 1,
+            lost.len(),
+            lost.first()
+        );
     }
     let _ = m1;
 }

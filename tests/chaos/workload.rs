@@ -106,7 +106,11 @@ impl Workload {
         let base = self.ok_count(group);
         let ok = wait_until(bound, || self.ok_count(group) >= base + n);
         let last = self.snapshot().into_iter().rev().find(|o| o.group == group);
-        assert!(ok, "group g{} made no progress within {bound:?}; last request: {last:?}", group + 1);
+        assert!(
+            ok,
+            "group g{} made no progress within {bound:?}; last request: {last:?}",
+            group + 1
+        );
     }
 
     /// Waits until a request of `group` sent at or after `since` succeeds; returns its reply
@@ -140,7 +144,13 @@ impl Drop for Workload {
 }
 
 /// One thread's loop; returns why its connection ended, if it did.
-fn run(raw: &mut Raw, g: usize, writer: bool, stop: &AtomicBool, log: &Mutex<Vec<Op>>) -> Option<String> {
+fn run(
+    raw: &mut Raw,
+    g: usize,
+    writer: bool,
+    stop: &AtomicBool,
+    log: &Mutex<Vec<Op>>,
+) -> Option<String> {
     let started = Instant::now();
     let (counter, read) = (counter_key(g), read_key(g));
     let want_read = read_value(g);
@@ -233,10 +243,17 @@ impl Ops {
                 lost.first()
             );
         }
-        let incrs: Vec<i64> =
-            self.of(group).filter(|o| o.kind == Kind::Incr).filter_map(|o| o.result.clone().ok()).collect();
+        let incrs: Vec<i64> = self
+            .of(group)
+            .filter(|o| o.kind == Kind::Incr)
+            .filter_map(|o| o.result.clone().ok())
+            .collect();
         // One writer per counter: its acknowledged values only grow.
-        assert!(incrs.windows(2).all(|w| w[0] < w[1]), "g{} INCR replies went backwards", group + 1);
+        assert!(
+            incrs.windows(2).all(|w| w[0] < w[1]),
+            "g{} INCR replies went backwards",
+            group + 1
+        );
         let counter: i64 = cmd(port, &["GET", &counter_key(group)]).parse().unwrap_or(0);
         let through: i64 = cmd(proxy, &["GET", &counter_key(group)]).parse().unwrap_or(-1);
         assert_eq!(through, counter, "g{} counter through keyhop vs on the server", group + 1);
