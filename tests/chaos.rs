@@ -99,33 +99,36 @@ fn a_backend_frozen_for_3s_costs_only_its_own_requests() {
 
     let own = format!("ERR keyhop: backend {} of group g1 ", t.g1.addr());
     let timeout = format!("{own}did not answer within {REQUEST_TIMEOUT_MS} ms");
-    // While a frozen server holds a new connection's set-up past connect_timeout_ms, the slot
-    // counts as unreachable and requests fail fast until it tries again.
-    let setup = "set-up (AUTH/HELLO/SELECT) timed out";
-    let unreachable = format!("{own}unreachable: {setup}");
-    let down = format!("{own}down ({setup}); keyhop retries shortly");
+    // After the timeout closed its connection, keyhop's new connections to the frozen server
+    // are accepted by its kernel but their set-up gets no answer within connect_timeout_ms.
+    let setup = format!("{own}unreachable: set-up (AUTH/HELLO/SELECT) timed out");
     let errors = ops.errors(0);
-    let count = |want: &str| errors.iter().filter(|e| *e == want).count();
-    let (timeouts, fast) = (count(&timeout), count(&unreachable) + count(&down));
-    let last_error = ops.last_error(0).map(|at| ms(resumed, at));
+    let count = |want: &str| errors.iter().filter(|e| **e == want).count();
+    let (timeouts, setups) = (count(&timeout), count(&setup));
+    let late = ops.of(0).filter(|o| !o.ok() && o.sent > resumed).count();
+    let recovery = back.map(|b| b.duration_since(resumed)).unwrap_or(RECOVERY_BOUND);
+    let g2_slowest = slowest(&ops, 1);
     eprintln!(
-        "[chaos] SIGSTOP 3 s: g1 errors {} ({timeouts} timeouts, {fast} fast while unreachable); \
-         last g1 error {last_error:?} ms after SIGCONT; first g1 success {:?} ms after SIGCONT; \
-         g2 requests {} (0 errors wanted: {}), slowest g2 request {:?}",
+        "[chaos] SIGSTOP 3 s: g1 errors {} ({timeouts} request timeouts, {setups} set-up \
+         timeouts), {late} of them for requests sent after SIGCONT; first g1 success {:.1} ms \
+         after SIGCONT; g2 requests {} (errors {}), slowest g2 request {:.1} ms",
         errors.len(),
-        back.map(|b| ms(resumed, b)),
+        recovery.as_secs_f64() * 1000.0,
         ops.of(1).count(),
         ops.errors(1).len(),
-        slowest(&ops, 1),
+        g2_slowest.as_secs_f64() * 1000.0,
     );
     assert_eq!(ops.errors(1), Vec::<String>::new(), "g2 noticed g1's freeze");
     assert!(timeouts > 0, "no g1 request timed out during a 3 s freeze: {errors:?}");
-    assert_eq!(timeouts + fast, errors.len(), "g1 errors of another kind: {errors:?}");
+    assert_eq!(timeouts + setups, errors.len(), "g1 errors of another kind: {errors:?}");
     // No error before the freeze (a request sent just before it may time out in it).
-    let late = ops.of(0).filter(|o| !o.ok() && o.sent > resumed).count();
     let first = ops.of(0).filter(|o| !o.ok()).map(|o| o.done).min();
     assert!(first.is_some_and(|f| f >= stopped), "g1 failed before the freeze");
-    eprintln!("[chaos] SIGSTOP 3 s: g1 errors for requests sent after SIGCONT: {late}");
+    // A woken server is used again at once (issue 12 goal 2: within 50 ms), not after a backoff
+    // that grew while it was frozen. The bound is twice the goal plus the worst latency the
+    // healthy group saw in the same run (the machine's noise).
+    let bound = Duration::from_millis(100) + g2_slowest;
+    assert!(recovery <= bound, "g1 served again {recovery:?} after SIGCONT (bound {bound:?})");
 
     // Timed-out writes may still have been applied once the server woke up: g1's counter is
     // at least its acknowledged INCRs; g2's is exactly its.

@@ -200,11 +200,6 @@ impl Ops {
         self.of(group).filter_map(|o| o.result.clone().err()).collect()
     }
 
-    /// The last failed request of `group` (reply time).
-    pub fn last_error(&self, group: usize) -> Option<Instant> {
-        self.of(group).filter(|o| !o.ok()).map(|o| o.done).max()
-    }
-
     /// Asserts that every acknowledged write of `group` is on the server at `port` (its master
     /// now) and reads back through keyhop on `proxy`: each acknowledged `SET`'s value, and a
     /// counter at least the number of acknowledged `INCR`s, exactly that when `exact` (no `INCR`
