@@ -69,8 +69,8 @@ fn slowest(ops: &Ops, group: usize) -> Duration {
     ops.of(group).map(|o| o.done.duration_since(o.sent)).max().unwrap_or_default()
 }
 
-/// Asserts the faulted group g1 serves again after the fault ended at `ended`: a request sent
-/// after it succeeded within [`RECOVERY_BOUND`], and the last [`PROGRESS`] requests all did.
+/// Asserts the faulted group g1 serves again after its fault: a request sent after the fault
+/// ended succeeded (at `back`, within [`RECOVERY_BOUND`]), and the last [`PROGRESS`] all did.
 fn assert_recovered(ops: &Ops, back: Option<Instant>, log: &str) {
     assert!(back.is_some(), "g1 did not serve again within {RECOVERY_BOUND:?}; keyhop log:\n{log}");
     let tail: Vec<_> = ops.of(0).rev().take(PROGRESS).filter(|o| !o.ok()).collect();
