@@ -462,7 +462,9 @@ impl Connection {
             let started = Instant::now();
             match self.connect().await {
                 Err(ConnectError { why, refused }) => {
-                    let pause = retry.failed(started, Instant::now(), why.clone(), refused);
+                    let stalled = why == setup::SETUP_TIMED_OUT;
+                    let pause =
+                        retry.failed(started, Instant::now(), why.clone(), refused, stalled);
                     if refused {
                         tracing::warn!(backend = %self.addr, error = %why, "backend refused the connection set-up");
                     } else if first.is_some() || !self.state.failing.load(Ordering::Relaxed) {

@@ -8,6 +8,13 @@
 //! was quick to find out (a refused connect costs microseconds; a connect that timed out would
 //! make every request wait for the next timeout, so there demand waits ten times as long as the
 //! failed attempt took).
+//!
+//! A server that accepts the TCP connection but does not answer its set-up (a frozen or
+//! overloaded process, e.g. SIGSTOP) is the exception: it is probed again at once, so an attempt
+//! is already waiting in its accept queue when it wakes up and requests succeed again within
+//! milliseconds, instead of after a backoff that grew while it was frozen (1.6 s after a 10 s
+//! freeze, tests/chaos.rs). Each such attempt lasts `connect_timeout_ms`, and they are spaced
+//! [`BACKOFF_MIN`] apart at least, so this is no connect storm.
 
 use std::time::{Duration, Instant};
 
@@ -35,16 +42,23 @@ impl Retry {
     }
 
     /// The attempt that ran from `started` to `now` failed; `refused` when the server answered
-    /// but refused the set-up. Returns the pause before the next background probe.
+    /// but refused the set-up, `stalled` when it accepted the connection but did not answer the
+    /// set-up in time. Returns the pause before the next background probe.
     pub(super) fn failed(
         &mut self,
         started: Instant,
         now: Instant,
         why: String,
         refused: bool,
+        stalled: bool,
     ) -> Duration {
-        self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-        self.failed = Some((now, now.saturating_duration_since(started), why));
+        let took = now.saturating_duration_since(started);
+        self.backoff = if stalled {
+            BACKOFF_MIN.saturating_sub(took)
+        } else {
+            (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX)
+        };
+        self.failed = Some((now, took, why));
         self.probe = !refused;
         self.backoff
     }
@@ -94,7 +108,7 @@ mod tests {
         let t = Instant::now();
         let mut r = Retry::new();
         assert_eq!(r.refuse_request(t), None, "a fresh slot connects at once");
-        assert_eq!(r.failed(t, t, "refused".into(), false), BACKOFF_MIN);
+        assert_eq!(r.failed(t, t, "refused".into(), false, false), BACKOFF_MIN);
         assert_eq!(r.refuse_request(t), Some("refused"));
         assert_eq!(r.refuse_request(t + ms(19)), Some("refused"));
         assert_eq!(r.refuse_request(t + ms(20)), None);
@@ -107,7 +121,7 @@ mod tests {
         let end = t + ms(300); // a connect that timed out after 300 ms
         let mut r = Retry::new();
         for _ in 0..4 {
-            r.failed(t, end, "timeout".into(), false);
+            r.failed(t, end, "timeout".into(), false, false);
         }
         // Backoff 800 ms; demand alone would wait 3 s.
         assert_eq!(r.refuse_request(end + ms(799)), Some("timeout"));
@@ -118,7 +132,7 @@ mod tests {
     fn a_refused_setup_waits_for_the_backoff_and_is_not_probed() {
         let t = Instant::now();
         let mut r = Retry::new();
-        r.failed(t, t, "WRONGPASS".into(), true);
+        r.failed(t, t, "WRONGPASS".into(), true, false);
         assert_eq!(r.probe_at(), None);
         assert_eq!(r.refuse_request(t + ms(50)), Some("WRONGPASS"));
         assert_eq!(r.refuse_request(t + ms(100)), None);
@@ -129,7 +143,7 @@ mod tests {
         let t = Instant::now();
         let mut r = Retry::new();
         let pauses: Vec<u128> =
-            (0..7).map(|_| r.failed(t, t, "x".into(), false).as_millis()).collect();
+            (0..7).map(|_| r.failed(t, t, "x".into(), false, false).as_millis()).collect();
         assert_eq!(pauses, [100, 200, 400, 800, 1600, 2000, 2000]);
         r.connected();
         assert_eq!(r.refuse_request(t), None);
@@ -137,5 +151,20 @@ mod tests {
         r.lost(t, "reset".into());
         assert_eq!(r.probe_at(), Some(t), "a lost connection probes at once");
         assert_eq!(r.refuse_request(t), None);
+    }
+
+    #[test]
+    fn a_stalled_set_up_is_probed_again_at_once_however_often_it_failed() {
+        let t = Instant::now();
+        let end = t + ms(500); // the server accepted but answered nothing for connect_timeout
+        let mut r = Retry::new();
+        for _ in 0..10 {
+            assert_eq!(r.failed(t, end, "stalled".into(), false, true), Duration::ZERO);
+        }
+        assert_eq!(r.probe_at(), Some(end), "no backoff grows while the server is frozen");
+        // Gone for good after all: the backoff starts from its minimum again.
+        assert_eq!(r.failed(t, t, "refused".into(), false, false), BACKOFF_MIN);
+        // A quick stall (tiny connect_timeout) still spaces attempts BACKOFF_MIN apart.
+        assert_eq!(r.failed(t, t + ms(30), "stalled".into(), false, true), ms(70));
     }
 }

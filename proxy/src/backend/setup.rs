@@ -83,7 +83,7 @@ pub(crate) async fn open(
     let replies = match replies {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(unreachable(e.to_string())),
-        Err(_) => return Err(unreachable("set-up (AUTH/HELLO/SELECT) timed out".into())),
+        Err(_) => return Err(unreachable(SETUP_TIMED_OUT.into())),
     };
     for ((step, _), reply) in steps.iter().zip(replies.iter()) {
         let error = matches!(reply.first(), Some(b'-' | b'!'));
@@ -132,6 +132,10 @@ enum Step {
     Databases,
     Version,
 }
+
+/// Why an attempt failed when the server accepted the TCP connection but did not answer its
+/// set-up in time: the process is there but frozen or overloaded, not gone (see retry.rs).
+pub(super) const SETUP_TIMED_OUT: &str = "set-up (AUTH/HELLO/SELECT) timed out";
 
 /// Why a connection could not be set up.
 pub(crate) struct ConnectError {
