@@ -46,13 +46,16 @@ impl Plan {
         diff("max_pinned_connections", old.max_pinned_connections != new.max_pinned_connections);
         diff("pubsub_output_limit", old.pubsub_output_limit != new.pubsub_output_limit);
         diff("shutdown_grace_ms", old.shutdown_grace_ms != new.shutdown_grace_ms);
+        diff("tls_* and backend_tls_*", old.tls != new.tls);
         diff("sentinel", old.sentinel != new.sentinel);
         diff("groups", old.groups != new.groups);
 
         let needs_restart = changed
             .iter()
             .copied()
-            .filter(|k| matches!(*k, "listen" | "admin_listen" | "threads"))
+            .filter(|k| {
+                matches!(*k, "listen" | "admin_listen" | "threads" | "tls_* and backend_tls_*")
+            })
             .collect();
         let mode_switch = old.is_sentinel_mode() != new.is_sentinel_mode();
         let topology = if new.is_sentinel_mode() && !mode_switch {
@@ -76,6 +79,7 @@ impl Plan {
         new.listen = old.listen.clone();
         new.admin_listen = old.admin_listen.clone();
         new.threads = old.threads;
+        new.tls = old.tls.clone();
         new
     }
 }

@@ -20,6 +20,9 @@ const MAX_IOV: usize = 64;
 pub struct OutQueue {
     chunks: VecDeque<Bytes>,
     bytes: usize,
+    /// Everything was handed to the writer but not yet flushed: a TLS stream may keep
+    /// encrypted bytes the socket did not take, and only a flush pushes them out later.
+    unflushed: bool,
 }
 
 impl OutQueue {
@@ -38,22 +41,26 @@ impl OutQueue {
         self.bytes
     }
 
-    /// True when everything was written.
+    /// True when everything was written (and flushed).
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.bytes == 0
+        self.bytes == 0 && !self.unflushed
     }
 
     /// One vectored write of up to [`MAX_IOV`] slices: ready once the socket took some bytes
-    /// (cancel-safe, so it can be one branch of a `select!`).
+    /// (cancel-safe, so it can be one branch of a `select!`). Once the queue is empty the
+    /// writer is flushed (free for plain TCP; TLS may hold bytes back until then).
     pub fn poll_write<W: AsyncWrite + Unpin>(
         &mut self,
         w: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.bytes == 0 {
+            return self.poll_flush(w, cx, false);
+        }
         let slices: SmallVec<[IoSlice<'_>; 8]> =
             self.chunks.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
-        let r = Pin::new(w).poll_write_vectored(cx, &slices);
+        let r = Pin::new(&mut *w).poll_write_vectored(cx, &slices);
         drop(slices);
         let n = match r {
             Poll::Pending => return Poll::Pending,
@@ -67,7 +74,31 @@ impl OutQueue {
             Poll::Ready(Ok(n)) => n,
         };
         self.advance(n);
-        Poll::Ready(Ok(()))
+        if self.bytes > 0 {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_flush(w, cx, true)
+    }
+
+    /// Flushes the writer once the queue is empty; `wrote`: this poll already wrote bytes, so
+    /// it is ready even if the flush is not done (it stays owed, see [`OutQueue::is_empty`]).
+    fn poll_flush<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+        wrote: bool,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(w).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                self.unflushed = true;
+                if wrote { Poll::Ready(Ok(())) } else { Poll::Pending }
+            }
+        }
     }
 
     /// Writes some of the queue (see [`OutQueue::poll_write`]).

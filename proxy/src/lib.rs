@@ -18,6 +18,7 @@ mod session;
 pub mod settings;
 pub mod slowlog;
 pub mod stats;
+pub mod stream;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 pub use backend::{BackendError, BackendSettings, Backends, StaleHook};
 pub use settings::Settings;
 pub use stats::Stats;
+pub use stream::Stream;
 
 /// State shared by every session.
 pub(crate) struct Shared {
@@ -226,8 +228,11 @@ impl Proxy {
             let shared = self.shared.clone();
             stats.clients_current.add(1);
             Stats::add(&stats.clients_total, 1);
+            let tls = settings.client_tls.clone();
             tokio::spawn(async move {
-                session::serve(shared.clone(), stream, id, peer).await;
+                if let Some(stream) = stream::accept(stream, tls, peer).await {
+                    session::serve(shared.clone(), stream, id, peer).await;
+                }
                 shared.stats.clients_current.sub(1);
             });
         }

@@ -7,6 +7,7 @@
 mod addr;
 mod limit;
 mod slots;
+mod tls;
 mod validate;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use addr::{check_addr, join_host_port};
 pub use limit::OutputLimit;
 pub use slots::parse_slot_spec;
+pub use tls::{TlsConfig, TlsSetup};
 
 /// Where reads may be sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,11 +62,13 @@ pub struct SentinelConfig {
     pub password: Option<String>,
     /// How often every sentinel is polled as a safety net for missed events, in milliseconds.
     pub poll_interval_ms: u64,
+    /// Whether the sentinels speak TLS; by default as `backend_tls`.
+    pub tls: Option<bool>,
 }
 
 impl Default for SentinelConfig {
     fn default() -> Self {
-        SentinelConfig { addrs: Vec::new(), password: None, poll_interval_ms: 1000 }
+        SentinelConfig { addrs: Vec::new(), password: None, poll_interval_ms: 1000, tls: None }
     }
 }
 
@@ -129,6 +133,8 @@ pub struct Config {
     pub max_pinned_connections: usize,
     /// A subscriber's output limit, as Redis's `client-output-buffer-limit pubsub`.
     pub pubsub_output_limit: OutputLimit,
+    /// TLS for clients and backends (see [`TlsConfig`]).
+    pub tls: TlsConfig,
     /// Sentinel mode when present: masters come from Sentinel, not from `groups`.
     pub sentinel: Option<SentinelConfig>,
     /// The groups, in order; a group's index is its [`keyhop_router::GroupId`].
@@ -156,6 +162,7 @@ impl Default for Config {
             shutdown_grace_ms: 5000,
             max_pinned_connections: 10_000,
             pubsub_output_limit: OutputLimit::PUBSUB,
+            tls: TlsConfig::default(),
             sentinel: None,
             groups: Vec::new(),
         }
@@ -185,6 +192,13 @@ struct RawConfig {
     shutdown_grace_ms: u64,
     max_pinned_connections: usize,
     pubsub_output_limit: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    backend_tls: bool,
+    backend_tls_ca: Option<PathBuf>,
+    backend_tls_cert: Option<PathBuf>,
+    backend_tls_key: Option<PathBuf>,
     sentinel: Option<SentinelConfig>,
     groups: Vec<GroupConfig>,
 }
@@ -211,6 +225,13 @@ impl Default for RawConfig {
             shutdown_grace_ms: d.shutdown_grace_ms,
             max_pinned_connections: d.max_pinned_connections,
             pubsub_output_limit: d.pubsub_output_limit.to_string(),
+            tls_cert: d.tls.cert,
+            tls_key: d.tls.key,
+            tls_client_ca: d.tls.client_ca,
+            backend_tls: d.tls.backend,
+            backend_tls_ca: d.tls.backend_ca,
+            backend_tls_cert: d.tls.backend_cert,
+            backend_tls_key: d.tls.backend_key,
             sentinel: d.sentinel,
             groups: d.groups,
         }
@@ -388,6 +409,15 @@ impl Config {
             shutdown_grace_ms: raw.shutdown_grace_ms,
             max_pinned_connections: raw.max_pinned_connections,
             pubsub_output_limit,
+            tls: TlsConfig {
+                cert: raw.tls_cert,
+                key: raw.tls_key,
+                client_ca: raw.tls_client_ca,
+                backend: raw.backend_tls,
+                backend_ca: raw.backend_tls_ca,
+                backend_cert: raw.backend_tls_cert,
+                backend_key: raw.backend_tls_key,
+            },
             sentinel: raw.sentinel,
             groups: raw.groups,
         };
@@ -570,6 +600,10 @@ pub fn describe(cfg: &Config, table: &RoutingTable) -> String {
         cfg.read_from.as_str(),
         table.epoch
     );
+    if cfg.tls != TlsConfig::default() || cfg.sentinel_tls() {
+        out.push_str(&cfg.describe_tls());
+        out.push('\n');
+    }
     let width = table.groups.iter().map(|g| g.name.len()).max().unwrap_or(0);
     let master_width = table.groups.iter().map(|g| g.master.len()).max().unwrap_or(0);
     for (i, g) in table.groups.iter().enumerate() {

@@ -6,11 +6,11 @@
 
 use std::ops::Range;
 
+use crate::stream::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use keyhop_router::Args;
 use keyhop_router::command::CommandSpec;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::io::OutQueue;
 use crate::resp::{RequestScanner, Scanned};

@@ -10,13 +10,12 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use keyhop_router::{Args, RoutingTable};
 use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
 use crate::Shared;
@@ -111,7 +110,7 @@ pub(crate) struct Session {
 }
 
 /// Serves one client connection until it closes.
-pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
+pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream, id: u64, peer: SocketAddr) {
     let local = stream.local_addr().unwrap_or(peer);
     let authed = shared.settings.load().password.is_none();
     let client = crate::clients::ClientState::register(&shared, id, peer, local, raw_fd(&stream));
@@ -140,12 +139,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
 
 /// The client socket's descriptor, for CLIENT LIST's `fd=`.
 #[cfg(unix)]
-fn raw_fd(stream: &TcpStream) -> i32 {
-    std::os::fd::AsRawFd::as_raw_fd(stream)
+fn raw_fd(stream: &Stream) -> i32 {
+    std::os::fd::AsRawFd::as_raw_fd(stream.tcp())
 }
 
 #[cfg(not(unix))]
-fn raw_fd(_stream: &TcpStream) -> i32 {
+fn raw_fd(_stream: &Stream) -> i32 {
     -1
 }
 
@@ -154,7 +153,7 @@ impl Session {
     /// in request order. One future with no channel between a reader and a writer: each request
     /// costs no extra task wake-up, and the state it touches stays small (it matters with
     /// thousands of clients, where a wake-up is mostly cache misses).
-    async fn run(&mut self, mut rd: ReadHalf<'_>, mut wr: WriteHalf<'_>) {
+    async fn run<'s>(&mut self, mut rd: ReadHalf<'s>, mut wr: WriteHalf<'s>) {
         let mut buf = BytesMut::new();
         let mut scanner = RequestScanner::default();
         let mut chunk = READ_CHUNK;
