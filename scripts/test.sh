@@ -18,5 +18,5 @@ KEYHOP_TEST_THREADS=2 KEYHOP_TEST_BACKEND_CONNECTIONS=3 cargo test --no-fail-fas
   --test proxy_clients --test auth --test failover_proxy --test failover_fence \
   --test lifecycle_shutdown --test lifecycle_reload \
   --test proxy_transactions --test proxy_transactions_failover \
-  --test proxy_pubsub --test proxy_pubsub_failover --test proxy_blocking --test apps --test tls "$@" || status=$?
+  --test proxy_pubsub --test proxy_pubsub_failover --test proxy_blocking --test apps --test tls --test tls_sentinel "$@" || status=$?
 exit $status

@@ -65,7 +65,8 @@ fn a_machine_without_redis_gets_the_debian_packages() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("missing: cc redis-server redis-sentinel redis-cli redis-benchmark openssl"),
+        stderr
+            .contains("missing: cc redis-server redis-sentinel redis-cli redis-benchmark openssl"),
         "{stderr}"
     );
     assert!(!stderr.contains("ran "), "a dry run ran the package manager: {stderr}");
