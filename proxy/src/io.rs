@@ -131,3 +131,62 @@ pub fn tune_socket(stream: &TcpStream, keepalive: Option<Duration>) {
         let _ = sock.set_tcp_keepalive(&ka);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that, like a TLS stream, takes every byte at once but sends them only on a
+    /// flush, which is pending the first time it is asked.
+    #[derive(Default)]
+    struct Holding {
+        held: Vec<u8>,
+        sent: Vec<u8>,
+        flush_polls: usize,
+    }
+
+    impl AsyncWrite for Holding {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.held.extend_from_slice(b);
+            Poll::Ready(Ok(b.len()))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flush_polls += 1;
+            if self.flush_polls == 1 {
+                return Poll::Pending;
+            }
+            let held = std::mem::take(&mut self.held);
+            self.sent.extend(held);
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_emptied_queue_stays_owed_until_the_writer_is_flushed() {
+        let mut w = Holding::default();
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"hello "));
+        q.push(Bytes::from_static(b"world"));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // The default vectored write takes one slice: no flush while bytes are left.
+        assert!(matches!(q.poll_write(&mut w, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!((q.len(), w.flush_polls), (5, 0));
+        // Everything handed over, the flush pending: ready (bytes moved), but not empty.
+        assert!(matches!(q.poll_write(&mut w, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!((q.len(), q.is_empty(), w.sent.len()), (0, false, 0));
+        // The next poll only flushes.
+        assert!(matches!(q.poll_write(&mut w, &mut cx), Poll::Ready(Ok(()))));
+        assert!(q.is_empty());
+        assert_eq!(w.sent, b"hello world");
+        assert_eq!(w.flush_polls, 2);
+    }
+}
