@@ -123,6 +123,19 @@ slots = ["8192-16383"]
     }
 
     #[test]
+    fn tls_keys_need_a_restart_and_are_kept() {
+        let a = parse(STATIC);
+        let mut b = a.clone();
+        b.tls.backend = true;
+        let p = Plan::new(&a, &b);
+        assert_eq!(p.needs_restart, vec!["tls_* and backend_tls_*"]);
+        assert!(!p.backend && !p.topology);
+        let eff = Plan::effective(&a, b);
+        assert!(!eff.tls.backend);
+        assert_eq!(Plan::new(&a, &eff), Plan::default());
+    }
+
+    #[test]
     fn listen_needs_restart_and_is_kept() {
         let a = parse(STATIC);
         let b = parse(&STATIC.replace("6380", "6390").replace("listen =", "threads = 3\nlisten ="));

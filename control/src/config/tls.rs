@@ -239,3 +239,56 @@ impl Config {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GROUP: &str = "[[groups]]\nname = \"g\"\n";
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn sentinel_tls_follows_backend_tls_and_needs_its_ca() {
+        let text = format!("[sentinel]\naddrs = [\"127.0.0.1:26379\"]\ntls = true\n{GROUP}");
+        assert_eq!(
+            problems(&text),
+            vec![
+                "sentinel.tls: needs backend_tls = true and backend_tls_ca: the sentinels are verified with the servers' CA"
+            ]
+        );
+        let cfg = Config::parse(&format!("[sentinel]\naddrs = [\"127.0.0.1:26379\"]\n{GROUP}"))
+            .expect("valid");
+        assert!(!cfg.sentinel_tls());
+        assert_eq!(cfg.describe_tls(), "tls: clients off, backends off, sentinels off");
+    }
+
+    #[test]
+    fn backend_files_without_backend_tls_are_refused() {
+        let text =
+            format!("backend_tls_ca = \"/nonexistent/ca.crt\"\n{GROUP}master = \"127.0.0.1:1\"\n");
+        assert_eq!(
+            problems(&text),
+            vec![
+                "backend_tls: is off while backend_tls_ca/backend_tls_cert are set: add `backend_tls = true` or remove them"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_client_ca_needs_a_tls_listener() {
+        let text =
+            format!("tls_client_ca = \"/nonexistent/ca.crt\"\n{GROUP}master = \"127.0.0.1:1\"\n");
+        assert_eq!(
+            problems(&text),
+            vec![
+                "tls_client_ca: needs tls_cert and tls_key: client certificates are only asked for on a TLS listener"
+            ]
+        );
+    }
+}
