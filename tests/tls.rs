@@ -62,6 +62,12 @@ fn clients_speak_tls_to_keyhop() {
     assert_eq!(tls_cli(&pki, kh.port, false, &["SET", &key, &big]).0, "OK");
     assert_eq!(tls_cli(&pki, kh.port, false, &["STRLEN", &key]).0, "100000");
     assert_eq!(tls_cli(&pki, kh.port, false, &["GET", &key]).0, big);
+    // A reply larger than the socket takes at once: TLS holds back what the socket refused until
+    // keyhop flushes, so the whole 8 MB must still arrive.
+    let huge = format!("{}huge", tag_of(1));
+    assert_eq!(tls_cli(&pki, kh.port, false, &["SETRANGE", &huge, "7999999", "z"]).0, "8000000");
+    let (out, err) = tls_cli(&pki, kh.port, false, &["GET", &huge]);
+    assert_eq!((out.len(), out.ends_with('z')), (8_000_000, true), "GET of 8 MB over TLS: {err}");
 
     let (got, took) = plain_client_is_closed(kh.port);
     eprintln!("plain client closed after {} ms, read {} bytes", took.as_millis(), got.len());

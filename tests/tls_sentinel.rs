@@ -81,6 +81,11 @@ fn sentinel_mode_over_tls_follows_a_failover() {
         "keyhop never wrote to the promoted replica; last reply {last:?}; log:\n{}",
         keyhop_log(dir.path())
     );
+    // The promotion was confirmed by asking the new master's ROLE over TLS (an unanswered check
+    // of one sentinel's event is logged as not adopted).
+    let log = keyhop_log(dir.path());
+    assert!(log.contains("switched master"), "{log}");
+    assert!(!log.contains("not adopting a master candidate"), "{log}");
     assert!(
         keyhop_log(dir.path()).contains("subscribed to the sentinel"),
         "{}",
