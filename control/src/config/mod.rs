@@ -5,6 +5,7 @@
 //! how to fix it.
 
 mod addr;
+mod describe;
 mod limit;
 mod slots;
 mod tls;
@@ -14,11 +15,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyhop_router::table;
 use keyhop_router::{Group, Replica, RoutingTable, TableError};
 use serde::Deserialize;
 
 pub use addr::{check_addr, join_host_port};
+pub use describe::describe;
 pub use limit::OutputLimit;
 pub use slots::parse_slot_spec;
 pub use tls::{TlsConfig, TlsSetup};
@@ -583,51 +584,6 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
-}
-
-/// The human summary printed by `keyhop check`: a header line, then one line per group with its
-/// name, master, replicas (`(down)` marks unhealthy ones), slot ranges and slot count.
-pub fn describe(cfg: &Config, table: &RoutingTable) -> String {
-    let mode = match &cfg.sentinel {
-        Some(s) => format!("masters from Sentinel ({})", s.addrs.join(",")),
-        None => "static masters".to_string(),
-    };
-    let n = table.groups.len();
-    let mut out = format!(
-        "listen {}, {n} group{}, {mode}, read_from {}, epoch {}\n",
-        cfg.listen,
-        if n == 1 { "" } else { "s" },
-        cfg.read_from.as_str(),
-        table.epoch
-    );
-    if cfg.tls != TlsConfig::default() || cfg.sentinel_tls() {
-        out.push_str(&cfg.describe_tls());
-        out.push('\n');
-    }
-    let width = table.groups.iter().map(|g| g.name.len()).max().unwrap_or(0);
-    let master_width = table.groups.iter().map(|g| g.master.len()).max().unwrap_or(0);
-    for (i, g) in table.groups.iter().enumerate() {
-        let replicas = if g.replicas.is_empty() {
-            "-".to_string()
-        } else {
-            let r: Vec<String> = g
-                .replicas
-                .iter()
-                .map(|r| if r.healthy { r.addr.clone() } else { format!("{}(down)", r.addr) })
-                .collect();
-            r.join(",")
-        };
-        let ranges = table.slot_ranges(i as keyhop_router::GroupId);
-        let count = slots::count_slots(&ranges);
-        out.push_str(&format!(
-            "{:<width$}  master {:<master_width$}  replicas {replicas}  slots {} ({count} slot{})\n",
-            g.name,
-            g.master,
-            table::format_ranges(ranges),
-            if count == 1 { "" } else { "s" },
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod brain;
 mod event;
 mod link;
 mod resp;
+mod tls;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +25,8 @@ use tokio::task::JoinSet;
 
 pub use brain::AdoptedVia;
 use brain::{Action, Adoption, Brain, Msg, StartState};
+pub use tls::WatcherTls;
+use tls::watcher_tls;
 
 use crate::config::{Config, ConfigError};
 
@@ -66,16 +69,6 @@ pub struct WatcherConfig {
     pub start_timeout: Duration,
     /// TLS to the servers and sentinels.
     pub tls: WatcherTls,
-}
-
-/// TLS for the watcher's connections: the servers (`ROLE` checks) use `config`'s
-/// `backend_tls`, the sentinels too when `sentinels` is set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WatcherTls {
-    /// The TLS keys.
-    pub config: crate::config::TlsConfig,
-    /// Whether the sentinels are reached over TLS.
-    pub sentinels: bool,
 }
 
 impl WatcherConfig {
@@ -364,16 +357,6 @@ async fn launch(
     };
     drop(guard);
     result
-}
-
-/// The watcher's TLS configurations, from the PEM files.
-fn watcher_tls(tls: &WatcherTls) -> Result<crate::config::TlsSetup, ConfigError> {
-    let backends = tls
-        .config
-        .client_config()
-        .map_err(|p| ConfigError::Invalid { path: None, problems: vec![p] })?;
-    let sentinels = if tls.sentinels { backends.clone() } else { None };
-    Ok(crate::config::TlsSetup { clients: None, backends, sentinels })
 }
 
 /// Aborts a task when dropped, unless the handle was taken out.
