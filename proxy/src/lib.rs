@@ -217,8 +217,12 @@ impl Proxy {
             let stats = &self.shared.stats;
             if Stats::get(&stats.clients_current) >= settings.max_clients as u64 {
                 Stats::add(&stats.clients_rejected, 1);
+                // A TLS client could not read a plain error: it is just closed.
+                let plain = settings.client_tls.is_none();
                 tokio::spawn(async move {
-                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    if plain {
+                        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    }
                     let _ = stream.shutdown().await;
                 });
                 continue;

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::stream::Stream;
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::io::AsyncReadExt;
@@ -19,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cancel::Signal;
 use crate::io::OutQueue;
+use crate::stream::Stream;
 
 mod reader;
 mod retry;

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::stream::{self, Stream};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::{BackendSettings, BackendState, Connection, Mode};
 use crate::io::tune_socket;
 use crate::resp::{self, ReplyScanner, parse_int};
+use crate::stream::{self, Stream};
 
 impl Connection {
     /// Connects and sets the connection up for its mode (see [`open`]).

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::Kind;
 use crate::backend::{BackendSettings, BackendState, Mode, setup};
 use crate::resp::{self, ReplyScanner};
+use crate::stream::Stream;
 
 /// Idle dedicated connections kept per server for reuse; more are closed when released.
 const MAX_IDLE: usize = 64;

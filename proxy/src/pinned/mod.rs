@@ -6,7 +6,6 @@
 
 use std::ops::Range;
 
-use crate::stream::{ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use keyhop_router::Args;
 use keyhop_router::command::CommandSpec;
@@ -15,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use crate::io::OutQueue;
 use crate::resp::{RequestScanner, Scanned};
 use crate::session::Session;
+use crate::stream::{ReadHalf, WriteHalf};
 
 mod blocking;
 pub(crate) mod conn;

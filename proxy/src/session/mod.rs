@@ -10,7 +10,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use keyhop_router::{Args, RoutingTable};
 use smallvec::SmallVec;
@@ -23,6 +22,7 @@ use crate::backend::{BackendConn, Mode, Payload, Pool, Request};
 use crate::io::OutQueue;
 use crate::resp::{Proto, RequestScanner, Scanned};
 use crate::stats::Stats;
+use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 mod batch;
 mod dispatch;
