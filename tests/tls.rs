@@ -167,6 +167,18 @@ fn backend_tls_serves_shared_and_pinned_paths() {
     assert_eq!(c.call(&["INCR", &a]), Reply::Status("QUEUED".into()));
     assert_eq!(c.call(&["INCR", &a]), Reply::Status("QUEUED".into()));
     assert_eq!(c.call(&["EXEC"]), Reply::Array(Some(vec![Reply::Int(2), Reply::Int(3)])));
+    // The next transaction reuses the idle TLS connection (checked without reading under TLS):
+    // the server accepts no connection but redis-cli's own.
+    let accepted = || {
+        let info = tls_cli(&pki, g1.port, true, &["INFO", "stats"]).0;
+        let line = info.lines().find_map(|l| l.strip_prefix("total_connections_received:"));
+        line.and_then(|n| n.trim().parse::<u64>().ok()).expect("total_connections_received")
+    };
+    let before = accepted();
+    assert_eq!(c.call(&["MULTI"]), Reply::Status("OK".into()));
+    assert_eq!(c.call(&["INCR", &a]), Reply::Status("QUEUED".into()));
+    assert_eq!(c.call(&["EXEC"]), Reply::Array(Some(vec![Reply::Int(4)])));
+    assert_eq!(accepted(), before + 1, "the second transaction opened a new connection");
 
     // SUBSCRIBE on a pinned connection, PUBLISH through the shared one.
     let mut sub = Raw::connect(kh.port);
