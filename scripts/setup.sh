@@ -6,7 +6,8 @@
 #   bash scripts/setup.sh [--dry-run] [build] [redis] [clients] [bench]
 #
 #   build    a C compiler and linker (cargo links with `cc`; rustup does not install one)
-#   redis    redis-server, redis-sentinel, redis-cli, redis-benchmark
+#   redis    redis-server, redis-sentinel, redis-cli, redis-benchmark; openssl (the TLS tests
+#            make their certificates with it)
 #   clients  python3 + node and the third-party clients the compatibility tests drive
 #            (scripts/install-test-clients.sh, into target/test-clients)
 #   bench    twemproxy's nutcracker, the load benchmark's comparison proxy
@@ -25,7 +26,7 @@ for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run=1 ;;
     build | redis | clients | bench) wanted+=("$arg") ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument '$arg' (expected build, redis, clients, bench or --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -48,6 +49,7 @@ package_for() {
     apt-get:redis-sentinel) echo redis-sentinel ;;
     apt-get:redis-cli | apt-get:redis-benchmark) echo redis-tools ;;
     apt-get:nutcracker) echo nutcracker ;;
+    apt-get:openssl | dnf:openssl | brew:openssl) echo openssl ;;
     dnf:cc) echo gcc ;;
     dnf:redis-*) echo redis ;;
     dnf:nutcracker) echo "" ;; # not packaged there
@@ -62,7 +64,7 @@ missing=()
 for want in "${wanted[@]}"; do
   case "$want" in
     build) has cc || missing+=(cc) ;;
-    redis) for bin in redis-server redis-sentinel redis-cli redis-benchmark; do has "$bin" || missing+=("$bin"); done ;;
+    redis) for bin in redis-server redis-sentinel redis-cli redis-benchmark openssl; do has "$bin" || missing+=("$bin"); done ;;
     bench) has nutcracker || missing+=(nutcracker) ;;
   esac
 done

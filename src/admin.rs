@@ -57,6 +57,8 @@ pub struct AdminState {
     pub watcher: Option<crate::run::CurrentWatcher>,
     /// Password the health prober gives to the redis-servers.
     pub backend_password: Option<String>,
+    /// TLS the health prober uses to the redis-servers (`backend_tls`).
+    pub backend_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// A running admin server and health prober; both stop when it is dropped.
@@ -103,7 +105,7 @@ pub async fn start(listen: &str, state: AdminState) -> Result<AdminHandle, Strin
     for g in &state.proxy.table().load().groups {
         metrics::counter!("keyhop_failovers_total", "group" => g.name.clone()).increment(0);
     }
-    let health = Health::new(state.backend_password);
+    let health = Health::new(state.backend_password).with_tls(state.backend_tls);
     let ctx = Arc::new(Ctx {
         proxy: state.proxy,
         watcher: state.watcher,

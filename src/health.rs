@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use keyhop_proxy::Stream;
 use keyhop_router::{RoutingTable, SharedTable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 /// Time between two probe rounds.
@@ -53,12 +53,24 @@ pub struct ProbeState {
 pub struct Health {
     states: Arc<Mutex<HashMap<String, ProbeState>>>,
     password: Arc<Mutex<Option<Arc<str>>>>,
+    /// TLS to the servers (`backend_tls`), as the data plane's connections use it.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Health {
     /// Results for a prober that authenticates with `password` when set.
     pub fn new(password: Option<String>) -> Health {
-        Health { states: Arc::default(), password: Arc::new(Mutex::new(password.map(Arc::from))) }
+        Health {
+            states: Arc::default(),
+            password: Arc::new(Mutex::new(password.map(Arc::from))),
+            tls: None,
+        }
+    }
+
+    /// The same prober connecting with TLS when `tls` is given.
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Health {
+        self.tls = tls;
+        self
     }
 
     /// Replaces the password for the next probes (e.g. after a config reload).
@@ -110,7 +122,7 @@ impl Health {
     }
 
     async fn run(self, table: SharedTable) {
-        let mut conns: HashMap<String, TcpStream> = HashMap::new();
+        let mut conns: HashMap<String, Stream> = HashMap::new();
         let mut authed_with: Option<Arc<str>> = None;
         let mut last_epoch: Option<u64> = None;
         let mut next_round = tokio::time::Instant::now();
@@ -134,7 +146,7 @@ impl Health {
 
     /// Probes every master and replica of `table` once, concurrently, and records the results;
     /// forgets addresses no longer in the table.
-    async fn round(&self, table: &RoutingTable, conns: &mut HashMap<String, TcpStream>) {
+    async fn round(&self, table: &RoutingTable, conns: &mut HashMap<String, Stream>) {
         let mut addrs: Vec<&str> = Vec::new();
         for g in &table.groups {
             addrs.push(&g.master);
@@ -149,8 +161,9 @@ impl Health {
             let addr = addr.to_string();
             let conn = conns.remove(&addr);
             let password = password.clone();
+            let tls = self.tls.clone();
             set.spawn(async move {
-                let (result, conn) = probe(&addr, conn, password.as_deref()).await;
+                let (result, conn) = probe(&addr, conn, password.as_deref(), tls.as_ref()).await;
                 (addr, result, conn)
             });
         }
@@ -190,16 +203,17 @@ impl Health {
 /// round trip or why it failed, and the connection to keep for the next round.
 async fn probe(
     addr: &str,
-    conn: Option<TcpStream>,
+    conn: Option<Stream>,
     password: Option<&str>,
-) -> (Result<Duration, String>, Option<TcpStream>) {
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> (Result<Duration, String>, Option<Stream>) {
     let attempt = async {
         if let Some(mut c) = conn
             && let Ok(rtt) = ping(&mut c).await
         {
             return (Ok(rtt), Some(c));
         }
-        match connect(addr, password).await {
+        match connect(addr, password, tls).await {
             Ok(mut c) => match ping(&mut c).await {
                 Ok(rtt) => (Ok(rtt), Some(c)),
                 Err(e) => (Err(e), None),
@@ -213,14 +227,21 @@ async fn probe(
     }
 }
 
-async fn connect(addr: &str, password: Option<&str>) -> Result<TcpStream, String> {
-    let mut c = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let _ = c.set_nodelay(true);
+async fn connect(
+    addr: &str,
+    password: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Stream, String> {
+    let nodelay = |s: &tokio::net::TcpStream| {
+        let _ = s.set_nodelay(true);
+    };
+    let mut c = keyhop_proxy::stream::connect(addr, tls, PROBE_TIMEOUT, nodelay).await?;
     if let Some(pw) = password {
         let mut auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", pw.len()).into_bytes();
         auth.extend_from_slice(pw.as_bytes());
         auth.extend_from_slice(b"\r\n");
         c.write_all(&auth).await.map_err(|e| e.to_string())?;
+        c.flush().await.map_err(|e| e.to_string())?;
         let line = read_line(&mut c).await?;
         if line != "+OK" {
             // The reply never echoes the password; it is safe to show.
@@ -230,9 +251,10 @@ async fn connect(addr: &str, password: Option<&str>) -> Result<TcpStream, String
     Ok(c)
 }
 
-async fn ping(c: &mut TcpStream) -> Result<Duration, String> {
+async fn ping(c: &mut Stream) -> Result<Duration, String> {
     let start = Instant::now();
     c.write_all(b"*1\r\n$4\r\nPING\r\n").await.map_err(|e| e.to_string())?;
+    c.flush().await.map_err(|e| e.to_string())?;
     let line = read_line(c).await?;
     match line.as_str() {
         "+PONG" => Ok(start.elapsed()),
@@ -250,7 +272,7 @@ fn reply_text(line: &str) -> String {
 
 /// Reads one CRLF-terminated line (without the CRLF). Probes send one command at a time, so
 /// nothing follows the line.
-async fn read_line(c: &mut TcpStream) -> Result<String, String> {
+async fn read_line(c: &mut Stream) -> Result<String, String> {
     let mut buf = Vec::with_capacity(64);
     let mut chunk = [0u8; 128];
     loop {

@@ -47,13 +47,16 @@ impl Plan {
         diff("pubsub_output_limit", old.pubsub_output_limit != new.pubsub_output_limit);
         diff("client_output_limit", old.client_output_limit != new.client_output_limit);
         diff("shutdown_grace_ms", old.shutdown_grace_ms != new.shutdown_grace_ms);
+        diff("tls_* and backend_tls_*", old.tls != new.tls);
         diff("sentinel", old.sentinel != new.sentinel);
         diff("groups", old.groups != new.groups);
 
         let needs_restart = changed
             .iter()
             .copied()
-            .filter(|k| matches!(*k, "listen" | "admin_listen" | "threads"))
+            .filter(|k| {
+                matches!(*k, "listen" | "admin_listen" | "threads" | "tls_* and backend_tls_*")
+            })
             .collect();
         let mode_switch = old.is_sentinel_mode() != new.is_sentinel_mode();
         let topology = if new.is_sentinel_mode() && !mode_switch {
@@ -77,6 +80,7 @@ impl Plan {
         new.listen = old.listen.clone();
         new.admin_listen = old.admin_listen.clone();
         new.threads = old.threads;
+        new.tls = old.tls.clone();
         new
     }
 }
@@ -117,6 +121,19 @@ slots = ["8192-16383"]
         let p = Plan::new(&a, &b);
         assert_eq!(p.changed, vec!["groups"]);
         assert!(p.topology && !p.backend && !p.mode_switch && p.needs_restart.is_empty());
+    }
+
+    #[test]
+    fn tls_keys_need_a_restart_and_are_kept() {
+        let a = parse(STATIC);
+        let mut b = a.clone();
+        b.tls.backend = true;
+        let p = Plan::new(&a, &b);
+        assert_eq!(p.needs_restart, vec!["tls_* and backend_tls_*"]);
+        assert!(!p.backend && !p.topology);
+        let eff = Plan::effective(&a, b);
+        assert!(!eff.tls.backend);
+        assert_eq!(Plan::new(&a, &eff), Plan::default());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 use keyhop_control::sentinel::{self, WatcherConfig, WatcherHandle};
-use keyhop_control::{Config, ReadFrom};
+use keyhop_control::{Config, ReadFrom, TlsSetup};
 use keyhop_proxy::{BackendSettings, Proxy, Settings, Stats};
 use keyhop_router::{RoutingTable, SharedTable};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -52,8 +52,19 @@ pub fn proxy_settings(cfg: &Config) -> Settings {
             keepalive: cfg.tcp_keepalive(),
             password: cfg.backend_password.clone(),
             connections: cfg.backend_connections,
+            // Set from the TLS loaded at start (see `with_tls`).
+            tls: None,
         },
+        client_tls: None,
     }
+}
+
+/// `settings` with the TLS configurations loaded at start (TLS keys need a restart: a reload
+/// keeps serving with these).
+fn with_tls(mut settings: Settings, tls: &TlsSetup) -> Settings {
+    settings.client_tls = tls.clients.clone();
+    settings.backend.tls = tls.backends.clone();
+    settings
 }
 
 /// `keyhop check`: exit 0 and print the slot map, or print every problem and exit 1.
@@ -186,7 +197,11 @@ pub struct Launch {
 pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
     let Launch { config_path, listener, signals, ready } = launch;
     let Signals { mut term, mut int, mut hup } = signals;
-    let settings = proxy_settings(&cfg);
+    let tls = cfg.tls_setup().map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        format!("cannot set TLS up: {}", list.join("; "))
+    })?;
+    let settings = with_tls(proxy_settings(&cfg), &tls);
     let (proxy, watcher) = if cfg.is_sentinel_mode() {
         // Learning the masters can take seconds; a stop signal meanwhile ends it there.
         let (proxy, watcher) = tokio::select! {
@@ -218,12 +233,13 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
                 proxy: proxy.clone(),
                 watcher: watcher.clone(),
                 backend_password: cfg.backend_password.clone(),
+                backend_tls: tls.backends.clone(),
             };
             Some(crate::admin::start(addr, state).await?)
         }
         None => None,
     };
-    tracing::info!(listen = %cfg.listen, groups = cfg.groups.len(), threads = cfg.worker_threads(), sentinel = watcher.is_some(), "keyhop serving");
+    tracing::info!(listen = %cfg.listen, tls = tls.clients.is_some(), backend_tls = tls.backends.is_some(), groups = cfg.groups.len(), threads = cfg.worker_threads(), sentinel = watcher.is_some(), "keyhop serving");
 
     // Accepting runs on its own task so a slow reload (a new Sentinel watcher may take seconds
     // to learn the masters) never holds up new clients.
@@ -241,7 +257,7 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
     if let Some(ready) = ready {
         ready();
     }
-    let mut running = Running { proxy: proxy.clone(), watcher: watcher.clone(), cfg, admin };
+    let mut running = Running { proxy: proxy.clone(), watcher: watcher.clone(), cfg, admin, tls };
     let why = loop {
         tokio::select! {
             why = stop_signal(&mut term, &mut int) => break why,
@@ -303,6 +319,8 @@ struct Running {
     cfg: Config,
     /// The admin endpoint, if configured (its health prober needs the backend password).
     admin: Option<crate::admin::AdminHandle>,
+    /// The TLS configurations loaded at start.
+    tls: TlsSetup,
 }
 
 impl Running {
@@ -375,7 +393,7 @@ impl Running {
                 },
             }
         }
-        self.proxy.set_settings(proxy_settings(&new));
+        self.proxy.set_settings(with_tls(proxy_settings(&new), &self.tls));
         if let Some(admin) = &self.admin {
             admin.set_backend_password(new.backend_password.clone());
         }

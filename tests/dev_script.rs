@@ -61,11 +61,12 @@ fn a_machine_without_redis_gets_the_debian_packages() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(
         stdout.trim(),
-        "would run: apt-get install build-essential redis-server redis-sentinel redis-tools",
+        "would run: apt-get install build-essential redis-server redis-sentinel redis-tools openssl",
         "{stderr}"
     );
     assert!(
-        stderr.contains("missing: cc redis-server redis-sentinel redis-cli redis-benchmark"),
+        stderr
+            .contains("missing: cc redis-server redis-sentinel redis-cli redis-benchmark openssl"),
         "{stderr}"
     );
     assert!(!stderr.contains("ran "), "a dry run ran the package manager: {stderr}");
@@ -80,7 +81,7 @@ fn without_a_package_manager_it_says_what_to_install() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
         stderr.contains(
-            "cannot install redis-server redis-sentinel redis-cli redis-benchmark here (no apt-get, \
+            "cannot install redis-server redis-sentinel redis-cli redis-benchmark openssl here (no apt-get, \
              dnf or brew found): install them, then run again"
         ),
         "{stderr}"

@@ -43,6 +43,7 @@ fn watcher_config(sentinels: Vec<String>, groups: &[&str]) -> WatcherConfig {
         backend_password: None,
         io_timeout: Duration::from_secs(2),
         start_timeout: Duration::from_secs(15),
+        tls: Default::default(),
     }
 }
 

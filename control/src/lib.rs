@@ -6,7 +6,10 @@
 pub mod config;
 pub mod sentinel;
 
-pub use config::{Config, ConfigError, GroupConfig, Problem, ReadFrom, SentinelConfig, describe};
+pub use config::{
+    Config, ConfigError, GroupConfig, Problem, ReadFrom, SentinelConfig, TlsConfig, TlsSetup,
+    describe,
+};
 pub use sentinel::{
     ControlError, GroupSpec, OnPublish, SentinelStatus, WatcherConfig, WatcherHandle, start,
     start_with_table,

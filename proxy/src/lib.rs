@@ -18,6 +18,7 @@ mod session;
 pub mod settings;
 pub mod slowlog;
 pub mod stats;
+pub mod stream;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 pub use backend::{BackendError, BackendSettings, Backends, StaleHook};
 pub use settings::Settings;
 pub use stats::Stats;
+pub use stream::Stream;
 
 /// State shared by every session.
 pub(crate) struct Shared {
@@ -227,8 +229,12 @@ impl Proxy {
             let stats = &self.shared.stats;
             if Stats::get(&stats.clients_current) >= settings.max_clients as u64 {
                 Stats::add(&stats.clients_rejected, 1);
+                // A TLS client could not read a plain error: it is just closed.
+                let plain = settings.client_tls.is_none();
                 tokio::spawn(async move {
-                    let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    if plain {
+                        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    }
                     let _ = stream.shutdown().await;
                 });
                 continue;
@@ -238,10 +244,19 @@ impl Proxy {
             let shared = self.shared.clone();
             stats.clients_current.add(1);
             Stats::add(&stats.clients_total, 1);
-            tokio::spawn(async move {
-                session::serve(shared.clone(), stream, id, peer).await;
-                shared.stats.clients_current.sub(1);
-            });
+            // Two tasks, so a plain client's never carries the TLS handshake's state.
+            match settings.client_tls.clone() {
+                None => tokio::spawn(async move {
+                    session::serve(shared.clone(), stream::Stream::Plain(stream), id, peer).await;
+                    shared.stats.clients_current.sub(1);
+                }),
+                Some(tls) => tokio::spawn(async move {
+                    if let Some(stream) = stream::accept(stream, Some(tls), peer).await {
+                        session::serve(shared.clone(), stream, id, peer).await;
+                    }
+                    shared.stats.clients_current.sub(1);
+                }),
+            };
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Data-plane settings, resolved from the config file by the binary.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::BackendSettings;
@@ -34,6 +35,8 @@ pub struct Settings {
     pub client_limit: OutputLimit,
     /// Backend connection settings.
     pub backend: BackendSettings,
+    /// With a TLS server config, clients must speak TLS (`tls_cert`/`tls_key`).
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A Redis-style output buffer limit: past `hard` bytes, or past `soft` bytes for longer than
@@ -78,7 +81,9 @@ impl Default for Settings {
                 keepalive: Some(Duration::from_secs(60)),
                 password: None,
                 connections: 2,
+                tls: None,
             },
+            client_tls: None,
         }
     }
 }

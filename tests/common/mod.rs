@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod failover;
 mod sentinel;
+pub mod tls;
 
 pub use sentinel::*;
 

@@ -5,21 +5,24 @@
 //! how to fix it.
 
 mod addr;
+mod describe;
 mod limit;
 mod slots;
+mod tls;
 mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyhop_router::table;
 use keyhop_router::{Group, Replica, RoutingTable, TableError};
 use serde::Deserialize;
 
 pub use addr::{check_addr, join_host_port};
+pub use describe::describe;
 pub use limit::OutputLimit;
 pub use slots::parse_slot_spec;
+pub use tls::{TlsConfig, TlsSetup};
 
 /// Where reads may be sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,11 +63,13 @@ pub struct SentinelConfig {
     pub password: Option<String>,
     /// How often every sentinel is polled as a safety net for missed events, in milliseconds.
     pub poll_interval_ms: u64,
+    /// Whether the sentinels speak TLS; by default as `backend_tls`.
+    pub tls: Option<bool>,
 }
 
 impl Default for SentinelConfig {
     fn default() -> Self {
-        SentinelConfig { addrs: Vec::new(), password: None, poll_interval_ms: 1000 }
+        SentinelConfig { addrs: Vec::new(), password: None, poll_interval_ms: 1000, tls: None }
     }
 }
 
@@ -131,6 +136,8 @@ pub struct Config {
     pub pubsub_output_limit: OutputLimit,
     /// Any other client's output limit, as Redis's `client-output-buffer-limit normal`.
     pub client_output_limit: OutputLimit,
+    /// TLS for clients and backends (see [`TlsConfig`]).
+    pub tls: TlsConfig,
     /// Sentinel mode when present: masters come from Sentinel, not from `groups`.
     pub sentinel: Option<SentinelConfig>,
     /// The groups, in order; a group's index is its [`keyhop_router::GroupId`].
@@ -159,6 +166,7 @@ impl Default for Config {
             max_pinned_connections: 10_000,
             pubsub_output_limit: OutputLimit::PUBSUB,
             client_output_limit: OutputLimit::NORMAL,
+            tls: TlsConfig::default(),
             sentinel: None,
             groups: Vec::new(),
         }
@@ -189,6 +197,13 @@ struct RawConfig {
     max_pinned_connections: usize,
     pubsub_output_limit: String,
     client_output_limit: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    backend_tls: bool,
+    backend_tls_ca: Option<PathBuf>,
+    backend_tls_cert: Option<PathBuf>,
+    backend_tls_key: Option<PathBuf>,
     sentinel: Option<SentinelConfig>,
     groups: Vec<GroupConfig>,
 }
@@ -216,6 +231,13 @@ impl Default for RawConfig {
             max_pinned_connections: d.max_pinned_connections,
             pubsub_output_limit: d.pubsub_output_limit.to_string(),
             client_output_limit: d.client_output_limit.to_string(),
+            tls_cert: d.tls.cert,
+            tls_key: d.tls.key,
+            tls_client_ca: d.tls.client_ca,
+            backend_tls: d.tls.backend,
+            backend_tls_ca: d.tls.backend_ca,
+            backend_tls_cert: d.tls.backend_cert,
+            backend_tls_key: d.tls.backend_key,
             sentinel: d.sentinel,
             groups: d.groups,
         }
@@ -399,6 +421,15 @@ impl Config {
             max_pinned_connections: raw.max_pinned_connections,
             pubsub_output_limit,
             client_output_limit,
+            tls: TlsConfig {
+                cert: raw.tls_cert,
+                key: raw.tls_key,
+                client_ca: raw.tls_client_ca,
+                backend: raw.backend_tls,
+                backend_ca: raw.backend_tls_ca,
+                backend_cert: raw.backend_tls_cert,
+                backend_key: raw.backend_tls_key,
+            },
             sentinel: raw.sentinel,
             groups: raw.groups,
         };
@@ -564,47 +595,6 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
-}
-
-/// The human summary printed by `keyhop check`: a header line, then one line per group with its
-/// name, master, replicas (`(down)` marks unhealthy ones), slot ranges and slot count.
-pub fn describe(cfg: &Config, table: &RoutingTable) -> String {
-    let mode = match &cfg.sentinel {
-        Some(s) => format!("masters from Sentinel ({})", s.addrs.join(",")),
-        None => "static masters".to_string(),
-    };
-    let n = table.groups.len();
-    let mut out = format!(
-        "listen {}, {n} group{}, {mode}, read_from {}, epoch {}\n",
-        cfg.listen,
-        if n == 1 { "" } else { "s" },
-        cfg.read_from.as_str(),
-        table.epoch
-    );
-    let width = table.groups.iter().map(|g| g.name.len()).max().unwrap_or(0);
-    let master_width = table.groups.iter().map(|g| g.master.len()).max().unwrap_or(0);
-    for (i, g) in table.groups.iter().enumerate() {
-        let replicas = if g.replicas.is_empty() {
-            "-".to_string()
-        } else {
-            let r: Vec<String> = g
-                .replicas
-                .iter()
-                .map(|r| if r.healthy { r.addr.clone() } else { format!("{}(down)", r.addr) })
-                .collect();
-            r.join(",")
-        };
-        let ranges = table.slot_ranges(i as keyhop_router::GroupId);
-        let count = slots::count_slots(&ranges);
-        out.push_str(&format!(
-            "{:<width$}  master {:<master_width$}  replicas {replicas}  slots {} ({count} slot{})\n",
-            g.name,
-            g.master,
-            table::format_ranges(ranges),
-            if count == 1 { "" } else { "s" },
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -143,6 +143,9 @@ impl Config {
         }
 
         self.group_problems(&mut push);
+        if let Err(problems) = self.tls_setup() {
+            out.extend(problems);
+        }
         out
     }
 

@@ -29,6 +29,8 @@ pub(crate) struct LinkShared {
     pub groups: Vec<String>,
     /// Sentinel `AUTH` password.
     pub password: Option<String>,
+    /// TLS for the sentinels (`sentinel.tls`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Connect and poll timeout.
     pub timeout: Duration,
     /// Safety-net poll interval.
@@ -75,7 +77,7 @@ async fn session(
 ) -> io::Result<()> {
     let t = shared.timeout;
     let pw = shared.password.as_deref();
-    let mut sub = Conn::open(addr, pw, t).await?;
+    let mut sub = Conn::open(addr, pw, shared.tls.as_ref(), t).await?;
     // In chunks: a server rejects a command of more than 10 arguments from an unauthenticated
     // client with a protocol error, which would hide the NOAUTH that explains the problem.
     for chunk in CHANNELS.chunks(9) {
@@ -101,7 +103,7 @@ async fn session(
             }
         }
     }
-    let mut cmd = Conn::open(addr, pw, t).await?;
+    let mut cmd = Conn::open(addr, pw, shared.tls.as_ref(), t).await?;
     *was_up = true;
     if shared.tx.send(Msg::Up { sentinel: addr.to_string() }).is_err() {
         return Ok(());
@@ -241,9 +243,14 @@ fn instance_addr(fields: &std::collections::HashMap<&str, &str>) -> Option<Strin
 }
 
 /// Asks the server at `addr` for its `ROLE`.
-pub(crate) async fn check_role(addr: &str, password: Option<&str>, timeout: Duration) -> Role {
+pub(crate) async fn check_role(
+    addr: &str,
+    password: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Role {
     let attempt = async {
-        let mut conn = Conn::open(addr, password, timeout).await?;
+        let mut conn = Conn::open(addr, password, tls, timeout).await?;
         conn.call(&[b"ROLE"]).await
     };
     match tokio::time::timeout(timeout, attempt).await {

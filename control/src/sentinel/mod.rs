@@ -12,6 +12,7 @@ mod brain;
 mod event;
 mod link;
 mod resp;
+mod tls;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +25,8 @@ use tokio::task::JoinSet;
 
 pub use brain::AdoptedVia;
 use brain::{Action, Adoption, Brain, Msg, StartState};
+pub use tls::WatcherTls;
+use tls::watcher_tls;
 
 use crate::config::{Config, ConfigError};
 
@@ -64,6 +67,8 @@ pub struct WatcherConfig {
     pub io_timeout: Duration,
     /// How long [`start`] may take to learn every group's master.
     pub start_timeout: Duration,
+    /// TLS to the servers and sentinels.
+    pub tls: WatcherTls,
 }
 
 impl WatcherConfig {
@@ -94,6 +99,7 @@ impl WatcherConfig {
             // Sentinel replies are small and local; allow a loaded machine some slack.
             io_timeout: Duration::from_millis(cfg.connect_timeout_ms.clamp(500, 10_000)),
             start_timeout: Duration::from_secs(10),
+            tls: WatcherTls { config: cfg.tls.clone(), sentinels: cfg.sentinel_tls() },
         })
     }
 }
@@ -296,6 +302,7 @@ async fn launch(
             waiting_for: "no sentinel addresses are configured".into(),
         });
     }
+    let tls = watcher_tls(&cfg.tls).map_err(ControlError::Config)?;
     // Slot errors are configuration errors: catch them before talking to anyone.
     let ranges: Vec<Vec<(u32, u32)>> = cfg.groups.iter().map(|g| g.ranges.clone()).collect();
     let probe = cfg
@@ -321,6 +328,7 @@ async fn launch(
         waiting: waiting.clone(),
         recheck: recheck.clone(),
         backend_password: cfg.backend_password.clone(),
+        backend_tls: tls.backends,
         io_timeout: cfg.io_timeout,
         ready: Some(ready_tx),
         switches: names.iter().map(|_| (0, None)).collect(),
@@ -328,8 +336,9 @@ async fn launch(
         fence_hook: fence_hook.clone(),
     };
     let start_timeout = cfg.start_timeout;
+    let sentinel_tls = tls.sentinels;
     // Also stops the driver if this future is dropped before start-up is over.
-    let mut guard = AbortOnDrop(Some(tokio::spawn(driver.run(cfg)).abort_handle()));
+    let mut guard = AbortOnDrop(Some(tokio::spawn(driver.run(cfg, sentinel_tls)).abort_handle()));
     let result = match tokio::time::timeout(start_timeout, ready_rx).await {
         Ok(Ok(Ok(table))) => {
             if let Some(task) = guard.0.take() {
@@ -372,6 +381,8 @@ struct Driver {
     waiting: Arc<Mutex<String>>,
     recheck: Arc<watch::Sender<u64>>,
     backend_password: Option<String>,
+    /// TLS for the `ROLE` checks on servers.
+    backend_tls: Option<Arc<rustls::ClientConfig>>,
     io_timeout: Duration,
     /// Present until the first table is published (or start-up fails).
     ready: Option<oneshot::Sender<Result<SharedTable, ControlError>>>,
@@ -385,11 +396,12 @@ struct Driver {
 
 impl Driver {
     /// Runs until aborted, or until start-up fails.
-    async fn run(mut self, cfg: WatcherConfig) {
+    async fn run(mut self, cfg: WatcherConfig, tls: Option<Arc<rustls::ClientConfig>>) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let shared = Arc::new(link::LinkShared {
             groups: self.brain.names().to_vec(),
             password: cfg.sentinel_password.clone(),
+            tls,
             timeout: cfg.io_timeout,
             poll_interval: cfg.poll_interval,
             tx: tx.clone(),
@@ -408,8 +420,10 @@ impl Driver {
                     Action::CheckRole { group, addr, via } => {
                         let (tx, pw, t) =
                             (tx.clone(), self.backend_password.clone(), self.io_timeout);
+                        let tls = self.backend_tls.clone();
                         tasks.spawn(async move {
-                            let role = link::check_role(&addr, pw.as_deref(), t).await;
+                            let role =
+                                link::check_role(&addr, pw.as_deref(), tls.as_ref(), t).await;
                             let _ = tx.send(Msg::Role { group, addr, via, role });
                         });
                     }
@@ -613,6 +627,7 @@ mod tests {
             backend_password: None,
             io_timeout: Duration::from_secs(1),
             start_timeout: Duration::from_secs(1),
+            tls: WatcherTls::default(),
         };
         let err = start(cfg.clone(), noop.clone()).await.expect_err("no sentinels");
         assert!(err.to_string().contains("no sentinel addresses"), "{err}");

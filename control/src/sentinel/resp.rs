@@ -10,15 +10,21 @@ use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest reply accepted; a sentinel reply bigger than this means something is badly wrong.
 const MAX_BUFFER: usize = 64 * 1024 * 1024;
 
+/// A socket, plain or TLS (boxed: these connections are few and off the hot path).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// One client connection speaking RESP2.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     input: BytesMut,
     output: BytesMut,
 }
@@ -29,13 +35,36 @@ pub(crate) fn err(kind: io::ErrorKind, msg: impl Into<String>) -> io::Error {
 }
 
 impl Conn {
-    /// Connects to `addr` (`host:port`) within `timeout`.
-    pub(crate) async fn connect(addr: &str, timeout: Duration) -> io::Result<Conn> {
+    /// Connects to `addr` (`host:port`) within `timeout`, with TLS when `tls` is given (the
+    /// certificate is verified for the address's host).
+    pub(crate) async fn connect(
+        addr: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> io::Result<Conn> {
+        let timed_out =
+            |what: &str| err(io::ErrorKind::TimedOut, format!("{what} {addr} timed out"));
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| err(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
+            .map_err(|_| timed_out("connect to"))??;
         // Small request/reply exchanges: do not let Nagle delay them.
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+                let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| {
+                    err(io::ErrorKind::InvalidInput, format!("TLS to {addr}: bad host name ({e})"))
+                })?;
+                let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                let s = tokio::time::timeout(timeout, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| timed_out("TLS handshake with"))?
+                    .map_err(|e| err(e.kind(), format!("TLS handshake with {addr} failed: {e}")))?;
+                Box::new(s)
+            }
+        };
         Ok(Conn { stream, input: BytesMut::with_capacity(4096), output: BytesMut::new() })
     }
 
@@ -43,9 +72,10 @@ impl Conn {
     pub(crate) async fn open(
         addr: &str,
         password: Option<&str>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         timeout: Duration,
     ) -> io::Result<Conn> {
-        let mut conn = Conn::connect(addr, timeout).await?;
+        let mut conn = Conn::connect(addr, tls, timeout).await?;
         if let Some(pw) = password {
             let reply = tokio::time::timeout(timeout, conn.call(&[b"AUTH", pw.as_bytes()]))
                 .await
@@ -73,6 +103,7 @@ impl Conn {
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         if !self.output.is_empty() {
             self.stream.write_all(&self.output).await?;
+            self.stream.flush().await?;
             self.output.clear();
         }
         Ok(())
@@ -158,7 +189,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             s.write_all(b"\n:5\r\n").await.expect("write");
         });
-        let mut c = Conn::connect(&addr, Duration::from_secs(2)).await.expect("connect");
+        let mut c = Conn::connect(&addr, None, Duration::from_secs(2)).await.expect("connect");
         let reply = c.call(&[b"ECHO", b"hi"]).await.expect("reply");
         assert_eq!(reply, BytesFrame::Array(vec![bulk("hi"), BytesFrame::Integer(5)]));
         server.await.expect("server");

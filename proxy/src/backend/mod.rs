@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cancel::Signal;
 use crate::io::{OutQueue, sleep_until_opt};
+use crate::stream::Stream;
 
 mod reader;
 mod retry;
@@ -48,6 +48,8 @@ pub struct BackendSettings {
     pub password: Option<String>,
     /// Connections per backend server.
     pub connections: usize,
+    /// With a TLS client config, every connection to a server speaks TLS (`backend_tls`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why a request got no reply from its backend.
@@ -519,7 +521,7 @@ impl Connection {
     /// writer and a reader half.
     async fn serve(
         &self,
-        mut stream: TcpStream,
+        mut stream: Stream,
         first: Option<Request>,
         rx: &mut mpsc::Receiver<Request>,
     ) -> BackendError {

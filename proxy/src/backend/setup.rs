@@ -7,15 +7,15 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use super::{BackendSettings, BackendState, Connection, Mode};
 use crate::io::tune_socket;
 use crate::resp::{self, ReplyScanner, parse_int};
+use crate::stream::{self, Stream};
 
 impl Connection {
     /// Connects and sets the connection up for its mode (see [`open`]).
-    pub(super) async fn connect(&self) -> Result<TcpStream, ConnectError> {
+    pub(super) async fn connect(&self) -> Result<Stream, ConnectError> {
         open(&self.addr, &self.settings, self.mode, &self.state).await
     }
 }
@@ -28,17 +28,12 @@ pub(crate) async fn open(
     settings: &BackendSettings,
     mode: Mode,
     state: &BackendState,
-) -> Result<TcpStream, ConnectError> {
+) -> Result<Stream, ConnectError> {
     let timeout = settings.connect_timeout;
     let unreachable = |why: String| ConnectError { why, refused: false };
-    let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
-        Err(_) => {
-            return Err(unreachable(format!("connect timed out after {} ms", timeout.as_millis())));
-        }
-    };
-    tune_socket(&stream, settings.keepalive);
+    let tune = |s: &tokio::net::TcpStream| tune_socket(s, settings.keepalive);
+    let mut stream =
+        stream::connect(addr, settings.tls.as_ref(), timeout, tune).await.map_err(unreachable)?;
     let pw = settings.password.as_deref().map(str::as_bytes);
     let db = mode.db.to_string();
     let mut steps: Vec<(Step, Bytes)> = Vec::with_capacity(5);
@@ -61,6 +56,7 @@ pub(crate) async fn open(
     let request: Vec<u8> = steps.iter().flat_map(|(_, b)| b.iter().copied()).collect();
     let replies = tokio::time::timeout(timeout, async {
         tokio::io::AsyncWriteExt::write_all(&mut stream, &request).await?;
+        tokio::io::AsyncWriteExt::flush(&mut stream).await?;
         let mut buf = BytesMut::with_capacity(4096);
         let mut scanner = ReplyScanner::default();
         let mut replies = Vec::with_capacity(steps.len());

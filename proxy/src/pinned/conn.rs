@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::Kind;
 use crate::backend::{BackendSettings, BackendState, Mode, setup};
 use crate::resp::{self, ReplyScanner};
+use crate::stream::Stream;
 
 /// Idle dedicated connections kept per server for reuse; more are closed when released.
 const MAX_IDLE: usize = 64;
@@ -65,7 +65,7 @@ impl std::fmt::Display for ConnError {
 /// to its server's idle list when [`Dedicated::clean`] was called since its last use; otherwise
 /// it is closed.
 pub(crate) struct Dedicated {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     buf: BytesMut,
     scanner: ReplyScanner,
     /// The server, `host:port`.
@@ -86,7 +86,8 @@ impl Dedicated {
         let Some(s) = self.stream.as_mut() else {
             return Err(ConnError::Closed("already closed".into()));
         };
-        s.write_all(frames).await.map_err(|e| ConnError::Closed(e.to_string()))
+        s.write_all(frames).await.map_err(|e| ConnError::Closed(e.to_string()))?;
+        s.flush().await.map_err(|e| ConnError::Closed(e.to_string()))
     }
 
     /// The next whole reply frame (or push). Cancel-safe: bytes read before a cancellation stay
@@ -180,7 +181,7 @@ impl Drop for Dedicated {
 /// An idle connection kept for reuse.
 struct Idle {
     mode: Mode,
-    stream: TcpStream,
+    stream: Stream,
     backend_id: Option<i64>,
 }
 
@@ -199,7 +200,7 @@ impl Server {
         self.retired.load(Ordering::Relaxed)
     }
 
-    fn put_idle(&self, mode: Mode, stream: TcpStream, backend_id: Option<i64>) {
+    fn put_idle(&self, mode: Mode, stream: Stream, backend_id: Option<i64>) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < MAX_IDLE {
             idle.push(Idle { mode, stream, backend_id });
@@ -209,20 +210,15 @@ impl Server {
     }
 
     /// An idle connection of `mode` that is still usable (the server has not closed it).
-    fn take_idle(&self, mode: Mode) -> Option<(TcpStream, Option<i64>)> {
+    fn take_idle(&self, mode: Mode) -> Option<(Stream, Option<i64>)> {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(i) = idle.iter().rposition(|c| c.mode == mode) {
-            let c = idle.swap_remove(i);
-            let mut probe = [0u8; 1];
+            let mut c = idle.swap_remove(i);
             // Readable while idle means closed (EOF) or unexpected bytes: either way not reusable.
-            match c.stream.try_read(&mut probe) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Some((c.stream, c.backend_id));
-                }
-                _ => {
-                    self.open.fetch_sub(1, Ordering::Relaxed);
-                }
+            if c.stream.idle_and_open() {
+                return Some((c.stream, c.backend_id));
             }
+            self.open.fetch_sub(1, Ordering::Relaxed);
         }
         None
     }

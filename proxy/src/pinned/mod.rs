@@ -10,11 +10,11 @@ use bytes::{Bytes, BytesMut};
 use keyhop_router::Args;
 use keyhop_router::command::CommandSpec;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::io::OutQueue;
 use crate::resp::{RequestScanner, Scanned};
 use crate::session::Session;
+use crate::stream::{ReadHalf, WriteHalf};
 
 mod blocking;
 pub(crate) mod conn;

@@ -15,8 +15,6 @@ use bytes::{Bytes, BytesMut};
 use keyhop_router::{Args, RoutingTable};
 use smallvec::SmallVec;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
@@ -25,6 +23,7 @@ use crate::backend::{BackendConn, Mode, Payload, Pool, Request};
 use crate::io::OutQueue;
 use crate::resp::{Proto, RequestScanner, Scanned};
 use crate::stats::Stats;
+use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 mod batch;
 mod dispatch;
@@ -121,7 +120,7 @@ enum Unsent {
 }
 
 /// Serves one client connection until it closes.
-pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, peer: SocketAddr) {
+pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream, id: u64, peer: SocketAddr) {
     let local = stream.local_addr().unwrap_or(peer);
     let authed = shared.settings.load().password.is_none();
     let client = crate::clients::ClientState::register(&shared, id, peer, local, raw_fd(&stream));
@@ -150,12 +149,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, id: u64, p
 
 /// The client socket's descriptor, for CLIENT LIST's `fd=`.
 #[cfg(unix)]
-fn raw_fd(stream: &TcpStream) -> i32 {
-    std::os::fd::AsRawFd::as_raw_fd(stream)
+fn raw_fd(stream: &Stream) -> i32 {
+    std::os::fd::AsRawFd::as_raw_fd(stream.tcp())
 }
 
 #[cfg(not(unix))]
-fn raw_fd(_stream: &TcpStream) -> i32 {
+fn raw_fd(_stream: &Stream) -> i32 {
     -1
 }
 
@@ -170,7 +169,7 @@ impl Session {
     /// in request order. One future with no channel between a reader and a writer: each request
     /// costs no extra task wake-up, and the state it touches stays small (it matters with
     /// thousands of clients, where a wake-up is mostly cache misses).
-    async fn run(&mut self, mut rd: ReadHalf<'_>, mut wr: WriteHalf<'_>) {
+    async fn run<'s>(&mut self, mut rd: ReadHalf<'s>, mut wr: WriteHalf<'s>) {
         let mut buf = BytesMut::new();
         let mut scanner = RequestScanner::default();
         let mut chunk = READ_CHUNK;
@@ -319,27 +318,13 @@ impl Session {
                 // that writes its whole pipeline before reading must not deadlock.
                 // The buffer is allocated once there is something to read, so an idle client
                 // holds none.
-                // (Polled readiness, not `readable()`: its waiter would sit in every idle
-                // session's future.)
-                r = std::future::poll_fn(|cx| rd.as_ref().poll_read_ready(cx)), if reading && !barrier => {
-                    if r.is_err() {
-                        reading = false;
-                        continue;
-                    }
-                    if buf.capacity() - buf.len() < chunk / 2 {
-                        buf.reserve(chunk);
-                    }
-                    let n = match rd.try_read_buf(&mut buf) {
-                        Ok(0) => {
+                r = std::future::poll_fn(|cx| rd.poll_read_lazily(cx, &mut buf, chunk)), if reading && !barrier => {
+                    let n = match r {
+                        Ok(0) | Err(_) => {
                             reading = false;
                             continue;
                         }
                         Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => {
-                            reading = false;
-                            continue;
-                        }
                     };
                     Stats::add(&self.shared.stats.bytes_in, n as u64);
                     if buf.len() == buf.capacity() && chunk < KEEP_BUFFER {
