@@ -12,7 +12,9 @@ mod brain;
 mod event;
 mod link;
 mod resp;
+mod role_poll;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -326,6 +328,7 @@ async fn launch(
         switches: names.iter().map(|_| (0, None)).collect(),
         first_table: None,
         fence_hook: fence_hook.clone(),
+        promotion_watches: HashMap::new(),
     };
     let start_timeout = cfg.start_timeout;
     // Also stops the driver if this future is dropped before start-up is over.
@@ -381,6 +384,8 @@ struct Driver {
     first_table: Option<SharedTable>,
     /// See [`WatcherHandle::set_fence_hook`].
     fence_hook: Arc<Mutex<Option<FenceHook>>>,
+    /// The running watch of a replica being promoted, per group.
+    promotion_watches: HashMap<GroupId, tokio::task::AbortHandle>,
 }
 
 impl Driver {
@@ -412,6 +417,19 @@ impl Driver {
                             let role = link::check_role(&addr, pw.as_deref(), t).await;
                             let _ = tx.send(Msg::Role { group, addr, via, role });
                         });
+                    }
+                    Action::WatchPromotion { group, addr } => {
+                        let (tx, pw, t) =
+                            (tx.clone(), self.backend_password.clone(), self.io_timeout);
+                        let task = tasks.spawn(role_poll::watch(group, addr, pw, t, tx));
+                        if let Some(old) = self.promotion_watches.insert(group, task) {
+                            old.abort();
+                        }
+                    }
+                    Action::StopWatching { group } => {
+                        if let Some(task) = self.promotion_watches.remove(&group) {
+                            task.abort();
+                        }
                     }
                     Action::AddSentinel(addr) => {
                         tracing::info!(sentinel = %addr, "discovered a sentinel");
