@@ -264,7 +264,8 @@ impl Brain {
             }
             Event::Failover { group, master, aborted, replica } => {
                 let Some(&g) = self.by_name.get(&group) else { return };
-                self.on_failover(sentinel, g, master, aborted, replica, out);
+                let step = promotion::Step { master, aborted, replica };
+                self.on_failover(sentinel, g, step, now, out);
             }
             Event::Instance { channel, kind, addr, group } => {
                 if kind == InstanceKind::Sentinel {
@@ -453,6 +454,7 @@ impl Brain {
         if let Some(r) = replicas {
             st.replicas = r;
         }
+        promotion::spare_the_promoted(st);
         let Some((addr, epoch)) = majority else { return };
         if st.master.as_deref() == Some(addr.as_str()) {
             st.epoch = st.epoch.max(epoch);

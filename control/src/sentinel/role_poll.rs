@@ -104,8 +104,7 @@ mod tests {
                 let (mut s, _) = l.accept().await.expect("accept");
                 conns += 1;
                 let mut buf = [0u8; 256];
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else { break };
+                while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 {
                         return conns;
                     }

@@ -32,6 +32,23 @@ pub(crate) struct Promotion {
     pub adopted: bool,
 }
 
+/// One failover event of a group (see `Event::Failover`).
+pub(super) struct Step {
+    pub master: String,
+    pub aborted: bool,
+    pub replica: Option<String>,
+}
+
+/// Reads stay off the replica being promoted: Sentinel's `REPLICAOF NO ONE` closes every
+/// client connection of it (the reads in flight there would fail), and a promotion that hangs
+/// means a replica that does not answer. The group's other replicas serve the reads meanwhile.
+pub(super) fn spare_the_promoted(st: &mut GroupState) {
+    let Some(p) = st.promotion.as_ref().filter(|p| !p.adopted) else { return };
+    for r in st.replicas.iter_mut().filter(|r| r.addr == p.replica) {
+        r.healthy = false;
+    }
+}
+
 /// The new master is announced (a majority names it): the adoption is final.
 pub(super) fn confirmed(st: &mut GroupState) {
     if st.promotion.as_ref().is_some_and(|p| p.adopted && st.master.as_ref() == Some(&p.replica)) {
@@ -45,11 +62,11 @@ impl Brain {
         &mut self,
         sentinel: &str,
         g: GroupId,
-        master: String,
-        aborted: bool,
-        replica: Option<String>,
+        step: Step,
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
+        let Step { master, aborted, replica } = step;
         let st = &mut self.groups[g as usize];
         // Only the master keyhop routes to matters; a stale leader's older master is not routed
         // to anyway.
@@ -73,6 +90,7 @@ impl Brain {
                 out.push(Action::Fence { group: g, addr: master, on: false });
             }
             out.push(Action::Recheck);
+            self.evaluate(g, now, out);
             return;
         }
         if !current {
@@ -93,6 +111,7 @@ impl Brain {
             adopted: false,
         });
         out.push(Action::WatchPromotion { group: g, addr: replica });
+        self.evaluate(g, now, out);
     }
 
     /// The watch of `addr`, the replica being promoted in group `g`, ended with `role`.
@@ -117,6 +136,7 @@ impl Brain {
                 "the replica being promoted was not adopted on its ROLE; waiting for Sentinel"
             );
             st.promotion = None;
+            self.evaluate(g, now, out);
             return;
         }
         p.adopted = true;
