@@ -47,11 +47,11 @@ fn kill_9_of_a_master_under_continuous_writes() {
     };
     eprintln!(
         "[failover] kill -9: +switch-master {:.0} ms after the kill; g1 write outage {:.1} ms \
-         (first failed write -> first success); first +switch-master -> first successful g1 \
-         write {:.1} ms; g1 errors {}; g2 errors {}; writes {}",
+         (first failed write -> first success); first successful g1 write {:.1} ms from the first \
+         +switch-master (negative: before it); g1 errors {}; g2 errors {}; writes {}",
         ms(killed_at, switch_at),
         ms(fail, back),
-        ms(switch_at, first_ok),
+        ms(switch_at, back),
         g1.errors,
         g2.errors,
         writes.len(),
