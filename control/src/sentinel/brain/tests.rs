@@ -478,6 +478,8 @@ fn adopted_on_role() -> Brain {
     assert_eq!(got.len(), 1, "{a:?}");
     assert_eq!((got[0].old.as_deref(), got[0].new.as_str()), (Some("m1"), "r1"));
     assert_eq!(got[0].via, AdoptedVia::RolePoll);
+    // The sentinels still name m1 on the old epoch: it is not a candidate.
+    assert_eq!(checks(&a), vec![], "{a:?}");
     b
 }
 
