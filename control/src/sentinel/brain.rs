@@ -278,6 +278,9 @@ impl Brain {
                 let Some(&g) = self.by_name.get(&group) else { return };
                 match kind {
                     InstanceKind::Replica => {
+                        if channel == "+convert-to-slave" {
+                            self.promotion_converted(g, &addr, now, out);
+                        }
                         if let Some(v) = self.view_mut(sentinel, g) {
                             let healthy = match channel.as_str() {
                                 "+sdown" => Some(false),

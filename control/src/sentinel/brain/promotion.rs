@@ -7,9 +7,10 @@
 //! carried out `REPLICAOF NO ONE` and takes writes. The adoption raises the group's epoch above
 //! the old master's, so sentinels still naming the old master (they learn of the new one up to a
 //! few seconds after `+switch-master`) are not followed back to it. Until Sentinel announces the
-//! new master the adoption stays provisional: if the same leader gives the failover up, the group
-//! goes back to the old master, which Sentinel keeps, and the promoted replica is fenced (Sentinel
-//! turns it back into a replica, so a write it took now would be lost).
+//! new master the adoption stays provisional: if the same leader gives the failover up, or a
+//! sentinel turns the promoted replica back into a replica (`+convert-to-slave`, e.g. when the
+//! leader died before announcing it), the group goes back to the old master, which Sentinel keeps,
+//! and the promoted replica is fenced (a write it took now would be lost).
 
 use std::time::Instant;
 
@@ -74,17 +75,7 @@ impl Brain {
         if aborted {
             if let Some(p) = st.promotion.take_if(|p| p.leader == sentinel && p.old == master) {
                 out.push(Action::StopWatching { group: g });
-                if p.adopted && st.master.as_deref() == Some(p.replica.as_str()) {
-                    tracing::warn!(
-                        group = %self.names[g as usize],
-                        promoted = %p.replica,
-                        old = %p.old,
-                        "failover given up after its replica was promoted; going back to the old master"
-                    );
-                    // The majority, still naming the old master, is followed again.
-                    st.epoch = p.old_epoch;
-                    out.push(Action::Fence { group: g, addr: p.replica, on: true });
-                }
+                self.roll_back(g, p, "the leader gave the failover up", out);
             }
             if current {
                 out.push(Action::Fence { group: g, addr: master, on: false });
@@ -112,6 +103,25 @@ impl Brain {
         });
         out.push(Action::WatchPromotion { group: g, addr: replica });
         self.evaluate(g, now, out);
+    }
+
+    /// Undoes `p`'s adoption, if it still stands: the sentinels' configuration still names the
+    /// old master, and Sentinel turns the promoted replica back into a replica (a write it took
+    /// now would be lost), so that replica is fenced and the majority is followed again.
+    fn roll_back(&mut self, g: GroupId, p: Promotion, why: &str, out: &mut Vec<Action>) {
+        let st = &mut self.groups[g as usize];
+        if !p.adopted || st.master.as_deref() != Some(p.replica.as_str()) {
+            return;
+        }
+        tracing::warn!(
+            group = %self.names[g as usize],
+            promoted = %p.replica,
+            old = %p.old,
+            why,
+            "the promoted replica was not confirmed as master; going back to the old master"
+        );
+        st.epoch = p.old_epoch;
+        out.push(Action::Fence { group: g, addr: p.replica, on: true });
     }
 
     /// The watch of `addr`, the replica being promoted in group `g`, ended with `role`.
@@ -155,6 +165,24 @@ impl Brain {
             event_at: None,
             down_at,
         }));
+        self.evaluate(g, now, out);
+    }
+
+    /// A sentinel turned `addr` (back) into a replica (`+convert-to-slave`): if it is the promoted
+    /// replica adopted before any announcement, Sentinel's configuration still names the old
+    /// master (e.g. the leader died before announcing the promotion), so the adoption is undone.
+    pub(super) fn promotion_converted(
+        &mut self,
+        g: GroupId,
+        addr: &str,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let st = &mut self.groups[g as usize];
+        let Some(p) = st.promotion.take_if(|p| p.replica == addr) else { return };
+        out.push(Action::StopWatching { group: g });
+        self.roll_back(g, p, "a sentinel turned it back into a replica", out);
+        out.push(Action::Recheck);
         self.evaluate(g, now, out);
     }
 

@@ -562,3 +562,22 @@ fn sentinel_announcing_another_master_than_the_adopted_replica_is_followed() {
     assert_eq!(got.len(), 1, "{a:?}");
     assert_eq!((got[0].old.as_deref(), got[0].new.as_str()), (Some("r1"), "r9"));
 }
+
+#[test]
+fn a_sentinel_turning_the_adopted_replica_back_goes_back_to_the_old_master() {
+    let mut b = adopted_on_role();
+    // E.g. the leader died before announcing the promotion: another sentinel, still on m1's
+    // configuration, reconfigures r1 as a replica.
+    let converted = Event::Instance {
+        channel: "+convert-to-slave".into(),
+        kind: InstanceKind::Replica,
+        addr: "r1".into(),
+        group: "g1".into(),
+    };
+    let a = event(&mut b, S[1], converted);
+    assert!(a.contains(&Action::Fence { group: 0, addr: "r1".into(), on: true }), "{a:?}");
+    assert_eq!(checks(&a), vec![(0, "m1".to_string(), AdoptedVia::Majority)]);
+    let a = role(&mut b, 0, "m1", AdoptedVia::Majority, Role::Master);
+    assert_eq!(adoptions(&a).len(), 1, "{a:?}");
+    assert_eq!(b.groups[0].master.as_deref(), Some("m1"));
+}
