@@ -4,7 +4,9 @@
 //! routing table, then keeps following: it subscribes to every sentinel it knows (configured and
 //! discovered), polls them all every `poll_interval` as a safety net, and adopts a new master when
 //! a majority of the reachable sentinels agree on it or, faster, when one sentinel publishes
-//! `+switch-master` and the new address itself answers `ROLE` with `master`. An address whose
+//! `+switch-master` and the new address itself answers `ROLE` with `master`, or fastest, when the
+//! replica a failover leader promotes answers `ROLE` with `master` (watched every few
+//! milliseconds from the leader's `+selected-slave`, see `brain/promotion.rs`). An address whose
 //! `ROLE` says replica is never adopted, and a majority still on an older configuration epoch than
 //! the adopted master is ignored. Losing every sentinel keeps the last table.
 
