@@ -15,7 +15,7 @@ cargo test --workspace --no-fail-fast "$@" || status=$?
 echo "== the data-plane tests again: threads = 2, backend_connections = 3 =="
 KEYHOP_TEST_THREADS=2 KEYHOP_TEST_BACKEND_CONNECTIONS=3 cargo test --no-fail-fast -p keyhop \
   --test proxy_routing --test proxy_isolation --test proxy_recovery --test fuzz_differential --test proxy_fanout --test proxy_faults --test proxy_replicas --test proxy_resp3 \
-  --test proxy_clients --test auth --test failover_proxy --test failover_fence \
+  --test proxy_clients --test auth --test failover_proxy --test failover_fence --test failover_fast \
   --test lifecycle_shutdown --test lifecycle_reload \
   --test proxy_transactions --test proxy_transactions_failover \
   --test proxy_pubsub --test proxy_pubsub_failover --test proxy_blocking --test apps \

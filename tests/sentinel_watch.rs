@@ -219,7 +219,10 @@ fn starts_discovers_and_follows_a_killed_master() {
     let status = w.status();
     assert_eq!(status.groups[0].switches, 1);
     assert_eq!(status.groups[1].switches, 0);
-    assert!(status.groups[0].last_switch.as_ref().is_some_and(|s| s.event_to_swap.is_some()));
+    // Adopted on the promoted replica's own ROLE, before any +switch-master.
+    let last = status.groups[0].last_switch.clone().expect("switch recorded");
+    assert_eq!(last.via, AdoptedVia::RolePoll);
+    assert!(last.down_to_swap.is_some(), "{last:?}");
 
     // The dead old master shows up as an unhealthy replica of the new one.
     let listed = wait_until(LINK_BOUND, || {
@@ -442,9 +445,9 @@ fn passwords_for_sentinels_and_servers() {
     assert_eq!(raw.call(&["SENTINEL", "FAILOVER", "g1"]), Reply::Status("OK".into()));
     wait_master(&w, 0, &r.addr(), FAILOVER_BOUND);
     print_switch("SENTINEL FAILOVER with passwords", &w, &rec, 0, &r.addr(), asked);
-    // The fast path needs ROLE, which needs the backend password.
+    // The fast path (the promoted replica's ROLE, watched) needs the backend password.
     let last = w.status().groups[0].last_switch.clone().expect("switch recorded");
-    assert_eq!(last.via, AdoptedVia::SwitchEvent);
+    assert_eq!(last.via, AdoptedVia::RolePoll);
 }
 
 #[test]

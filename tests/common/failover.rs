@@ -362,7 +362,7 @@ pub fn fenced_error(addr: &str) -> String {
     )
 }
 
-/// How keyhop adopted `new` as `group`'s master (`SwitchEvent`, `Majority`), from its
+/// How keyhop adopted `new` as `group`'s master (`RolePoll`, `SwitchEvent`, `Majority`), from its
 /// "switched master" log line, if it did.
 pub fn switched_via(log: &str, group: &str, new: &str) -> Option<String> {
     let (g, n) = (format!("group={group} "), format!("new={new} "));

@@ -11,6 +11,8 @@ use keyhop_router::{Group, GroupId, Replica};
 
 use super::event::{Event, InstanceKind};
 
+mod promotion;
+
 /// How long a candidate whose `ROLE` check failed is left alone before it is checked again.
 const RECHECK_NEGATIVE_AFTER: Duration = Duration::from_millis(500);
 
@@ -43,6 +45,10 @@ pub enum AdoptedVia {
     SwitchEvent,
     /// A majority of the reachable sentinels agreed on it when polled.
     Majority,
+    /// The replica a failover leader is promoting answered `ROLE` with `master`, watched every
+    /// few milliseconds from the leader's `+selected-slave` on (the fastest path: no waiting for
+    /// Sentinel's once-a-second `INFO` to notice the promotion).
+    RolePoll,
 }
 
 /// What a `ROLE` check found.
@@ -98,6 +104,12 @@ pub(crate) enum Action {
     /// A failover of `group`'s adopted master `addr` is under way (`on`) or was given up: the
     /// data plane must stop (or may resume) sending it requests.
     Fence { group: GroupId, addr: String, on: bool },
+    /// Ask `addr`, the replica a failover of `group` promotes, for its `ROLE` every few
+    /// milliseconds until it says `master` or a bound passes, and report the last answer with
+    /// [`Msg::Role`] via [`AdoptedVia::RolePoll`]. Replaces the group's previous watch.
+    WatchPromotion { group: GroupId, addr: String },
+    /// Stop `group`'s [`Action::WatchPromotion`], if one runs.
+    StopWatching { group: GroupId },
 }
 
 /// Where starting stands.
@@ -141,6 +153,8 @@ pub(crate) struct GroupState {
     switch_seen: Option<(String, Instant)>,
     /// When the current master was first reported down.
     down_seen: Option<Instant>,
+    /// The failover of the adopted master whose promoted replica is watched (promotion.rs).
+    promotion: Option<promotion::Promotion>,
 }
 
 /// The watcher's state machine.
@@ -230,8 +244,11 @@ impl Brain {
                     }
                     v.replicas.sort_by(|a, b| a.addr.cmp(&b.addr));
                 }
+                self.promotion_announced(g, &new, out);
                 let st = &mut self.groups[g as usize];
-                if st.switch_seen.as_ref().is_none_or(|(a, _)| *a != new) {
+                if st.master.as_deref() != Some(new.as_str())
+                    && st.switch_seen.as_ref().is_none_or(|(a, _)| *a != new)
+                {
                     st.switch_seen = Some((new.clone(), at));
                 }
                 if st.master.as_deref() != Some(new.as_str()) && st.checking.insert(new.clone()) {
@@ -245,16 +262,10 @@ impl Brain {
                 out.push(Action::Recheck);
                 self.evaluate(g, now, out);
             }
-            Event::Failover { group, master, aborted } => {
+            Event::Failover { group, master, aborted, replica } => {
                 let Some(&g) = self.by_name.get(&group) else { return };
-                // Only the master keyhop routes to matters; a stale leader's older master is
-                // not routed to anyway.
-                if self.groups[g as usize].master.as_deref() == Some(master.as_str()) {
-                    out.push(Action::Fence { group: g, addr: master, on: !aborted });
-                }
-                if aborted {
-                    out.push(Action::Recheck);
-                }
+                let step = promotion::Step { master, aborted, replica };
+                self.on_failover(sentinel, g, step, now, out);
             }
             Event::Instance { channel, kind, addr, group } => {
                 if kind == InstanceKind::Sentinel {
@@ -267,6 +278,9 @@ impl Brain {
                 let Some(&g) = self.by_name.get(&group) else { return };
                 match kind {
                     InstanceKind::Replica => {
+                        if channel == "+convert-to-slave" {
+                            self.promotion_converted(g, &addr, now, out);
+                        }
                         if let Some(v) = self.view_mut(sentinel, g) {
                             let healthy = match channel.as_str() {
                                 "+sdown" => Some(false),
@@ -316,6 +330,10 @@ impl Brain {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        if via == AdoptedVia::RolePoll {
+            self.on_promotion_role(g, addr, role, now, out);
+            return;
+        }
         let Some(st) = self.groups.get_mut(g as usize) else { return };
         st.checking.remove(&addr);
         if st.master.as_deref() == Some(addr.as_str()) {
@@ -348,6 +366,9 @@ impl Brain {
             let down_at = st.down_seen.take();
             st.switch_seen = None;
             st.negative = None;
+            if st.promotion.take().is_some() {
+                out.push(Action::StopWatching { group: g });
+            }
             out.push(Action::Adopted(Adoption {
                 group: g,
                 old,
@@ -436,9 +457,11 @@ impl Brain {
         if let Some(r) = replicas {
             st.replicas = r;
         }
+        promotion::spare_the_promoted(st);
         let Some((addr, epoch)) = majority else { return };
         if st.master.as_deref() == Some(addr.as_str()) {
             st.epoch = st.epoch.max(epoch);
+            promotion::confirmed(st);
             return;
         }
         if st.master.is_some() && epoch < st.epoch {

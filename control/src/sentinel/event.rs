@@ -58,8 +58,9 @@ pub(crate) enum Event {
     /// `+switch-master <name> <old ip> <old port> <new ip> <new port>`.
     SwitchMaster { group: String, old: String, new: String },
     /// A failover of `group`'s `master` is under way (one of [`FAILOVER_STEPS`]), or was given
-    /// up (`aborted`, one of [`FAILOVER_ABORTS`]).
-    Failover { group: String, master: String, aborted: bool },
+    /// up (`aborted`, one of [`FAILOVER_ABORTS`]). `replica` is the replica being promoted, when
+    /// the event names it (from `+selected-slave` on).
+    Failover { group: String, master: String, aborted: bool, replica: Option<String> },
     /// Any other event about an instance: `<type> <name> <ip> <port> [@ <master> <ip> <port>]`.
     Instance {
         /// The channel, e.g. `+sdown`.
@@ -87,17 +88,23 @@ pub(crate) fn parse(channel: &str, payload: &str) -> Option<Event> {
     let aborted = FAILOVER_ABORTS.contains(&channel);
     if aborted || FAILOVER_STEPS.contains(&channel) {
         // `master <name> <ip> <port>` or `slave <name> <ip> <port> @ <master> <ip> <port>`.
-        let (group, ip, port) = match *words.first()? {
-            "master" => (words.get(1)?, words.get(2)?, words.get(3)?),
+        let (group, ip, port, replica) = match *words.first()? {
+            "master" => (words.get(1)?, words.get(2)?, words.get(3)?, None),
             _ => {
                 let at = words.iter().position(|w| *w == "@")?;
-                (words.get(at + 1)?, words.get(at + 2)?, words.get(at + 3)?)
+                // A replica that cannot be read only costs the fast promotion check, not the fence.
+                let replica = match (words.get(2), words.get(3).and_then(|p| p.parse().ok())) {
+                    (Some(ip), Some(port)) if at > 3 => Some(join_host_port(ip, port)),
+                    _ => None,
+                };
+                (words.get(at + 1)?, words.get(at + 2)?, words.get(at + 3)?, replica)
             }
         };
         return Some(Event::Failover {
             group: group.to_string(),
             master: join_host_port(ip, port.parse().ok()?),
             aborted,
+            replica,
         });
     }
     let kind = match *words.first()? {
@@ -138,20 +145,34 @@ mod tests {
 
     #[test]
     fn failover_steps_and_aborts() {
-        let fenced = |group: &str, master: &str, aborted| {
-            Some(Event::Failover { group: group.into(), master: master.into(), aborted })
+        let fenced = |group: &str, master: &str, aborted, replica: Option<&str>| {
+            Some(Event::Failover {
+                group: group.into(),
+                master: master.into(),
+                aborted,
+                replica: replica.map(String::from),
+            })
         };
         assert_eq!(
             parse("+failover-state-select-slave", "master g1 127.0.0.1 17201"),
-            fenced("g1", "127.0.0.1:17201", false)
+            fenced("g1", "127.0.0.1:17201", false, None)
         );
         assert_eq!(
             parse("+selected-slave", "slave 127.0.0.1:17202 127.0.0.1 17202 @ g1 127.0.0.1 17201"),
-            fenced("g1", "127.0.0.1:17201", false)
+            fenced("g1", "127.0.0.1:17201", false, Some("127.0.0.1:17202"))
+        );
+        assert_eq!(
+            parse("+failover-state-send-slaveof-noone", "slave [::1]:7002 ::1 7002 @ g2 ::1 7001"),
+            fenced("g2", "[::1]:7001", false, Some("[::1]:7002"))
         );
         assert_eq!(
             parse("-failover-abort-no-good-slave", "master g2 ::1 7001"),
-            fenced("g2", "[::1]:7001", true)
+            fenced("g2", "[::1]:7001", true, None)
+        );
+        assert_eq!(
+            parse("+selected-slave", "slave 1.2.3.4:5 1.2.3.4 x @ g1 1.2.3.4 6"),
+            fenced("g1", "1.2.3.4:6", false, None),
+            "a bad replica port still fences"
         );
         assert_eq!(parse("+promoted-slave", "slave 1.2.3.4:5 1.2.3.4 5"), None, "no @ master");
         for c in FAILOVER_STEPS.iter().chain(&FAILOVER_ABORTS) {

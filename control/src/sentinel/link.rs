@@ -255,14 +255,21 @@ pub(crate) async fn check_role(
     };
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Role::Unknown(format!("ROLE on {addr} timed out")),
-        Ok(Err(e)) => Role::Unknown(format!("ROLE on {addr}: {e}")),
-        Ok(Ok(BytesFrame::Array(items))) => match items.first().and_then(text) {
+        Ok(reply) => role_of(addr, reply),
+    }
+}
+
+/// What a `ROLE` call on `addr` answered.
+pub(crate) fn role_of(addr: &str, reply: io::Result<BytesFrame>) -> Role {
+    match reply {
+        Err(e) => Role::Unknown(format!("ROLE on {addr}: {e}")),
+        Ok(BytesFrame::Array(items)) => match items.first().and_then(text) {
             Some("master") => Role::Master,
             Some("slave" | "replica") => Role::Replica,
             other => Role::Unknown(format!("ROLE on {addr} answered {other:?}")),
         },
-        Ok(Ok(BytesFrame::Error(e))) => Role::Unknown(format!("ROLE on {addr}: {}", &*e)),
-        Ok(Ok(other)) => Role::Unknown(format!("ROLE on {addr} answered {other:?}")),
+        Ok(BytesFrame::Error(e)) => Role::Unknown(format!("ROLE on {addr}: {}", &*e)),
+        Ok(other) => Role::Unknown(format!("ROLE on {addr} answered {other:?}")),
     }
 }
 

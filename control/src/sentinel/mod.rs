@@ -4,7 +4,9 @@
 //! routing table, then keeps following: it subscribes to every sentinel it knows (configured and
 //! discovered), polls them all every `poll_interval` as a safety net, and adopts a new master when
 //! a majority of the reachable sentinels agree on it or, faster, when one sentinel publishes
-//! `+switch-master` and the new address itself answers `ROLE` with `master`. An address whose
+//! `+switch-master` and the new address itself answers `ROLE` with `master`, or fastest, when the
+//! replica a failover leader promotes answers `ROLE` with `master` (watched every few
+//! milliseconds from the leader's `+selected-slave`, see `brain/promotion.rs`). An address whose
 //! `ROLE` says replica is never adopted, and a majority still on an older configuration epoch than
 //! the adopted master is ignored. Losing every sentinel keeps the last table.
 
@@ -12,8 +14,11 @@ mod brain;
 mod event;
 mod link;
 mod resp;
+mod role_poll;
+mod status;
 mod tls;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +30,7 @@ use tokio::task::JoinSet;
 
 pub use brain::AdoptedVia;
 use brain::{Action, Adoption, Brain, Msg, StartState};
+pub use status::{GroupStatus, SentinelLinkStatus, SentinelStatus, SwitchInfo};
 pub use tls::WatcherTls;
 use tls::watcher_tls;
 
@@ -158,62 +164,6 @@ impl From<ConfigError> for ControlError {
     }
 }
 
-/// One adoption of a new master.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SwitchInfo {
-    /// The previous master.
-    pub from: String,
-    /// The new master.
-    pub to: String,
-    /// When the new table was published.
-    pub at: SystemTime,
-    /// What made the watcher adopt it.
-    pub via: AdoptedVia,
-    /// From the first `+switch-master` for the new master to the publish, when one was seen.
-    pub event_to_swap: Option<Duration>,
-    /// From the first `+sdown`/`+odown` of the old master to the publish, when one was seen.
-    pub down_to_swap: Option<Duration>,
-}
-
-/// A group as the watcher sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupStatus {
-    /// The group's name.
-    pub name: String,
-    /// The adopted master, once known.
-    pub master: Option<String>,
-    /// Master changes since start.
-    pub switches: u64,
-    /// The latest master change.
-    pub last_switch: Option<SwitchInfo>,
-}
-
-/// A sentinel as the watcher sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SentinelLinkStatus {
-    /// `host:port`.
-    pub addr: String,
-    /// Subscribed right now.
-    pub connected: bool,
-    /// The last connection or poll error.
-    pub last_error: Option<String>,
-}
-
-/// The watcher's state, for metrics and readiness.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SentinelStatus {
-    /// Sentinels with a live subscription.
-    pub connected_sentinels: usize,
-    /// Sentinels known (configured and discovered).
-    pub known_sentinels: usize,
-    /// Epoch of the last published table (0 before the first).
-    pub epoch: u64,
-    /// Each known sentinel.
-    pub sentinels: Vec<SentinelLinkStatus>,
-    /// Each group, by [`GroupId`].
-    pub groups: Vec<GroupStatus>,
-}
-
 struct Inner {
     table: SharedTable,
     fence_hook: Arc<Mutex<Option<FenceHook>>>,
@@ -334,6 +284,7 @@ async fn launch(
         switches: names.iter().map(|_| (0, None)).collect(),
         first_table: None,
         fence_hook: fence_hook.clone(),
+        promotion_watches: HashMap::new(),
     };
     let start_timeout = cfg.start_timeout;
     let sentinel_tls = tls.sentinels;
@@ -392,6 +343,8 @@ struct Driver {
     first_table: Option<SharedTable>,
     /// See [`WatcherHandle::set_fence_hook`].
     fence_hook: Arc<Mutex<Option<FenceHook>>>,
+    /// The running watch of a replica being promoted, per group.
+    promotion_watches: HashMap<GroupId, tokio::task::AbortHandle>,
 }
 
 impl Driver {
@@ -426,6 +379,20 @@ impl Driver {
                                 link::check_role(&addr, pw.as_deref(), tls.as_ref(), t).await;
                             let _ = tx.send(Msg::Role { group, addr, via, role });
                         });
+                    }
+                    Action::WatchPromotion { group, addr } => {
+                        let (tx, pw, t) =
+                            (tx.clone(), self.backend_password.clone(), self.io_timeout);
+                        let tls = self.backend_tls.clone();
+                        let task = tasks.spawn(role_poll::watch(group, addr, pw, tls, t, tx));
+                        if let Some(old) = self.promotion_watches.insert(group, task) {
+                            old.abort();
+                        }
+                    }
+                    Action::StopWatching { group } => {
+                        if let Some(task) = self.promotion_watches.remove(&group) {
+                            task.abort();
+                        }
                     }
                     Action::AddSentinel(addr) => {
                         tracing::info!(sentinel = %addr, "discovered a sentinel");

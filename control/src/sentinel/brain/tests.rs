@@ -431,15 +431,153 @@ fn failover_steps_fence_the_adopted_master_and_aborts_lift_it() {
         group: "g1".into(),
         master: master.into(),
         aborted,
+        replica: None,
     };
     let a = event(&mut b, S[0], step("m1", false));
     assert_eq!(fences(&a), vec![(0, "m1".to_string(), true)]);
     assert!(adoptions(&a).is_empty(), "a failover step alone adopts nothing");
     // Not the master keyhop routes to: nothing to fence.
     assert!(fences(&event(&mut b, S[0], step("old", false))).is_empty());
-    let unknown = Event::Failover { group: "nope".into(), master: "m1".into(), aborted: false };
+    let unknown = Event::Failover {
+        group: "nope".into(),
+        master: "m1".into(),
+        aborted: false,
+        replica: None,
+    };
     assert!(event(&mut b, S[0], unknown).is_empty());
     let a = event(&mut b, S[0], step("m1", true));
     assert_eq!(fences(&a), vec![(0, "m1".to_string(), false)]);
     assert!(a.contains(&Action::Recheck));
+}
+
+/// A failover step of g1's `m1` naming the replica `r1` being promoted (or an abort).
+fn promoting(aborted: bool) -> Event {
+    let replica = (!aborted).then(|| "r1".to_string());
+    Event::Failover { group: "g1".into(), master: "m1".into(), aborted, replica }
+}
+
+fn watches(actions: &[Action]) -> Vec<Action> {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::WatchPromotion { .. } | Action::StopWatching { .. }))
+        .cloned()
+        .collect()
+}
+
+/// [`started`], with `r1` adopted on its `ROLE` while `S[0]` leads g1's failover.
+fn adopted_on_role() -> Brain {
+    let mut b = started();
+    let a = event(&mut b, S[0], promoting(false));
+    assert!(a.contains(&Action::Fence { group: 0, addr: "m1".into(), on: true }));
+    assert_eq!(watches(&a), vec![Action::WatchPromotion { group: 0, addr: "r1".into() }]);
+    assert_eq!(b.groups[0].replicas, vec![Replica { addr: "r1".into(), healthy: false }]);
+    // Later steps of the same failover renew the fence and start no second watch.
+    assert_eq!(watches(&event(&mut b, S[0], promoting(false))), vec![]);
+    let a = role(&mut b, 0, "r1", AdoptedVia::RolePoll, Role::Master);
+    let got = adoptions(&a);
+    assert_eq!(got.len(), 1, "{a:?}");
+    assert_eq!((got[0].old.as_deref(), got[0].new.as_str()), (Some("m1"), "r1"));
+    assert_eq!(got[0].via, AdoptedVia::RolePoll);
+    // The sentinels still name m1 on the old epoch: it is not a candidate.
+    assert_eq!(checks(&a), vec![], "{a:?}");
+    b
+}
+
+#[test]
+fn the_promoted_replica_is_adopted_on_its_role_and_the_old_majority_is_not_followed() {
+    let mut b = adopted_on_role();
+    assert_eq!(b.groups[0].master.as_deref(), Some("r1"));
+    // Every sentinel still names m1 (they learn of the promotion a second later): not followed.
+    for s in S {
+        let a = poll(&mut b, s, vec![view("m1", 0, &[("r1", true)]), view("m2", 0, &[])]);
+        assert_eq!(checks(&a), vec![], "{a:?}");
+    }
+    assert_eq!(b.groups[0].master.as_deref(), Some("r1"));
+    // The announcement confirms it: a later abort by the leader undoes nothing.
+    let sw = Event::SwitchMaster { group: "g1".into(), old: "m1".into(), new: "r1".into() };
+    let a = event(&mut b, S[0], sw);
+    assert_eq!(checks(&a), vec![], "already the master");
+    assert_eq!(b.groups[0].promotion, None);
+    let a = event(&mut b, S[0], promoting(true));
+    assert!(!a.iter().any(|a| matches!(a, Action::Fence { .. })), "{a:?}");
+    assert_eq!(b.groups[0].master.as_deref(), Some("r1"));
+}
+
+#[test]
+fn a_watch_that_ends_without_master_adopts_nothing() {
+    for answer in [Role::Replica, Role::Unknown("ROLE on r1 timed out".into())] {
+        let mut b = started();
+        event(&mut b, S[0], promoting(false));
+        let a = role(&mut b, 0, "r1", AdoptedVia::RolePoll, answer);
+        assert!(adoptions(&a).is_empty(), "{a:?}");
+        assert_eq!(b.groups[0].master.as_deref(), Some("m1"));
+        assert_eq!(b.groups[0].promotion, None);
+        assert_eq!(b.groups[0].replicas, vec![Replica { addr: "r1".into(), healthy: true }]);
+    }
+}
+
+#[test]
+fn an_abort_before_the_promotion_stops_the_watch_and_lifts_the_fence() {
+    let mut b = started();
+    event(&mut b, S[0], promoting(false));
+    assert_eq!(b.groups[0].replicas, vec![Replica { addr: "r1".into(), healthy: false }]);
+    let a = event(&mut b, S[0], promoting(true));
+    assert_eq!(watches(&a), vec![Action::StopWatching { group: 0 }]);
+    assert!(a.contains(&Action::Fence { group: 0, addr: "m1".into(), on: false }));
+    // Reads may go to it again.
+    assert_eq!(b.groups[0].replicas, vec![Replica { addr: "r1".into(), healthy: true }]);
+    // A report the abort raced with is ignored.
+    let a = role(&mut b, 0, "r1", AdoptedVia::RolePoll, Role::Master);
+    assert!(adoptions(&a).is_empty(), "{a:?}");
+    assert_eq!(b.groups[0].master.as_deref(), Some("m1"));
+}
+
+#[test]
+fn the_leader_giving_up_after_the_adoption_goes_back_to_the_old_master() {
+    let mut b = adopted_on_role();
+    // Another sentinel's abort (e.g. it lost the election) is not the leader's.
+    let a = event(&mut b, S[1], promoting(true));
+    assert!(!a.iter().any(|a| matches!(a, Action::Fence { .. })), "{a:?}");
+    assert_eq!(b.groups[0].master.as_deref(), Some("r1"));
+    // The leader's: the promoted replica is fenced (Sentinel turns it back into a replica) and
+    // the sentinels' majority, still on m1, is followed again.
+    let a = event(&mut b, S[0], promoting(true));
+    assert!(a.contains(&Action::Fence { group: 0, addr: "r1".into(), on: true }), "{a:?}");
+    assert_eq!(watches(&a), vec![Action::StopWatching { group: 0 }]);
+    assert_eq!(checks(&a), vec![(0, "m1".to_string(), AdoptedVia::Majority)]);
+    let a = role(&mut b, 0, "m1", AdoptedVia::Majority, Role::Master);
+    let got = adoptions(&a);
+    assert_eq!(got.len(), 1, "{a:?}");
+    assert_eq!((got[0].old.as_deref(), got[0].new.as_str()), (Some("r1"), "m1"));
+}
+
+#[test]
+fn sentinel_announcing_another_master_than_the_adopted_replica_is_followed() {
+    let mut b = adopted_on_role();
+    let sw = Event::SwitchMaster { group: "g1".into(), old: "m1".into(), new: "r9".into() };
+    let a = event(&mut b, S[1], sw);
+    assert_eq!(checks(&a), vec![(0, "r9".to_string(), AdoptedVia::SwitchEvent)]);
+    let a = role(&mut b, 0, "r9", AdoptedVia::SwitchEvent, Role::Master);
+    let got = adoptions(&a);
+    assert_eq!(got.len(), 1, "{a:?}");
+    assert_eq!((got[0].old.as_deref(), got[0].new.as_str()), (Some("r1"), "r9"));
+}
+
+#[test]
+fn a_sentinel_turning_the_adopted_replica_back_goes_back_to_the_old_master() {
+    let mut b = adopted_on_role();
+    // E.g. the leader died before announcing the promotion: another sentinel, still on m1's
+    // configuration, reconfigures r1 as a replica.
+    let converted = Event::Instance {
+        channel: "+convert-to-slave".into(),
+        kind: InstanceKind::Replica,
+        addr: "r1".into(),
+        group: "g1".into(),
+    };
+    let a = event(&mut b, S[1], converted);
+    assert!(a.contains(&Action::Fence { group: 0, addr: "r1".into(), on: true }), "{a:?}");
+    assert_eq!(checks(&a), vec![(0, "m1".to_string(), AdoptedVia::Majority)]);
+    let a = role(&mut b, 0, "m1", AdoptedVia::Majority, Role::Master);
+    assert_eq!(adoptions(&a).len(), 1, "{a:?}");
+    assert_eq!(b.groups[0].master.as_deref(), Some("m1"));
 }
