@@ -126,8 +126,7 @@ mod tests {
 
     #[test]
     fn the_window_counts_commands_in_flight() {
-        let mut f = Flow::default();
-        f.inflight = 10;
+        let mut f = Flow { inflight: 10, ..Flow::default() };
         assert_eq!(f.room(0), INITIAL_WINDOW - 10);
         f.inflight = 40;
         assert_eq!(f.room(0), 0);
