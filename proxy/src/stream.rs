@@ -222,7 +222,13 @@ impl ReadHalf<'_> {
                 match r {
                     Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
                     Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => {
+                        // Nothing came: as for plain TCP, an idle connection keeps no buffer.
+                        if buf.is_empty() {
+                            *buf = bytes::BytesMut::new();
+                        }
+                        Poll::Pending
+                    }
                 }
             }
         }

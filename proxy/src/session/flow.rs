@@ -9,7 +9,7 @@
 //! Redis's query buffer), so a client that writes a whole pipeline before reading never
 //! deadlocks. Past `client_output_limit` the client is disconnected, as Redis does.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::settings::OutputLimit;
 
@@ -36,13 +36,13 @@ pub(super) struct Flow {
     per_command: usize,
     /// Commands read and routed whose replies are not yet rendered.
     pub(super) inflight: usize,
-    /// Since when the unwritten output has been above the soft limit.
-    soft_since: Option<Instant>,
+    /// While the unwritten output is above the soft limit: when its allowance runs out.
+    soft_until: Option<Instant>,
 }
 
 impl Default for Flow {
     fn default() -> Flow {
-        Flow { per_command: BUDGET / INITIAL_WINDOW, inflight: 0, soft_since: None }
+        Flow { per_command: BUDGET / INITIAL_WINDOW, inflight: 0, soft_until: None }
     }
 }
 
@@ -80,25 +80,28 @@ impl Flow {
             return Some(Over::Hard);
         }
         if limit.soft > 0 && unwritten > limit.soft {
-            let since = *self.soft_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= limit.soft_for {
+            let until = *self.soft_until.get_or_insert_with(|| Instant::now() + limit.soft_for);
+            if Instant::now() >= until {
                 return Some(Over::Soft);
             }
         } else {
-            self.soft_since = None;
+            self.soft_until = None;
         }
         None
     }
 
-    /// When the soft limit runs out, while it is exceeded.
+    /// When the soft limit runs out, while it is exceeded (kept from the last [`Flow::check`],
+    /// so the session loop needs no settings to know it).
     #[inline]
-    pub(super) fn soft_deadline(&self, limit: &OutputLimit) -> Option<Instant> {
-        self.soft_since.map(|s| s + limit.soft_for.max(Duration::from_millis(1)))
+    pub(super) fn soft_deadline(&self) -> Option<Instant> {
+        self.soft_until
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -138,9 +141,9 @@ mod tests {
         let mut f = Flow::default();
         assert_eq!(f.check(101, &limit), Some(Over::Hard));
         assert_eq!(f.check(50, &limit), None);
-        assert!(f.soft_deadline(&limit).is_some());
+        assert!(f.soft_deadline().is_some());
         assert_eq!(f.check(5, &limit), None);
-        assert!(f.soft_deadline(&limit).is_none());
+        assert!(f.soft_deadline().is_none());
         let now = OutputLimit { soft_for: Duration::ZERO, ..limit };
         assert_eq!(f.check(50, &now), Some(Over::Soft));
         let off = OutputLimit { hard: 0, soft: 0, soft_for: Duration::ZERO };

@@ -239,15 +239,10 @@ impl Session {
                     }
                 }
                 let room = flow.room(out.len()).max(1);
-                let (batch, closing) = self.process(&mut buf, &mut scanner, room).await;
-                barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
-                if let Some(batch) = batch {
-                    flow.inflight += batch.cmds.len();
-                    queue.push_back(batch);
-                }
-                if closing {
-                    reading = false;
-                }
+                let closing;
+                (barrier, closing) =
+                    self.queue_batch(&mut buf, &mut scanner, room, &mut queue, &mut flow).await;
+                reading &= !closing;
                 continue;
             }
             // Requests the window held back, now that replies or writes made room.
@@ -255,15 +250,10 @@ impl Session {
                 let room = flow.room(out.len());
                 if room > 0 {
                     self.more = false;
-                    let (batch, closing) = self.process(&mut buf, &mut scanner, room).await;
-                    barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
-                    if let Some(batch) = batch {
-                        flow.inflight += batch.cmds.len();
-                        queue.push_back(batch);
-                    }
-                    if closing {
-                        reading = false;
-                    }
+                    let closing;
+                    (barrier, closing) =
+                        self.queue_batch(&mut buf, &mut scanner, room, &mut queue, &mut flow).await;
+                    reading &= !closing;
                     continue;
                 }
             }
@@ -271,10 +261,9 @@ impl Session {
                 for b in written.drain(..) {
                     record(&self.shared, &b, self.peer());
                 }
-                if queue.is_empty() && buf.is_empty() && buf.capacity() > 0 {
-                    // Everything answered: an idle client keeps no read buffer (the next read
-                    // allocates one), nor the capacity of its last burst's queues.
-                    buf = BytesMut::new();
+                if queue.is_empty() && queue.capacity() > 0 {
+                    // Everything answered: an idle client keeps no capacity of its last burst's
+                    // queues (its read buffer is given back by the read that finds nothing).
                     out = OutQueue::default();
                     queue = VecDeque::new();
                 }
@@ -282,7 +271,7 @@ impl Session {
                     break;
                 }
             }
-            let soft_deadline = flow.soft_deadline(&self.shared.settings.load().client_limit);
+            let soft_deadline = flow.soft_deadline();
             match soft_deadline {
                 None => soft_timer = None,
                 Some(d) if soft_timer.is_none() => {
@@ -340,15 +329,10 @@ impl Session {
                         }
                         continue;
                     }
-                    let (batch, closing) = self.process(&mut buf, &mut scanner, room).await;
-                    barrier = std::mem::take(&mut self.mode_changed) || self.enter.is_some();
-                    if let Some(batch) = batch {
-                        flow.inflight += batch.cmds.len();
-                        queue.push_back(batch);
-                    }
-                    if closing {
-                        reading = false;
-                    }
+                    let closing;
+                    (barrier, closing) =
+                        self.queue_batch(&mut buf, &mut scanner, room, &mut queue, &mut flow).await;
+                    reading &= !closing;
                     if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
                         buf = BytesMut::new();
                         chunk = READ_CHUNK;
@@ -357,6 +341,25 @@ impl Session {
             }
         }
         let _ = wr.shutdown().await;
+    }
+
+    /// Routes up to `room` requests of `buf` and queues their batch (counted in flight); returns
+    /// whether a mode change or a pinned command now holds the rest of `buf` back until the
+    /// queue drains, and whether the connection closes after the batch.
+    async fn queue_batch(
+        &mut self,
+        buf: &mut BytesMut,
+        scanner: &mut RequestScanner,
+        room: usize,
+        queue: &mut VecDeque<Box<Batch>>,
+        flow: &mut flow::Flow,
+    ) -> (bool, bool) {
+        let (batch, closing) = self.process(buf, scanner, room).await;
+        if let Some(batch) = batch {
+            flow.inflight += batch.cmds.len();
+            queue.push_back(batch);
+        }
+        (std::mem::take(&mut self.mode_changed) || self.enter.is_some(), closing)
     }
 
     /// True when the client's unwritten output passed `client_output_limit` (counted and
