@@ -154,14 +154,7 @@ fn graceful_failover_loses_no_acknowledged_write() {
     // keyhop fenced the old master (the data safety below is not luck): g1 writes were refused,
     // and only with the fence's own words.
     assert!(g1.errors > 0, "no g1 write was refused: the old master was not fenced");
-    let fence = fenced_error(&c.addr(0));
-    let other: Vec<&String> = writes
-        .iter()
-        .filter(|w| w.group == 0)
-        .filter_map(|w| w.result.as_ref().err())
-        .filter(|e| **e != fence)
-        .collect();
-    assert!(other.is_empty(), "g1 errors other than the fence's: {other:?}");
+    assert_g1_only_fenced(&writes, &c.addr(0));
     assert!(
         lost1.is_empty() && lost2.is_empty(),
         "acknowledged writes lost in a graceful failover: g1 {} (first {:?}), g2 {}",

@@ -53,15 +53,6 @@ fn ping(s: &mut TcpStream) -> bool {
         && &buf == b"+PONG\r\n"
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// keyhop's established client sockets on `port` whose peer is `from`: how many, and how many
 /// have the keepalive timer running (`tr` 2 in /proc/net/tcp). Counted by peer address: the
 /// file is read in pieces and can list a socket twice while others come and go.
@@ -111,7 +102,7 @@ fn ten_thousand_idle_clients_cost_under_2_kb_each_with_keepalive_armed() {
     // One client first, so what is measured is per client, not the first one's set-up.
     let mut warm = connect_from(from, proxy.port).expect("connect");
     assert!(ping(&mut warm));
-    let before = rss_kb(pid);
+    let before = common::probe::rss_kb(pid);
     let started = Instant::now();
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
@@ -125,7 +116,7 @@ fn ten_thousand_idle_clients_cost_under_2_kb_each_with_keepalive_armed() {
         info_clients(proxy.port),
         n + 2
     );
-    let after = rss_kb(pid);
+    let after = common::probe::rss_kb(pid);
     let per_client = (after.saturating_sub(before) * 1024) as f64 / n as f64;
     let (established, keepalive) = keepalive_sockets(proxy.port, from);
     eprintln!(

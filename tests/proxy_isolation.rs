@@ -47,18 +47,9 @@ fn setup(extra: &str) -> Setup {
     Setup { dir, server, proxy, admin }
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect admin");
-    s.set_read_timeout(Some(SHORT)).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 /// The value of an unlabelled metric.
 fn metric(admin: u16, name: &str) -> Option<f64> {
-    let body = http_get(admin, "/metrics");
+    let body = common::probe::http_get(admin, "/metrics");
     body.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
@@ -96,16 +87,6 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-/// keyhop's resident memory in KB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The `omem` (output memory) of each of the server's clients that is not `skip_port`'s.
 fn server_output_memory(port: u16) -> Vec<u64> {
     let list = common::cmd(port, &["CLIENT", "LIST"]);
@@ -123,13 +104,13 @@ fn a_client_that_stops_reading_adds_no_latency_for_the_others() {
     let pid = s.proxy.pid().expect("keyhop runs");
     let measure = Duration::from_secs(3);
     let unloaded = get_loop(s.proxy.port, measure);
-    let rss_before = rss_kb(pid);
+    let rss_before = common::probe::rss_kb(pid);
     // 3,000 x 1 MB: 3 GB of replies the client will never read.
     let stalled = stalled_client(s.proxy.port, 3000);
     let loaded = get_loop(s.proxy.port, measure);
     let (p99_before, p99_during) = (percentile(&unloaded, 0.99), percentile(&loaded, 0.99));
     let worst = loaded.last().copied().unwrap_or(0);
-    let rss_during = rss_kb(pid);
+    let rss_during = common::probe::rss_kb(pid);
     let omem = server_output_memory(s.server.port);
     eprintln!(
         "[isolation] GET p99 {p99_before} us unloaded ({} GETs), {p99_during} us with a stalled \

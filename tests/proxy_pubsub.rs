@@ -15,8 +15,7 @@ fn setup(extra: &str) -> Setup {
     Setup::start(extra)
 }
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -302,15 +301,6 @@ fn pubsub_views_are_aggregated_over_the_groups() {
     }
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect admin");
-    s.set_read_timeout(Some(SHORT)).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn a_slow_subscriber_is_disconnected_and_the_others_keep_receiving() {
     slow_subscriber("1mb 0 0", 100 * 1024, 0.0);
@@ -398,7 +388,7 @@ fn slow_subscriber(limit: &str, size: usize, min_secs: f64) {
     };
     assert!(closed, "the slow subscriber's connection is still open after {total} bytes");
     assert!(total < published * payload.len(), "the slow subscriber got everything");
-    let metrics = http_get(admin, "/metrics");
+    let metrics = common::probe::http_get(admin, "/metrics");
     assert!(
         metrics.contains("keyhop_clients_output_limit_disconnects_total 1"),
         "metrics: {}",

@@ -362,6 +362,19 @@ pub fn fenced_error(addr: &str) -> String {
     )
 }
 
+/// Asserts that every error of g1 (group 0) in `writes` is the fence's refusal for
+/// `old_master` (never a replica's -READONLY, never a lost connection).
+pub fn assert_g1_only_fenced(writes: &[Write], old_master: &str) {
+    let fence = fenced_error(old_master);
+    let other: Vec<&String> = writes
+        .iter()
+        .filter(|w| w.group == 0)
+        .filter_map(|w| w.result.as_ref().err())
+        .filter(|e| **e != fence)
+        .collect();
+    assert!(other.is_empty(), "g1 errors other than the fence's: {other:?}");
+}
+
 /// How keyhop adopted `new` as `group`'s master (`RolePoll`, `SwitchEvent`, `Majority`), from its
 /// "switched master" log line, if it did.
 pub fn switched_via(log: &str, group: &str, new: &str) -> Option<String> {

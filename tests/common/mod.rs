@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod failover;
+pub mod probe;
 mod sentinel;
 pub mod tls;
 
@@ -238,6 +239,12 @@ fn check_matrix(dir: &Path, config: &str) {
 
 /// Like [`keyhop`], with extra command-line arguments.
 pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
+    keyhop_until(dir, config, args, |port| wait_for_ping(port, Duration::from_secs(10)))
+}
+
+/// Starts keyhop as [`keyhop_with_args`] does, ready once `ready(port)` says so (it waits with
+/// its own deadline); another free port is tried when it never does.
+pub fn keyhop_until(dir: &Path, config: &str, args: &[&str], ready: impl Fn(u16) -> bool) -> Proc {
     for _attempt in 0..5 {
         let port = free_port();
         let text = matrix(&config.replace("{listen}", &format!("127.0.0.1:{port}")));
@@ -254,7 +261,7 @@ pub fn keyhop_with_args(dir: &Path, config: &str, args: &[&str]) -> Proc {
             .spawn()
             .expect("spawn keyhop");
         let mut p = Proc { child: Some(child), port, name: format!("keyhop:{port}"), dir: None };
-        if wait_for_ping(port, Duration::from_secs(10)) {
+        if ready(port) {
             check_matrix(dir, config);
             return p;
         }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::clients::run_bounded;
-use super::{Proc, free_port, keyhop_bin, keyhop_log, matrix, temp_dir, wait_until};
+use super::{Proc, free_port, keyhop_until, temp_dir, wait_until};
 
 /// A test PKI: a CA, a server and a client certificate it signed (both with IP SAN 127.0.0.1),
 /// and a second, unrelated CA.
@@ -134,24 +134,9 @@ pub fn tls_server(pki: &Pki, extra: &[&str]) -> Proc {
 /// keyhop with `config` whose listener speaks TLS: started like [`keyhop`], but ready once
 /// `redis-cli --tls PING` answers.
 pub fn keyhop_tls(pki: &Pki, dir: &Path, config: &str) -> Proc {
-    let port = free_port();
-    let text = matrix(&config.replace("{listen}", &format!("127.0.0.1:{port}")));
-    let path = dir.join("keyhop.toml");
-    std::fs::write(&path, text).expect("write keyhop config");
-    let log = std::fs::File::create(dir.join("keyhop.log")).expect("create keyhop log");
-    let child = Command::new(keyhop_bin())
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn keyhop");
-    let p = Proc { child: Some(child), port, name: format!("keyhop:{port}"), dir: None };
-    let up =
-        wait_until(Duration::from_secs(15), || tls_cli(pki, port, false, &["PING"]).0 == "PONG");
-    assert!(up, "keyhop never answered PING over TLS; log:\n{}", keyhop_log(dir));
-    p
+    keyhop_until(dir, config, &[], |port| {
+        wait_until(Duration::from_secs(15), || tls_cli(pki, port, false, &["PING"]).0 == "PONG")
+    })
 }
 
 pub fn tls_lines(pki: &Pki) -> String {
