@@ -37,6 +37,18 @@ pub enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6380")]
         listen: String,
     },
+    /// The fleet's slot map in etcd: init, show, migrate, rebalance (needs [etcd]).
+    Slots {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::fleet::cli::SlotsCmd,
+    },
+    /// The fleet's groups in etcd: add, remove (needs [etcd]).
+    Group {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::fleet::cli::GroupCmd,
+    },
 }
 
 /// How log lines look.

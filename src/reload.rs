@@ -50,21 +50,27 @@ impl Plan {
         diff("tls_* and backend_tls_*", old.tls != new.tls);
         diff("sentinel", old.sentinel != new.sentinel);
         diff("groups", old.groups != new.groups);
+        diff("etcd", old.etcd != new.etcd);
 
         let needs_restart = changed
             .iter()
             .copied()
             .filter(|k| {
-                matches!(*k, "listen" | "admin_listen" | "threads" | "tls_* and backend_tls_*")
+                matches!(
+                    *k,
+                    "listen" | "admin_listen" | "threads" | "tls_* and backend_tls_*" | "etcd"
+                )
             })
             .collect();
-        let mode_switch = old.is_sentinel_mode() != new.is_sentinel_mode();
+        let mode_switch = old.is_sentinel_mode() != new.is_sentinel_mode()
+            || old.etcd.is_some() != new.etcd.is_some();
         let topology = if new.is_sentinel_mode() && !mode_switch {
             // Everything the watcher was started with (groups, slots, sentinels, the password it
             // checks ROLE with, its timeouts): a difference means a new watcher.
             WatcherConfig::from_config(old).ok() != WatcherConfig::from_config(new).ok()
         } else {
-            old.groups != new.groups
+            // In a fleet the groups and slots come from etcd; the file's only seed it.
+            old.etcd.is_none() && old.groups != new.groups
         };
         let backend = old.connect_timeout_ms != new.connect_timeout_ms
             || old.request_timeout_ms != new.request_timeout_ms
@@ -81,6 +87,7 @@ impl Plan {
         new.admin_listen = old.admin_listen.clone();
         new.threads = old.threads;
         new.tls = old.tls.clone();
+        new.etcd = old.etcd.clone();
         new
     }
 }

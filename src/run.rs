@@ -98,6 +98,17 @@ pub fn check(cli: &Cli) -> ExitCode {
     }
 }
 
+/// Loads the configuration and runs `f` with it (the fleet subcommands).
+pub fn with_config(cli: &Cli, f: impl FnOnce(&Config) -> ExitCode) -> ExitCode {
+    match load(cli) {
+        Ok(cfg) => f(&cfg),
+        Err(e) => {
+            eprintln!("keyhop: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `keyhop run`.
 pub fn run(cli: &Cli) -> ExitCode {
     let cfg = match load(cli) {
@@ -202,6 +213,7 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
         format!("cannot set TLS up: {}", list.join("; "))
     })?;
     let settings = with_tls(proxy_settings(&cfg), &tls);
+    let mut member = None;
     let (proxy, watcher) = if cfg.is_sentinel_mode() {
         // Learning the masters can take seconds; a stop signal meanwhile ends it there.
         let (proxy, watcher) = tokio::select! {
@@ -212,6 +224,13 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
             }
         };
         (proxy, Some(watcher))
+    } else if let Some(ecfg) = &cfg.etcd {
+        let (m, table, deadline) = crate::fleet::member::join(ecfg, &cfg.listen).await?;
+        let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
+        let proxy = Proxy::new(settings, shared);
+        m.start(&proxy, deadline);
+        member = Some(m);
+        (proxy, None)
     } else {
         let table = cfg.routing_table(1).map_err(|e| e.to_string())?;
         let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
@@ -307,6 +326,9 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
     if let Some(w) = running.watcher.as_ref().and_then(CurrentWatcher::get) {
         w.shutdown();
     }
+    if let Some(m) = member {
+        m.leave().await;
+    }
     tracing::info!("keyhop stopped");
     Ok(())
 }
@@ -362,7 +384,7 @@ impl Running {
             return true;
         }
         if plan.mode_switch {
-            tracing::error!(file = %path.display(), "reload refused: switching between static and Sentinel mode needs a restart; keeping the running configuration");
+            tracing::error!(file = %path.display(), "reload refused: switching between static, Sentinel and fleet (etcd) mode needs a restart; keeping the running configuration");
             return false;
         }
         for key in &plan.needs_restart {

@@ -6,6 +6,7 @@
 
 mod addr;
 mod describe;
+mod etcd;
 mod limit;
 mod slots;
 mod tls;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 pub use addr::{check_addr, join_host_port};
 pub use describe::describe;
+pub use etcd::EtcdConfig;
 pub use limit::OutputLimit;
 pub use slots::parse_slot_spec;
 pub use tls::{TlsConfig, TlsSetup};
@@ -140,6 +142,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Sentinel mode when present: masters come from Sentinel, not from `groups`.
     pub sentinel: Option<SentinelConfig>,
+    /// Fleet mode when present: groups and slot ownership live in etcd.
+    pub etcd: Option<EtcdConfig>,
     /// The groups, in order; a group's index is its [`keyhop_router::GroupId`].
     pub groups: Vec<GroupConfig>,
 }
@@ -168,6 +172,7 @@ impl Default for Config {
             client_output_limit: OutputLimit::NORMAL,
             tls: TlsConfig::default(),
             sentinel: None,
+            etcd: None,
             groups: Vec::new(),
         }
     }
@@ -205,6 +210,7 @@ struct RawConfig {
     backend_tls_cert: Option<PathBuf>,
     backend_tls_key: Option<PathBuf>,
     sentinel: Option<SentinelConfig>,
+    etcd: Option<EtcdConfig>,
     groups: Vec<GroupConfig>,
 }
 
@@ -239,6 +245,7 @@ impl Default for RawConfig {
             backend_tls_cert: d.tls.backend_cert,
             backend_tls_key: d.tls.backend_key,
             sentinel: d.sentinel,
+            etcd: d.etcd,
             groups: d.groups,
         }
     }
@@ -431,6 +438,7 @@ impl Config {
                 backend_key: raw.backend_tls_key,
             },
             sentinel: raw.sentinel,
+            etcd: raw.etcd,
             groups: raw.groups,
         };
         problems.extend(cfg.problems());

@@ -143,6 +143,9 @@ impl Config {
         }
 
         self.group_problems(&mut push);
+        if let Some(e) = &self.etcd {
+            out.extend(e.problems());
+        }
         if let Err(problems) = self.tls_setup() {
             out.extend(problems);
         }
@@ -152,7 +155,10 @@ impl Config {
     /// Problems with `[[groups]]`: names, addresses, Sentinel vs static masters, slots.
     fn group_problems(&self, push: &mut impl FnMut(String, String)) {
         if self.groups.is_empty() {
-            push("groups".into(), TableError::NoGroups.to_string());
+            // A fleet member reads its groups from etcd; only `keyhop slots init` needs them here.
+            if self.etcd.is_none() {
+                push("groups".into(), TableError::NoGroups.to_string());
+            }
             return;
         }
         if self.groups.len() > MAX_GROUPS {

@@ -1,0 +1,5 @@
+//! Fleet mode: many keyhop instances sharing one slot map in etcd, and the commands that
+//! change it.
+
+pub mod cli;
+pub mod member;
