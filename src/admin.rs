@@ -55,6 +55,8 @@ pub struct AdminState {
     pub proxy: Proxy,
     /// The Sentinel watcher, in Sentinel mode.
     pub watcher: Option<crate::run::CurrentWatcher>,
+    /// This instance's fleet membership, in fleet mode.
+    pub member: Option<crate::fleet::member::Member>,
     /// Password the health prober gives to the redis-servers.
     pub backend_password: Option<String>,
     /// TLS the health prober uses to the redis-servers (`backend_tls`).
@@ -85,6 +87,7 @@ impl Drop for AdminHandle {
 struct Ctx {
     proxy: Proxy,
     watcher: Option<crate::run::CurrentWatcher>,
+    member: Option<crate::fleet::member::Member>,
     health: Health,
     metrics: Option<&'static PrometheusHandle>,
 }
@@ -109,6 +112,7 @@ pub async fn start(listen: &str, state: AdminState) -> Result<AdminHandle, Strin
     let ctx = Arc::new(Ctx {
         proxy: state.proxy,
         watcher: state.watcher,
+        member: state.member,
         health: health.clone(),
         metrics,
     });
@@ -198,6 +202,7 @@ fn describe() {
         "keyhop_master_reachable",
         "1 when the group's master answered the latest health probe, by group."
     );
+    crate::fleet::admin::describe();
 }
 
 /// Refreshes the gauges that mirror other state, so the recorder's values are current.
@@ -207,6 +212,9 @@ fn refresh_gauges(ctx: &Ctx) {
     }
     let table = ctx.proxy.table().load_full();
     metrics::gauge!("keyhop_ready").set(if readiness(ctx).is_ok() { 1.0 } else { 0.0 });
+    if let Some(m) = &ctx.member {
+        crate::fleet::admin::refresh(m, &ctx.proxy, &table);
+    }
     for g in &table.groups {
         let up = ctx.health.get(&g.master).is_some_and(|s| s.reachable);
         metrics::gauge!("keyhop_master_reachable", "group" => g.name.clone()).set(if up {
@@ -305,6 +313,9 @@ fn readiness(ctx: &Ctx) -> Result<(), String> {
     if ctx.proxy.is_draining() {
         return Err("draining: keyhop is shutting down".into());
     }
+    if ctx.proxy.fence_level() >= 2 {
+        return Err("fenced: keyhop lost its etcd lease and refuses keyed commands until it re-registers".into());
+    }
     ctx.health.readiness(&ctx.proxy.table().load())
 }
 
@@ -372,7 +383,13 @@ fn topology(ctx: &Ctx) -> Value {
     let ready = readiness(ctx);
     json!({
         "epoch": table.epoch,
-        "mode": if ctx.watcher.is_some() { "sentinel" } else { "static" },
+        "mode": match (ctx.watcher.is_some(), ctx.member.is_some()) {
+            (true, false) => "sentinel",
+            (true, true) => "sentinel+etcd",
+            (false, true) => "static+etcd",
+            (false, false) => "static",
+        },
+        "fleet": ctx.member.as_ref().map(|m| crate::fleet::admin::topology(m, &ctx.proxy, &table)),
         "ready": ready.is_ok(),
         "not_ready_reason": ready.err(),
         "draining": ctx.proxy.is_draining(),
@@ -421,6 +438,10 @@ mod tests {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let name = rest.split(' ').next().unwrap_or("");
                 assert!(!FAMILIES.contains(&name), "{name} is rendered by both sources");
+                assert!(
+                    !crate::fleet::admin::FAMILIES.contains(&name),
+                    "{name} is rendered by both sources"
+                );
                 families += 1;
             }
         }
@@ -433,6 +454,7 @@ mod tests {
         let ctx = Ctx {
             proxy: proxy(),
             watcher: None,
+            member: None,
             health: Health::new(Some("secret".into())),
             metrics: None,
         };
@@ -453,7 +475,13 @@ mod tests {
 
     #[tokio::test]
     async fn draining_is_not_ready() {
-        let ctx = Ctx { proxy: proxy(), watcher: None, health: Health::new(None), metrics: None };
+        let ctx = Ctx {
+            proxy: proxy(),
+            watcher: None,
+            member: None,
+            health: Health::new(None),
+            metrics: None,
+        };
         assert!(ctx.proxy.drain(Duration::ZERO).await, "no clients to wait for");
         let r = respond(&ctx, &Method::GET, "/readyz");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -251,6 +251,7 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
             let state = crate::admin::AdminState {
                 proxy: proxy.clone(),
                 watcher: watcher.clone(),
+                member: member.clone(),
                 backend_password: cfg.backend_password.clone(),
                 backend_tls: tls.backends.clone(),
             };

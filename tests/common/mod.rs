@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod failover;
+pub mod fleet;
 pub mod probe;
 mod sentinel;
 pub mod tls;

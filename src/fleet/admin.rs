@@ -1,0 +1,89 @@
+//! The fleet's part of the admin endpoint: `/topology`'s `fleet` object and the fleet gauges.
+
+use keyhop_proxy::Proxy;
+use keyhop_router::RoutingTable;
+use serde_json::{Value, json};
+
+use super::member::Member;
+
+/// Metric families this module records (listed with the others in `admin::FAMILIES`).
+pub const FAMILIES: [&str; 4] = [
+    "keyhop_fleet_revision",
+    "keyhop_fleet_acked_revision",
+    "keyhop_fleet_fence_level",
+    "keyhop_migration_slots_in_flux",
+];
+
+/// Describes this module's metric families.
+pub fn describe() {
+    metrics::describe_gauge!(
+        "keyhop_fleet_revision",
+        "The fleet revision (etcd) whose slot map this instance serves."
+    );
+    metrics::describe_gauge!(
+        "keyhop_fleet_acked_revision",
+        "The fleet revision this instance has acknowledged (applied and drained)."
+    );
+    metrics::describe_gauge!(
+        "keyhop_fleet_fence_level",
+        "0 with a live etcd lease; 1 past the lease deadline (slots in flux held); 2 past the grace (keyed commands refused)."
+    );
+    metrics::describe_gauge!(
+        "keyhop_migration_slots_in_flux",
+        "Slots being handed over to another group, by state (locked or migrating)."
+    );
+}
+
+/// Refreshes the fleet gauges.
+pub fn refresh(member: &Member, proxy: &Proxy, table: &RoutingTable) {
+    let (applied, acked) = member.revisions();
+    metrics::gauge!("keyhop_fleet_revision").set(applied as f64);
+    metrics::gauge!("keyhop_fleet_acked_revision").set(acked as f64);
+    metrics::gauge!("keyhop_fleet_fence_level").set(f64::from(proxy.fence_level()));
+    let (locked, migrating) = in_flux(table);
+    metrics::gauge!("keyhop_migration_slots_in_flux", "state" => "locked").set(locked as f64);
+    metrics::gauge!("keyhop_migration_slots_in_flux", "state" => "migrating").set(migrating as f64);
+}
+
+/// Slots locked and migrating in `table`.
+fn in_flux(table: &RoutingTable) -> (u64, u64) {
+    let mut out = (0, 0);
+    for f in table.flux_ranges() {
+        let n = u64::from(f.last - f.first) + 1;
+        match f.state {
+            keyhop_router::FluxState::Locked => out.0 += n,
+            keyhop_router::FluxState::Migrating => out.1 += n,
+        }
+    }
+    out
+}
+
+/// `/topology`'s `fleet` object.
+pub fn topology(member: &Member, proxy: &Proxy, table: &RoutingTable) -> Value {
+    let (applied, acked) = member.revisions();
+    let flux: Vec<Value> = table
+        .flux_ranges()
+        .iter()
+        .map(|f| {
+            json!({
+                "slots": if f.first == f.last { f.first.to_string() } else { format!("{}-{}", f.first, f.last) },
+                "from": table.groups.get(usize::from(f.from)).map(|g| g.name.clone()),
+                "to": table.groups.get(usize::from(f.to)).map(|g| g.name.clone()),
+                "state": match f.state {
+                    keyhop_router::FluxState::Locked => "locked",
+                    keyhop_router::FluxState::Migrating => "migrating",
+                },
+            })
+        })
+        .collect();
+    let (locked, migrating) = in_flux(table);
+    json!({
+        "prefix": member.prefix(),
+        "instance_id": member.id(),
+        "revision": applied,
+        "acked_revision": acked,
+        "fence_level": proxy.fence_level(),
+        "slots_in_flux": { "locked": locked, "migrating": migrating },
+        "flux": flux,
+    })
+}

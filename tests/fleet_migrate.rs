@@ -1,0 +1,71 @@
+//! Issue 14: half the slots move from g1 and g2 to a new group g3 while a client writes and reads
+//! through two keyhop instances of one fleet. Nothing acknowledged is lost, every read sees the
+//! last acknowledged write, and afterwards every key lives on exactly one group: its slot's owner.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fleet::{Rig, Writer, assert_all_readable, preload, text};
+use common::probe::http_get;
+use common::{free_port, wait_until};
+
+const PRELOAD: u64 = 20_000;
+
+#[test]
+fn half_the_slots_move_to_a_new_group_under_load() {
+    let rig = Rig::start();
+    let admin_a = free_port();
+    let (_da, a) = rig.instance(&format!("admin_listen = \"127.0.0.1:{admin_a}\""));
+    let (_db, b) = rig.instance("");
+    preload(a.port, PRELOAD);
+    let writer = Writer::start(&[a.port, b.port], 3_000);
+    writer.wait_progress(500, Duration::from_secs(20));
+
+    let out = rig.cli(
+        &["slots", "migrate", "--slots", "0-4095,8192-12287", "--to", "g3", "--window", "1024"],
+        Duration::from_secs(180),
+    );
+    assert!(out.status.success(), "slots migrate failed: {}", text(&out));
+    writer.wait_progress(500, Duration::from_secs(20));
+    let seen = writer.finish();
+    eprintln!(
+        "writes {} reads {} tryagains {} errors {:?}\n{}",
+        seen.writes,
+        seen.reads,
+        seen.tryagains,
+        &seen.errors[..seen.errors.len().min(5)],
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(seen.errors.is_empty(), "errors: {:?}", &seen.errors[..seen.errors.len().min(10)]);
+    assert!(seen.wrong.is_empty(), "stale reads: {:?}", &seen.wrong[..seen.wrong.len().min(10)]);
+    assert!(seen.writes > 1000, "too few writes to mean anything: {}", seen.writes);
+
+    // Both instances serve every key with its last value, wherever it lives now.
+    assert_all_readable(a.port, PRELOAD, &seen);
+    assert_all_readable(b.port, PRELOAD, &seen);
+    rig.assert_single_home(|slot| match slot {
+        0..=4095 | 8192..=12287 => 2,
+        4096..=8191 => 0,
+        _ => 1,
+    });
+    let keys = rig.keys_by_group();
+    assert!(keys[2].len() as u64 > PRELOAD / 3, "g3 got only {} keys", keys[2].len());
+
+    let show = rig.cli(&["slots", "show", "--json"], Duration::from_secs(20));
+    assert!(show.status.success(), "{}", text(&show));
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).expect("slots show --json");
+    let g3 = v["groups"].as_array().and_then(|g| g.iter().find(|g| g["name"] == "g3")).cloned();
+    assert_eq!(g3.as_ref().map(|g| g["slot_count"].clone()), Some(serde_json::json!(8192)));
+    assert_eq!(v["flux"], serde_json::json!([]));
+    let live = v["instances"].as_array().map(|i| i.iter().filter(|i| i["live"] == true).count());
+    assert_eq!(live, Some(2), "{v}");
+
+    // Commands that met a migrating slot moved their keys themselves, counted per instance.
+    let metrics = http_get(admin_a, "/metrics");
+    assert!(
+        wait_until(Duration::from_secs(5), || http_get(admin_a, "/metrics")
+            .contains("keyhop_fleet_revision")),
+        "no fleet metrics: {metrics}"
+    );
+}
