@@ -1,0 +1,88 @@
+//! Issue 14: a keyhop instance frozen (SIGSTOP) in the middle of a migration loses its etcd lease.
+//! The migration goes on without it once the grace period has passed, and when the instance
+//! wakes up it answers no keyed command from its stale slot map: it refuses (TRYAGAIN) until it
+//! has registered again and applied the current map, and then serves every key correctly.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fleet::{Rig, Writer, assert_all_readable, preload, text};
+use common::{Raw, Reply, wait_until};
+
+const PRELOAD: u64 = 20_000;
+
+#[test]
+fn a_frozen_instance_is_left_behind_and_fences_itself() {
+    let rig = Rig::start();
+    let (_da, a) = rig.instance("");
+    let (db, b) = rig.instance("");
+    preload(a.port, PRELOAD);
+    let writer = Writer::start(&[a.port, b.port], 3_000);
+    writer.wait_progress(300, Duration::from_secs(20));
+
+    let mut migrate = rig.cli_spawn(
+        &[
+            "slots",
+            "migrate",
+            "--slots",
+            "0-4095,8192-12287",
+            "--to",
+            "g3",
+            "--window",
+            "1024",
+            "--keys-per-second",
+            "1500",
+        ],
+        "migrate",
+    );
+    let log = || std::fs::read_to_string(rig.dir.path().join("migrate.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || log().contains("migrating (rev")),
+        "the migration did not start: {}",
+        log()
+    );
+    // Freeze B for longer than its lease (2 s) plus the grace period (2 s).
+    b.signal(19);
+    let frozen = Instant::now();
+    // A request sent to B while it is frozen waits in its socket.
+    let mut late = Raw::connect(b.port);
+    late.send(&[b"GET", b"pre:1"]);
+    std::thread::sleep(Duration::from_secs(7));
+    let left_behind = log().contains("lost its lease");
+    b.signal(18);
+    eprintln!("B frozen for {:?}", frozen.elapsed());
+    // The request B read after waking is answered from the current map, or refused.
+    match late.read() {
+        Reply::Bulk(Some(v)) => assert_eq!(v, b"p1"),
+        Reply::Error(e) => assert!(e.starts_with("TRYAGAIN keyhop:"), "{e}"),
+        other => panic!("unexpected reply {other:?}"),
+    }
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = migrate.try_wait().expect("wait for migrate") {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "migrate did not finish: {}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "slots migrate failed: {}", log());
+    assert!(left_behind, "the coordinator never stopped waiting for the frozen instance: {}", log());
+    writer.wait_progress(300, Duration::from_secs(30));
+    let seen = writer.finish();
+    eprintln!("writes {} reads {} tryagains {}", seen.writes, seen.reads, seen.tryagains);
+    assert!(seen.errors.is_empty(), "errors: {:?}", &seen.errors[..seen.errors.len().min(10)]);
+    assert!(seen.wrong.is_empty(), "stale reads: {:?}", &seen.wrong[..seen.wrong.len().min(10)]);
+    assert_all_readable(a.port, PRELOAD, &seen);
+    assert_all_readable(b.port, PRELOAD, &seen);
+    rig.assert_single_home(|slot| match slot {
+        0..=4095 | 8192..=12287 => 2,
+        4096..=8191 => 0,
+        _ => 1,
+    });
+    let blog = common::keyhop_log(db.path());
+    assert!(blog.contains("registered again"), "B never re-registered:\n{blog}");
+    let show = rig.cli(&["slots", "show"], Duration::from_secs(20));
+    assert!(show.status.success(), "{}", text(&show));
+}
