@@ -59,18 +59,20 @@ impl Plan {
                 matches!(
                     *k,
                     "listen" | "admin_listen" | "threads" | "tls_* and backend_tls_*" | "etcd"
-                )
+                ) || (new.etcd.is_some() && *k == "sentinel")
             })
             .collect();
         let mode_switch = old.is_sentinel_mode() != new.is_sentinel_mode()
             || old.etcd.is_some() != new.etcd.is_some();
-        let topology = if new.is_sentinel_mode() && !mode_switch {
+        let topology = if new.etcd.is_some() {
+            // A fleet's groups and slots come from etcd, and its watcher follows them.
+            false
+        } else if new.is_sentinel_mode() && !mode_switch {
             // Everything the watcher was started with (groups, slots, sentinels, the password it
             // checks ROLE with, its timeouts): a difference means a new watcher.
             WatcherConfig::from_config(old).ok() != WatcherConfig::from_config(new).ok()
         } else {
-            // In a fleet the groups and slots come from etcd; the file's only seed it.
-            old.etcd.is_none() && old.groups != new.groups
+            old.groups != new.groups
         };
         let backend = old.connect_timeout_ms != new.connect_timeout_ms
             || old.request_timeout_ms != new.request_timeout_ms
@@ -88,6 +90,9 @@ impl Plan {
         new.threads = old.threads;
         new.tls = old.tls.clone();
         new.etcd = old.etcd.clone();
+        if old.etcd.is_some() {
+            new.sentinel = old.sentinel.clone();
+        }
         new
     }
 }

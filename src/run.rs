@@ -214,7 +214,17 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
     })?;
     let settings = with_tls(proxy_settings(&cfg), &tls);
     let mut member = None;
-    let (proxy, watcher) = if cfg.is_sentinel_mode() {
+    let (proxy, watcher) = if let (Some(ecfg), true) = (&cfg.etcd, cfg.is_sentinel_mode()) {
+        let (proxy, watcher, m) = tokio::select! {
+            started = crate::fleet::sentinel::start(&cfg, ecfg, settings) => started?,
+            why = stop_signal(&mut term, &mut int) => {
+                tracing::info!(signal = why, "stopped while joining the fleet");
+                return Ok(());
+            }
+        };
+        member = Some(m);
+        (proxy, Some(watcher))
+    } else if cfg.is_sentinel_mode() {
         // Learning the masters can take seconds; a stop signal meanwhile ends it there.
         let (proxy, watcher) = tokio::select! {
             started = start_sentinel_mode(&cfg, settings) => started?,
@@ -225,7 +235,8 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
         };
         (proxy, Some(watcher))
     } else if let Some(ecfg) = &cfg.etcd {
-        let (m, table, deadline) = crate::fleet::member::join(ecfg, &cfg.listen).await?;
+        let (m, deadline) = crate::fleet::member::join(ecfg, &cfg.listen).await?;
+        let table = m.first_table()?;
         let shared: SharedTable = Arc::new(ArcSwap::from_pointee(table));
         let proxy = Proxy::new(settings, shared);
         m.start(&proxy, deadline);
@@ -456,7 +467,8 @@ impl CurrentWatcher {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn replace(&self, w: WatcherHandle) -> Option<WatcherHandle> {
+    /// Makes `w` the current watcher; returns the one it replaces.
+    pub fn replace(&self, w: WatcherHandle) -> Option<WatcherHandle> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).replace(w)
     }
 }
@@ -496,7 +508,7 @@ const FENCE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 /// While Sentinel fails a master over, keyhop sends it nothing: a write it acknowledged after
 /// its replica was promoted would be discarded when it is demoted. The fence ends when the new
 /// table retires the old master, when the failover is given up, or after [`FENCE_MAX`].
-fn set_fence_hook(watcher: &WatcherHandle, proxy: &Proxy) {
+pub fn set_fence_hook(watcher: &WatcherHandle, proxy: &Proxy) {
     let p = proxy.clone();
     watcher.set_fence_hook(Arc::new(move |addr: &str, on: bool| {
         p.fence(addr, on.then_some(FENCE_MAX));

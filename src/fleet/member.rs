@@ -13,10 +13,17 @@ use std::time::{Duration, Instant};
 use keyhop_control::EtcdConfig;
 use keyhop_control::etcd::{Etcd, EventKind, Op, WatchMsg};
 use keyhop_control::fleet::state::static_group;
-use keyhop_control::fleet::{Fleet, FleetState, InstanceRecord};
+use keyhop_control::fleet::{Fleet, FleetState, GroupDef, InstanceRecord};
 use keyhop_proxy::Proxy;
-use keyhop_router::RoutingTable;
+use keyhop_router::{Group, RoutingTable};
 use tokio::sync::watch;
+
+/// Gives a group's current addresses: from the fleet state (static mode) or from the Sentinel
+/// watcher (Sentinel mode).
+pub type Resolve = Arc<dyn Fn(&GroupDef) -> Option<Group> + Send + Sync>;
+/// Told the fleet's group names when they include one that cannot be resolved yet (Sentinel
+/// mode starts a watcher for them).
+pub type OnGroups = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
 /// The running member: what /topology shows, and how to leave the fleet.
 #[derive(Clone)]
@@ -35,6 +42,16 @@ struct Inner {
     /// The fleet revision acknowledged in etcd.
     acked: std::sync::atomic::AtomicI64,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The latest state read and its revision (applied or waiting for addresses).
+    latest: std::sync::Mutex<Option<(FleetState, i64)>>,
+    resolve: std::sync::Mutex<Resolve>,
+    on_groups: std::sync::Mutex<Option<OnGroups>>,
+    /// The group names last handed to `on_groups`.
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How far below the lease's TTL the deadline is kept, so it passes before etcd expires it.
@@ -79,10 +96,7 @@ impl Member {
 }
 
 /// Registers with the fleet and returns the first routing table; `start` then follows it.
-pub async fn join(
-    cfg: &EtcdConfig,
-    listen: &str,
-) -> Result<(Member, RoutingTable, Instant), String> {
+pub async fn join(cfg: &EtcdConfig, listen: &str) -> Result<(Member, Instant), String> {
     let etcd = Etcd::new(cfg.endpoints.clone(), cfg.timeout()).map_err(|e| e.to_string())?;
     let fleet = Fleet::new(etcd, &cfg.prefix);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -110,16 +124,53 @@ pub async fn join(
         applied,
         acked: std::sync::atomic::AtomicI64::new(0),
         tasks: std::sync::Mutex::new(Vec::new()),
+        latest: std::sync::Mutex::new(None),
+        resolve: std::sync::Mutex::new(Arc::new(static_group)),
+        on_groups: std::sync::Mutex::new(None),
+        asked: std::sync::Mutex::new(Vec::new()),
     };
     let member = Member { inner: Arc::new(inner) };
     let (state, rev, deadline) = member.register().await?;
-    let table = state.table(1, rev as u64, static_group)?;
-    member.inner.applied.send_replace(rev);
     tracing::info!(id = %member.inner.id, prefix = %cfg.prefix, revision = rev, groups = state.groups.len(), "joined the fleet");
-    Ok((member, table, deadline))
+    *lock(&member.inner.latest) = Some((state, rev));
+    Ok((member, deadline))
 }
 
 impl Member {
+    /// The fleet's group names as last read.
+    pub fn group_names(&self) -> Vec<String> {
+        lock(&self.inner.latest)
+            .as_ref()
+            .map(|(s, _)| s.groups.iter().map(|g| g.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Where group addresses come from (static mode: the fleet state itself).
+    pub fn set_resolver(&self, resolve: Resolve, on_groups: Option<OnGroups>) {
+        *lock(&self.inner.resolve) = resolve;
+        *lock(&self.inner.on_groups) = on_groups;
+        *lock(&self.inner.asked) = self.group_names();
+    }
+
+    /// The first routing table, from the state read when joining.
+    pub fn first_table(&self) -> Result<RoutingTable, String> {
+        let latest = lock(&self.inner.latest);
+        let (state, rev) = latest.as_ref().ok_or("no fleet state read yet")?;
+        let resolve = lock(&self.inner.resolve).clone();
+        let table = state.table(1, *rev as u64, |g| resolve(g))?;
+        self.inner.applied.send_replace(*rev);
+        Ok(table)
+    }
+
+    /// Rebuilds the table from the latest state with the groups' current addresses (called when
+    /// the Sentinel watcher publishes); a state waiting for a new group's master applies now.
+    pub fn recompose(&self, proxy: &Proxy) {
+        let latest = lock(&self.inner.latest).clone();
+        if let Some((state, rev)) = latest {
+            self.publish(proxy, &state, rev, true);
+        }
+    }
+
     /// Takes a new lease, publishes the instance's entry (ack 0) and reads the slot map, all in
     /// one transaction so the map is current as of the registration.
     async fn register(&self) -> Result<(FleetState, i64, Instant), String> {
@@ -172,19 +223,45 @@ impl Member {
         if rev <= *self.inner.applied.borrow() {
             return;
         }
+        *lock(&self.inner.latest) = Some((state.clone(), rev));
+        self.publish(proxy, state, rev, false);
+    }
+
+    /// Builds and stores the table; `same_revision` republishes the applied revision with new
+    /// addresses. A group whose master is not known yet holds the revision back (no ack), so
+    /// no migration to it starts before this instance can reach it.
+    fn publish(&self, proxy: &Proxy, state: &FleetState, rev: i64, same_revision: bool) {
         let started = Instant::now();
+        let resolve = lock(&self.inner.resolve).clone();
         let old = proxy.table().load_full();
-        let table = match state.table(old.epoch + 1, rev as u64, static_group) {
+        let table = match state.table(old.epoch + 1, rev as u64, |g| resolve(g)) {
             Ok(t) => Arc::new(t),
             Err(e) => {
-                tracing::error!(revision = rev, "cannot use the fleet state: {e}");
+                let names: Vec<String> = state.groups.iter().map(|g| g.name.clone()).collect();
+                let hook = lock(&self.inner.on_groups).clone();
+                let mut asked = lock(&self.inner.asked);
+                if let Some(hook) = hook
+                    && *asked != names
+                {
+                    *asked = names.clone();
+                    drop(asked);
+                    tracing::info!(groups = ?names, "the fleet's groups changed; following them");
+                    hook(names);
+                } else {
+                    tracing::warn!(revision = rev, "fleet revision waits: {e}");
+                }
                 return;
             }
         };
+        if same_revision && table.groups == old.groups && table.fleet_revision == old.fleet_revision {
+            return;
+        }
         proxy.table().store(table.clone());
         proxy.table_changed(&old, &table);
         crate::admin::record_publish(&old, &table);
-        self.inner.applied.send_replace(rev);
+        if rev > *self.inner.applied.borrow() {
+            self.inner.applied.send_replace(rev);
+        }
         let flux: Vec<String> = state
             .flux
             .iter()

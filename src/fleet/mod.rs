@@ -4,3 +4,4 @@
 pub mod admin;
 pub mod cli;
 pub mod member;
+pub mod sentinel;
