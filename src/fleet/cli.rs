@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use keyhop_control::Config;
 use keyhop_control::etcd::Etcd;
-use keyhop_control::fleet::coordinator::{self, MigrateOpts, Progress};
+use keyhop_control::fleet::coordinator::{self, Masters, MigrateOpts, Progress};
 use keyhop_control::fleet::state::{parse_ranges, range_text};
 use keyhop_control::fleet::{Fleet, FleetState, GroupDef};
 
@@ -50,7 +50,7 @@ pub enum SlotsCmd {
 }
 
 /// Knobs of a migration.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct Tuning {
     /// Most keys moved per second by the mover (0 = no limit).
     #[arg(long, default_value_t = 0)]
@@ -135,7 +135,7 @@ pub fn slots(cfg: &Config, cmd: &SlotsCmd) -> ExitCode {
 /// Runs `keyhop group ...`.
 pub fn group(cfg: &Config, cmd: &GroupCmd) -> ExitCode {
     finish(block_on(async {
-        let (fleet, _) = fleet(cfg)?;
+        let (fleet, ecfg) = fleet(cfg)?;
         match cmd {
             GroupCmd::Add { name, master, replica } => {
                 if cfg.sentinel.is_none() && master.is_none() {
@@ -145,6 +145,18 @@ pub fn group(cfg: &Config, cmd: &GroupCmd) -> ExitCode {
                 }
                 if let Some(m) = master {
                     keyhop_control::config::check_addr(m).map_err(|e| format!("--master: {e}"))?;
+                }
+                if let Masters::Sentinel { addrs, password, tls } = opts(cfg, &ecfg, vec![], name, &Tuning::default()).masters {
+                    let found = keyhop_control::sentinel::lookup::master_addr(
+                        &addrs,
+                        password.as_deref(),
+                        tls.as_ref(),
+                        name,
+                        Duration::from_secs(2),
+                    )
+                    .await
+                    .map_err(|e| format!("group {name}: {e} (add it to the sentinels with SENTINEL MONITOR first)"))?;
+                    println!("Sentinel knows {name}: master {found}");
                 }
                 let def = GroupDef {
                     name: name.clone(),
@@ -306,6 +318,19 @@ fn opts(cfg: &Config, ecfg: &keyhop_control::EtcdConfig, slots: Vec<(u16, u16)>,
         migrate_timeout_ms: ecfg.migrate_timeout_ms,
         password: cfg.backend_password.clone(),
         lease_ttl_secs: ecfg.lease_ttl_secs(),
+        tls: cfg.tls_setup().ok().and_then(|t| t.backends),
+        masters: match &cfg.sentinel {
+            None => Masters::Static,
+            Some(s) => Masters::Sentinel {
+                addrs: s.addrs.clone(),
+                password: s.password.clone(),
+                tls: if cfg.sentinel_tls() {
+                    cfg.tls_setup().ok().and_then(|t| t.backends)
+                } else {
+                    None
+                },
+            },
+        },
     }
 }
 

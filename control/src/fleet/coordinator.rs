@@ -39,6 +39,52 @@ pub struct MigrateOpts {
     pub password: Option<String>,
     /// TTL of the lease that makes this the job's only mover.
     pub lease_ttl_secs: i64,
+    /// Where the groups' masters are found.
+    pub masters: Masters,
+    /// TLS to the redis-servers (`backend_tls`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Where the mover finds each group's master.
+#[derive(Clone, Debug)]
+pub enum Masters {
+    /// In the fleet state (static mode).
+    Static,
+    /// Asked from Sentinel before each window and after a failed move (Sentinel mode).
+    Sentinel {
+        /// The sentinels to ask.
+        addrs: Vec<String>,
+        /// Their password.
+        password: Option<String>,
+        /// TLS to them.
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    },
+}
+
+/// How long one window keeps retrying a move that fails (a failover takes seconds).
+const MOVE_RETRY_FOR: Duration = Duration::from_secs(120);
+
+impl Masters {
+    async fn of(&self, state: &FleetState, name: &str) -> Result<String, String> {
+        match self {
+            Masters::Static => state
+                .groups
+                .iter()
+                .find(|g| g.name == name)
+                .and_then(|g| g.master.clone())
+                .ok_or_else(|| format!("group {name:?} has no master address in the fleet state")),
+            Masters::Sentinel { addrs, password, tls } => {
+                crate::sentinel::lookup::master_addr(
+                    addrs,
+                    password.as_deref(),
+                    tls.as_ref(),
+                    name,
+                    Duration::from_secs(2),
+                )
+                .await
+            }
+        }
+    }
 }
 
 /// A job as kept in `P/jobs/<job>`.
@@ -285,38 +331,38 @@ async fn run_job(
             .find(|f| f.first == first && f.job == job)
             .cloned()
             .ok_or_else(|| format!("window {w} left the fleet state unexpectedly"))?;
-        let master = |name: &str| {
-            state
-                .groups
-                .iter()
-                .find(|g| g.name == name)
-                .and_then(|g| g.master.clone())
-                .ok_or_else(|| format!("group {name:?} has no master address in the fleet state"))
-        };
-        let spec = MoveSpec {
-            source: master(&entry.from)?,
-            target: master(&entry.to)?,
-            slots: vec![(first, last)],
-            password: opts.password.clone(),
-            migrate_timeout_ms: opts.migrate_timeout_ms,
-            batch: opts.batch,
-            keys_per_second: opts.keys_per_second,
-        };
         let base = total.moved;
-        let mut last_write = Instant::now();
-        let stats = {
+        let retry_until = Instant::now() + MOVE_RETRY_FOR;
+        let stats = loop {
+            let spec = MoveSpec {
+                source: opts.masters.of(&state, &entry.from).await?,
+                target: opts.masters.of(&state, &entry.to).await?,
+                slots: vec![(first, last)],
+                password: opts.password.clone(),
+                migrate_timeout_ms: opts.migrate_timeout_ms,
+                batch: opts.batch,
+                keys_per_second: opts.keys_per_second,
+                tls: opts.tls.clone(),
+            };
             let mut report = |s: &MoveStats| {
-                let moved = base + s.moved;
                 progress(Progress::Totals {
                     slots_done: rec.slots_done,
                     slots_total,
-                    moved,
+                    moved: base + s.moved,
                 });
-                if last_write.elapsed() >= Duration::from_secs(1) {
-                    last_write = Instant::now();
-                }
             };
-            move_slots(&spec, &mut report).await.map_err(|e| e.to_string())?
+            match move_slots(&spec, &mut report).await {
+                Ok(stats) => break stats,
+                // A failover of the source or target: ask for the masters again and scan the
+                // window from the start (cursors do not carry over to a promoted replica).
+                Err(e) if Instant::now() < retry_until => {
+                    progress(Progress::Line(format!(
+                        "window {w}: {e}; retrying against the current masters"
+                    )));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         };
         total.moved += stats.moved;
         total.nokey += stats.nokey;

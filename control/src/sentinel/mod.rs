@@ -13,6 +13,7 @@
 mod brain;
 mod event;
 mod link;
+pub mod lookup;
 mod resp;
 mod role_poll;
 mod status;
