@@ -13,7 +13,7 @@
 mod brain;
 mod event;
 mod link;
-mod resp;
+pub(crate) mod resp;
 mod role_poll;
 mod status;
 mod tls;
