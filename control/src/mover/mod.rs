@@ -17,6 +17,12 @@ use bytes::Bytes;
 use migrate::Mover;
 use scan::{Link, Side, SlotSet, is_last};
 
+/// Most `SCAN` passes of one move. Each pass after the first only finds keys written to the
+/// source during the one before, which stops once clients write the window to the target; a
+/// source that keeps getting them means something still writes there, and the move must not
+/// spin on it forever.
+const MAX_PASSES: u32 = 100;
+
 /// One window's move: where from, where to, which slots, and how gently.
 #[derive(Clone, Debug)]
 pub struct MoveSpec {
@@ -117,6 +123,13 @@ pub async fn move_slots(
     let mut src = Link::open(Side::Source, &spec.source, pw, tls).await?;
     let mut mover = Mover::new(spec, host, port);
     loop {
+        if mover.stats.passes == MAX_PASSES {
+            return Err(src.error(format!(
+                "still held keys of the window after {MAX_PASSES} passes; something keeps \
+                 writing them to the source: check that every keyhop instance has the window \
+                 in flux and that no client writes to the source directly"
+            )));
+        }
         mover.stats.passes += 1;
         let mut found = 0u64;
         for db in src.dbs().await? {
