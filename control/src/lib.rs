@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod mover;
 pub mod sentinel;
 
 pub use config::{

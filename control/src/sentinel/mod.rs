@@ -14,7 +14,7 @@ mod brain;
 mod event;
 mod link;
 pub mod lookup;
-mod resp;
+pub(crate) mod resp;
 mod role_poll;
 mod status;
 mod tls;
