@@ -289,6 +289,7 @@ async fn run_job(
     rec.slots_done = done_slots(&state);
     write_job(fleet, job, &rec).await;
     let mut total = MoveStats::default();
+    let mut failed_over: Vec<(String, u16, u16)> = Vec::new();
     // Windows this job left in flux (a resumed job) come first, then the rest in order.
     let mut pending: Vec<(u16, u16, bool)> = state
         .flux
@@ -352,7 +353,19 @@ async fn run_job(
                 });
             };
             match move_slots(&spec, &mut report).await {
-                Ok(stats) => break stats,
+                Ok(stats) => {
+                    // A source that failed over during the pass may have kept keys whose
+                    // deletion it never replicated: scan the new master again before the flip.
+                    let now = opts.masters.of(&state, &entry.from).await?;
+                    if now == spec.source {
+                        break stats;
+                    }
+                    progress(Progress::Line(format!(
+                        "window {w}: {} failed over from {} to {now} during the pass; scanning the new master",
+                        entry.from, spec.source
+                    )));
+                    failed_over.push((entry.from.clone(), first, last));
+                }
                 // A failover of the source or target: ask for the masters again and scan the
                 // window from the start (cursors do not carry over to a promoted replica).
                 Err(e) if Instant::now() < retry_until => {
@@ -382,6 +395,22 @@ async fn run_job(
         // The next lock of these slots must not start while an instance still moves keys.
         fleet.barrier(rev, opts.grace, opts.ack_timeout.max(opts.grace * 3), &mut note).await?;
         progress(Progress::Totals { slots_done: rec.slots_done, slots_total, moved: total.moved });
+    }
+    // Windows flipped while their source failed over: a promoted replica may still hold copies
+    // of moved keys (deletions it never received). They are garbage now; remove them.
+    for (group, first, last) in failed_over {
+        let (state, _) = fleet.read_state().await?;
+        let master = opts.masters.of(&state, &group).await?;
+        match crate::mover::sweep_with(&master, opts.password.as_deref(), opts.tls.as_ref(), &[(first, last)]).await {
+            Ok(n) => progress(Progress::Line(format!(
+                "swept {n} stale keys of slots {} from {group}'s new master {master}",
+                range_text(first, last)
+            ))),
+            Err(e) => progress(Progress::Line(format!(
+                "could not sweep slots {} on {group} ({e}): run `keyhop slots sweep` later",
+                range_text(first, last)
+            ))),
+        }
     }
     rec.state = "done".into();
     rec.updated_unix_ms = now_ms();
