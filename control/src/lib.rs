@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod etcd;
 pub mod sentinel;
 
 pub use config::{
