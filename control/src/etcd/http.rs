@@ -197,7 +197,7 @@ mod tests {
         );
         let e = parse_endpoint("http://[::1]:2379").expect("valid");
         assert_eq!((e.host.as_str(), e.port), ("::1", 2379));
-        let err = |s| parse_endpoint(s).err().expect("invalid");
+        let err = |s| parse_endpoint(s).expect_err("invalid");
         assert_eq!(
             err("https://e:2379"),
             "etcd endpoint \"https://e:2379\": https is not supported yet; use an http:// endpoint"

@@ -186,10 +186,10 @@ impl Watch {
                 None => {
                     self.done = true;
                     // A last message without its newline is still a message.
-                    if let Some(rest) = self.lines.rest() {
-                        if let Line::Msg { msg, .. } = decode_line(&rest, &self.endpoint)? {
-                            return Ok(Some(msg));
-                        }
+                    if let Some(rest) = self.lines.rest()
+                        && let Line::Msg { msg, .. } = decode_line(&rest, &self.endpoint)?
+                    {
+                        return Ok(Some(msg));
                     }
                     return Ok(None);
                 }
