@@ -306,6 +306,25 @@ async fn a_dead_endpoint_is_skipped_and_bad_endpoints_are_refused() {
     let rev = c.put(b"/t/k", b"v", 0).await.expect("put through the second endpoint");
     assert_eq!(c.get(b"/t/k").await.expect("get").1, rev);
 
+    // An endpoint that accepts connections but never answers costs one timeout, then the
+    // client sticks to the endpoint that answered.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_url = format!("http://{}", hung.local_addr().expect("addr"));
+    let c = Etcd::new(vec![hung_url.clone()], Duration::from_millis(500)).expect("client");
+    let start = Instant::now();
+    let r = c.get(b"/t/k").await;
+    assert!(matches!(r, Err(EtcdError::Timeout)), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    let c = Etcd::new(vec![hung_url, e.endpoint.clone()], Duration::from_secs(2)).expect("client");
+    assert_eq!(c.get(b"/t/k").await.expect("get after one timeout").1, rev);
+    let start = Instant::now();
+    assert_eq!(c.get(b"/t/k").await.expect("get").1, rev);
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "the client went back to the hung endpoint first: {:?}",
+        start.elapsed()
+    );
+
     for (bad, why) in [
         ("https://127.0.0.1:2379", "https is not supported yet; use an http:// endpoint"),
         ("127.0.0.1:2379", "must look like http://host:port"),

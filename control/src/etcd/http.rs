@@ -26,6 +26,17 @@ pub(crate) struct Endpoint {
     port: u16,
 }
 
+impl Endpoint {
+    /// `host:port` for the Host header (IPv6 addresses in brackets).
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Parses `http://host:port` (a trailing `/` is allowed; no path, no https yet).
 pub(crate) fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     let url = s.trim().trim_end_matches('/').to_string();
@@ -157,7 +168,7 @@ async fn attempt(ep: &Endpoint, path: &str, payload: Bytes, stream: bool) -> Res
         let _ = conn.await;
     });
     let req = Request::post(path)
-        .header(hyper::header::HOST, format!("{}:{}", ep.host, ep.port))
+        .header(hyper::header::HOST, ep.authority())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(payload))
         .map_err(|e| Fail::Refused(format!("bad request: {e}")))?;
