@@ -3,20 +3,21 @@
 # README's two commands (`./dev demo`, `./dev test`) work on a machine that has only the Rust
 # toolchain. Used by ./dev; CI gets the same set-up through `./dev test`.
 #
-#   bash scripts/setup.sh [--dry-run] [build] [redis] [clients] [bench]
+#   bash scripts/setup.sh [--dry-run] [build] [redis] [etcd] [clients] [bench]
 #
 #   build    a C compiler and linker (cargo links with `cc`; rustup does not install one)
 #   redis    redis-server, redis-sentinel, redis-cli, redis-benchmark; openssl (the TLS tests
 #            make their certificates with it)
+#   etcd     etcd, the fleet's shared slot map (the fleet tests and `keyhop demo --fleet`)
 #   clients  python3 + node and the third-party clients the compatibility tests drive
 #            (scripts/install-test-clients.sh, into target/test-clients)
 #   bench    twemproxy's nutcracker, the load benchmark's comparison proxy
 #
 # Packages come from the platform's package manager: apt-get (Debian/Ubuntu), dnf (Fedora/RHEL) or
 # brew (macOS); as root directly, otherwise through sudo. --dry-run prints what would be installed
-# and installs nothing. Redis services that a package install starts are stopped and disabled again:
-# keyhop's demo and tests start their own servers on free ports, and a forgotten system Redis on
-# 6379 is not what a developer asked for.
+# and installs nothing. Redis and etcd services that a package install starts are stopped and
+# disabled again: keyhop's demo and tests start their own servers on free ports, and a forgotten
+# system Redis on 6379 (or etcd on 2379) is not what a developer asked for.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -25,12 +26,12 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run=1 ;;
-    build | redis | clients | bench) wanted+=("$arg") ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "setup: unknown argument '$arg' (expected build, redis, clients, bench or --dry-run)" >&2; exit 2 ;;
+    build | redis | etcd | clients | bench) wanted+=("$arg") ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown argument '$arg' (expected build, redis, etcd, clients, bench or --dry-run)" >&2; exit 2 ;;
   esac
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(build redis clients bench)
+[ ${#wanted[@]} -gt 0 ] || wanted=(build redis etcd clients bench)
 
 say() { echo "setup: $*" >&2; }
 has() { command -v "$1" >/dev/null 2>&1; }
@@ -50,6 +51,8 @@ package_for() {
     apt-get:redis-cli | apt-get:redis-benchmark) echo redis-tools ;;
     apt-get:nutcracker) echo nutcracker ;;
     apt-get:openssl | dnf:openssl | brew:openssl) echo openssl ;;
+    apt-get:etcd) echo etcd-server ;;
+    dnf:etcd | brew:etcd) echo etcd ;;
     dnf:cc) echo gcc ;;
     dnf:redis-*) echo redis ;;
     dnf:nutcracker) echo "" ;; # not packaged there
@@ -65,6 +68,7 @@ for want in "${wanted[@]}"; do
   case "$want" in
     build) has cc || missing+=(cc) ;;
     redis) for bin in redis-server redis-sentinel redis-cli redis-benchmark openssl; do has "$bin" || missing+=("$bin"); done ;;
+    etcd) has etcd || missing+=(etcd) ;;
     bench) has nutcracker || missing+=(nutcracker) ;;
   esac
 done
@@ -126,6 +130,15 @@ if [ ${#packages[@]} -gt 0 ]; then
             say "stopped and disabled the packaged $svc service (the demo and tests start their own)"
           fi
         done ;;
+    esac
+    # Only the packaged service is stopped, never etcd processes by name: tests run their own.
+    case " ${packages[*]} " in
+      *" etcd-server "* | *" etcd "*)
+        if has systemctl && as_root systemctl disable --now etcd >/dev/null 2>&1; then
+          say "stopped and disabled the packaged etcd service (the demo and tests start their own)"
+        elif has service && as_root service etcd stop >/dev/null 2>&1; then
+          say "stopped the packaged etcd service (the demo and tests start their own)"
+        fi ;;
     esac
     for bin in ${missing[@]+"${missing[@]}"}; do
       case " ${unpackaged[*]-} " in *" $bin "*) continue ;; esac

@@ -4,11 +4,14 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod config;
+pub mod etcd;
+pub mod fleet;
 pub mod mover;
 pub mod sentinel;
 
 pub use config::{
-    Config, ConfigError, GroupConfig, Problem, ReadFrom, SentinelConfig, TlsConfig, TlsSetup,
+    Config, ConfigError, EtcdConfig, GroupConfig, Problem, ReadFrom, SentinelConfig, TlsConfig, TlsSetup,
     describe,
 };
 pub use sentinel::{

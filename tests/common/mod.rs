@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod etcd;
 pub mod failover;
 pub mod fleet;
 pub mod probe;
