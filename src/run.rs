@@ -56,6 +56,8 @@ pub fn proxy_settings(cfg: &Config) -> Settings {
             tls: None,
         },
         client_tls: None,
+        hold: std::time::Duration::from_millis(2000),
+        migrate_timeout: std::time::Duration::from_millis(1000),
     }
 }
 

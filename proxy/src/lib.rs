@@ -7,6 +7,7 @@ mod admin;
 pub mod backend;
 pub mod cancel;
 mod clients;
+mod fleet;
 pub mod io;
 mod local;
 pub mod merge;
@@ -31,6 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 pub use backend::{BackendError, BackendSettings, Backends, StaleHook};
+pub use fleet::FleetGate;
 pub use settings::Settings;
 pub use stats::Stats;
 pub use stream::Stream;
@@ -54,6 +56,20 @@ pub(crate) struct Shared {
     /// The epoch of the newest routing table, announced after each publish: pinned modes wait
     /// on it to follow a failover (the fast path re-reads the table per batch instead).
     pub topology: tokio::sync::watch::Sender<u64>,
+    /// The etcd lease gate; unset without etcd, and then the data plane never looks at it.
+    pub fleet: std::sync::OnceLock<FleetGate>,
+}
+
+impl Shared {
+    /// The lease fence level at `now`: 0 without a gate or while the lease holds, 1 past its
+    /// deadline (slots in flux are held), 2 past deadline + grace (keyed commands are held).
+    #[inline]
+    pub(crate) fn fence_at(&self, now: std::time::Instant) -> u8 {
+        match self.fleet.get() {
+            None => 0,
+            Some(g) => g.level(self.started, now),
+        }
+    }
 }
 
 /// The Redis version keyhop reports (HELLO, INFO): the first group's master's own, which
@@ -90,6 +106,7 @@ impl Proxy {
                 clients: clients::Registry::default(),
                 pinned: pinned::Pinned::default(),
                 topology: tokio::sync::watch::Sender::new(0),
+                fleet: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -168,6 +185,41 @@ impl Proxy {
     /// True once [`Proxy::drain`] has started.
     pub fn is_draining(&self) -> bool {
         self.shared.drain.is_cancelled()
+    }
+
+    /// Installs the lease gate: past the deadline (see [`Proxy::set_lease_deadline`]) slots in
+    /// flux are held as Locked (then `-TRYAGAIN`); past deadline + `grace` every keyed command
+    /// gets `-TRYAGAIN keyhop: lost its etcd lease; re-reading the slot map` (keyless ones
+    /// still work). Calling it again changes the grace.
+    pub fn set_fleet_gate(&self, grace: std::time::Duration) {
+        if self.shared.fleet.set(FleetGate::new(grace)).is_err()
+            && let Some(g) = self.shared.fleet.get()
+        {
+            g.set_grace(grace);
+        }
+    }
+
+    /// Sets the lease deadline (`None`: no deadline, the lease is healthy). Without a gate
+    /// installed it does nothing.
+    pub fn set_lease_deadline(&self, deadline: Option<std::time::Instant>) {
+        if let Some(g) = self.shared.fleet.get() {
+            g.set_deadline(self.shared.started, deadline);
+        }
+    }
+
+    /// The lease fence level now: 0 (healthy or no gate), 1 (slots in flux held), 2 (keyed
+    /// commands held), for /topology.
+    pub fn fence_level(&self) -> u8 {
+        self.shared.fence_at(std::time::Instant::now())
+    }
+
+    /// Resolves once no request routed with a table older than `epoch` is still unanswered
+    /// (flux steps and open transactions count as in flight). Needs the fleet gate: sessions
+    /// report what they have in flight only once it is installed.
+    pub async fn drained_to(&self, epoch: u64) {
+        while !self.shared.clients.drained_to(epoch) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Appends the data plane's metrics in Prometheus text format.

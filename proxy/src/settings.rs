@@ -37,6 +37,12 @@ pub struct Settings {
     pub backend: BackendSettings,
     /// With a TLS server config, clients must speak TLS (`tls_cert`/`tls_key`).
     pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a command on a locked slot (or past the lease deadline) waits for a newer
+    /// table before it is answered `-TRYAGAIN` (`hold_ms`).
+    pub hold: Duration,
+    /// MIGRATE's timeout when a command moves its keys to a slot's new group
+    /// (`migrate_timeout_ms`).
+    pub migrate_timeout: Duration,
 }
 
 /// A Redis-style output buffer limit: past `hard` bytes, or past `soft` bytes for longer than
@@ -84,6 +90,8 @@ impl Default for Settings {
                 tls: None,
             },
             client_tls: None,
+            hold: Duration::from_millis(2000),
+            migrate_timeout: Duration::from_millis(1000),
         }
     }
 }

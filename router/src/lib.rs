@@ -4,9 +4,11 @@
 //! control plane (`keyhop-control`) builds the [`RoutingTable`] values it publishes.
 
 pub mod command;
+pub mod flux;
 pub mod slot;
 pub mod table;
 
 pub use command::{Args, CommandSpec, Merge, Policy};
+pub use flux::{Flux, FluxRange, FluxState};
 pub use slot::{SLOT_COUNT, key_slot};
 pub use table::{Group, GroupId, Replica, RoutingTable, SharedTable, TableError};

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::flux::{Flux, FluxRange};
 use crate::slot::{SLOT_COUNT, key_slot};
 
 /// Index of a group in [`RoutingTable::groups`].
@@ -50,6 +51,10 @@ pub enum TableError {
     DoublyOwned(Vec<(u16, u16, Vec<String>)>),
     /// A slot number outside 0..=16383.
     SlotOutOfRange(u32),
+    /// An owner or flux entry names a group index the table does not have.
+    UnknownGroup(GroupId),
+    /// A flux range that cannot be: overlapping, from == to, or whose source is not the owner.
+    BadFlux(String),
 }
 
 impl fmt::Display for TableError {
@@ -78,6 +83,10 @@ impl fmt::Display for TableError {
             TableError::SlotOutOfRange(s) => {
                 write!(f, "slot {s} is out of range (slots are 0-16383)")
             }
+            TableError::UnknownGroup(g) => {
+                write!(f, "group index {g} does not exist (the table has fewer groups)")
+            }
+            TableError::BadFlux(why) => write!(f, "invalid slot migration entry: {why}"),
         }
     }
 }
@@ -101,6 +110,11 @@ pub struct RoutingTable {
     /// The groups, indexed by [`GroupId`].
     pub groups: Vec<Group>,
     owner: Box<[GroupId]>,
+    /// Slots being handed between groups; None when nothing is in flux, so the data path pays
+    /// one branch per command.
+    pub flux: Option<Arc<Flux>>,
+    /// The etcd revision of the fleet's slot map this table reflects; 0 without etcd.
+    pub fleet_revision: u64,
 }
 
 impl RoutingTable {
@@ -152,7 +166,100 @@ impl RoutingTable {
             ));
         }
         let owner: Box<[GroupId]> = owners.iter().map(|o| o[0]).collect();
-        Ok(RoutingTable { epoch, groups, owner })
+        Ok(RoutingTable { epoch, groups, owner, flux: None, fleet_revision: 0 })
+    }
+
+    /// Builds a table from owned ranges `(first, last, group)` (inclusive) and the slots in
+    /// flux, checking that every slot has exactly one owner and that each flux range is
+    /// disjoint from the others, moves between two different groups, and starts from the
+    /// slots' owner.
+    pub fn from_parts(
+        epoch: u64,
+        groups: Vec<Group>,
+        owners: &[(u16, u16, GroupId)],
+        flux: Vec<FluxRange>,
+        fleet_revision: u64,
+    ) -> Result<RoutingTable, TableError> {
+        let mut ranges: Vec<Vec<(u32, u32)>> = vec![Vec::new(); groups.len()];
+        for &(a, b, g) in owners {
+            let Some(list) = ranges.get_mut(g as usize) else {
+                return Err(TableError::UnknownGroup(g));
+            };
+            list.push((u32::from(a), u32::from(b)));
+        }
+        let mut table = RoutingTable::new(epoch, groups, &ranges)?;
+        table.fleet_revision = fleet_revision;
+        if flux.is_empty() {
+            return Ok(table);
+        }
+        let n = table.groups.len();
+        for r in &flux {
+            for g in [r.from, r.to] {
+                if g as usize >= n {
+                    return Err(TableError::UnknownGroup(g));
+                }
+            }
+            if r.first > r.last || r.last as usize >= SLOT_COUNT {
+                return Err(TableError::BadFlux(format!(
+                    "slots {}-{} are not a valid range (0-16383, first <= last)",
+                    r.first, r.last
+                )));
+            }
+            if r.from == r.to {
+                return Err(TableError::BadFlux(format!(
+                    "slots {} move from group {} to itself",
+                    format_ranges([(r.first, r.last)]),
+                    table.groups[r.from as usize].name
+                )));
+            }
+            if let Some(s) = (r.first..=r.last).find(|&s| table.group_for_slot(s) != r.from) {
+                return Err(TableError::BadFlux(format!(
+                    "slot {s} moves from group {} but is owned by {}",
+                    table.groups[r.from as usize].name,
+                    table.groups[table.group_for_slot(s) as usize].name
+                )));
+            }
+        }
+        let fx = Flux::new(flux);
+        if let Some(w) = fx.ranges().windows(2).find(|w| w[0].last >= w[1].first) {
+            return Err(TableError::BadFlux(format!(
+                "slots {} and {} overlap",
+                format_ranges([(w[0].first, w[0].last)]),
+                format_ranges([(w[1].first, w[1].last)])
+            )));
+        }
+        table.flux = Some(Arc::new(fx));
+        Ok(table)
+    }
+
+    /// The flux range holding `slot`, when it is in flux.
+    #[inline]
+    pub fn flux_of(&self, slot: u16) -> Option<&FluxRange> {
+        self.flux.as_deref().and_then(|f| f.range_of(slot))
+    }
+
+    /// Every slot range in flux, sorted; empty when none.
+    pub fn flux_ranges(&self) -> &[FluxRange] {
+        self.flux.as_deref().map(|f| f.ranges()).unwrap_or(&[])
+    }
+
+    /// This table as it routes once the keys of every `Migrating` range have moved: those
+    /// slots owned by their target, and nothing in flux. The data path routes a command with
+    /// it after moving the command's keys.
+    pub fn after_move(&self) -> RoutingTable {
+        let mut owner = self.owner.clone();
+        for r in self.flux_ranges() {
+            if r.state == crate::flux::FluxState::Migrating {
+                owner[r.first as usize..=r.last as usize].fill(r.to);
+            }
+        }
+        RoutingTable {
+            epoch: self.epoch,
+            groups: self.groups.clone(),
+            owner,
+            flux: None,
+            fleet_revision: self.fleet_revision,
+        }
     }
 
     /// Splits the slots evenly over `groups`, in order (the default when no group names slots).
@@ -201,9 +308,16 @@ impl RoutingTable {
         out
     }
 
-    /// A copy of this table with another epoch and the same slot ownership.
+    /// A copy of this table with another epoch and the same slot ownership, flux and fleet
+    /// revision.
     pub fn with_groups(&self, epoch: u64, groups: Vec<Group>) -> RoutingTable {
-        RoutingTable { epoch, groups, owner: self.owner.clone() }
+        RoutingTable {
+            epoch,
+            groups,
+            owner: self.owner.clone(),
+            flux: self.flux.clone(),
+            fleet_revision: self.fleet_revision,
+        }
     }
 
     /// The index of the group called `name`.
@@ -236,6 +350,7 @@ fn runs_by_key<K: PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flux::FluxState;
 
     fn group(name: &str) -> Group {
         Group { name: name.into(), master: "127.0.0.1:1".into(), replicas: vec![] }
@@ -285,6 +400,80 @@ mod tests {
         assert_eq!(t.slot_ranges(1), vec![(100, 199)]);
         assert_eq!(t.group_for_key(b"foo"), 0); // 12182
         assert_eq!(t.group_by_name("b"), Some(1));
+    }
+
+    fn moving(first: u16, last: u16, from: GroupId, to: GroupId, state: FluxState) -> FluxRange {
+        FluxRange { first, last, from, to, state }
+    }
+
+    #[test]
+    fn from_parts_with_flux() {
+        let owners = [(0, 8191, 0), (8192, 16383, 1)];
+        let t = RoutingTable::from_parts(
+            3,
+            vec![group("a"), group("b"), group("c")],
+            &owners,
+            vec![
+                moving(8192, 8200, 1, 2, FluxState::Locked),
+                moving(0, 99, 0, 2, FluxState::Migrating),
+            ],
+            41,
+        )
+        .expect("valid");
+        assert_eq!(t.fleet_revision, 41);
+        assert_eq!(t.group_for_slot(50), 0, "the source owns until the flip");
+        assert_eq!(t.flux_of(50).map(|r| (r.to, r.state)), Some((2, FluxState::Migrating)));
+        assert_eq!(t.flux_of(8195).map(|r| r.state), Some(FluxState::Locked));
+        assert!(t.flux_of(100).is_none());
+        assert_eq!(t.flux_ranges().iter().map(|r| r.first).collect::<Vec<_>>(), vec![0, 8192]);
+        let kept = t.with_groups(4, t.groups.clone());
+        assert_eq!(kept.flux_ranges(), t.flux_ranges());
+        assert_eq!(kept.fleet_revision, 41);
+        let moved = t.after_move();
+        assert_eq!(moved.group_for_slot(50), 2);
+        assert_eq!(moved.group_for_slot(8195), 1, "locked slots stay with the source");
+        assert!(moved.flux.is_none());
+        // Without flux: nothing to look up.
+        let plain =
+            RoutingTable::from_parts(1, vec![group("a"), group("b")], &owners, vec![], 0).unwrap();
+        assert!(plain.flux.is_none() && plain.flux_ranges().is_empty());
+        assert_eq!(
+            plain,
+            RoutingTable::new(1, vec![group("a"), group("b")], &RoutingTable::even_ranges(2))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn from_parts_rejects_bad_flux() {
+        let groups = || vec![group("a"), group("b"), group("c")];
+        let owners = [(0, 8191, 0), (8192, 16383, 1)];
+        let err = |flux| RoutingTable::from_parts(1, groups(), &owners, flux, 0).unwrap_err();
+        assert_eq!(
+            err(vec![moving(0, 10, 1, 2, FluxState::Migrating)]).to_string(),
+            "invalid slot migration entry: slot 0 moves from group b but is owned by a"
+        );
+        assert_eq!(
+            err(vec![moving(0, 10, 0, 0, FluxState::Locked)]).to_string(),
+            "invalid slot migration entry: slots 0-10 move from group a to itself"
+        );
+        assert_eq!(
+            err(vec![
+                moving(0, 10, 0, 2, FluxState::Locked),
+                moving(5, 20, 0, 1, FluxState::Locked)
+            ])
+            .to_string(),
+            "invalid slot migration entry: slots 0-10 and 5-20 overlap"
+        );
+        assert_eq!(err(vec![moving(0, 10, 0, 7, FluxState::Locked)]), TableError::UnknownGroup(7));
+        assert_eq!(
+            RoutingTable::from_parts(1, groups(), &[(0, 16383, 9)], vec![], 0).unwrap_err(),
+            TableError::UnknownGroup(9)
+        );
+        assert_eq!(
+            RoutingTable::from_parts(1, groups(), &[(0, 100, 0)], vec![], 0).unwrap_err(),
+            TableError::Unowned(vec![(101, 16383)])
+        );
     }
 
     #[test]

@@ -49,6 +49,12 @@ impl Registry {
         }
     }
 
+    /// True when no client has a request in flight that was routed with a table older than
+    /// `epoch`.
+    pub fn drained_to(&self, epoch: u64) -> bool {
+        self.map.iter().all(|e| e.value().routed_epoch() >= epoch)
+    }
+
     /// The client with `id`, if connected.
     pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
         self.map.get(&id).map(|e| e.value().clone())
@@ -85,6 +91,9 @@ pub(crate) struct ClientEntry {
     multi: AtomicI32,
     /// Blocked in a blocking command (flag `b`).
     blocked: AtomicBool,
+    /// The epoch of the oldest table with which this client's unanswered requests were routed
+    /// (`fleet::NONE` when none; kept only with a fleet gate), for [`crate::Proxy::drained_to`].
+    routed_epoch: AtomicU64,
 }
 
 /// Client name and library, changed by CLIENT SETNAME/SETINFO, HELLO and RESET only.
@@ -96,6 +105,17 @@ struct Names {
 }
 
 impl ClientEntry {
+    /// Records the oldest table epoch this client has requests in flight for.
+    #[inline]
+    pub fn set_routed_epoch(&self, epoch: u64) {
+        self.routed_epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The oldest table epoch this client has requests in flight for (`fleet::NONE`: none).
+    pub fn routed_epoch(&self) -> u64 {
+        self.routed_epoch.load(Ordering::SeqCst)
+    }
+
     /// Records the client's database (SELECT); shown as `db=`.
     pub fn set_db(&self, db: u32) {
         self.db.store(db, Ordering::Relaxed);
@@ -274,6 +294,7 @@ impl ClientState {
             subs: Default::default(),
             multi: AtomicI32::new(-1),
             blocked: AtomicBool::new(false),
+            routed_epoch: AtomicU64::new(crate::fleet::NONE),
         });
         shared.clients.map.insert(id, entry.clone());
         ClientState { shared: shared.clone(), entry, flags: 0 }

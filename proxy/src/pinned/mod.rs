@@ -167,6 +167,12 @@ pub(crate) async fn read_client(
 pub(crate) async fn serve(session: &mut Session, kind: Kind, io: ClientIo<'_, '_>) -> Exit {
     let shared = session.shared.clone();
     let _in_mode = shared.pinned.enter(kind);
+    // An open transaction counts as in flight for the drain barrier: its commands were
+    // classified with the table of its start.
+    let tracked = kind == Kind::Transaction && shared.fleet.get().is_some();
+    if tracked {
+        session.client.entry.set_routed_epoch(shared.table.load().epoch);
+    }
     let exit = match kind {
         Kind::Transaction => transaction::serve(session, io).await,
         Kind::PubSub => pubsub::serve(session, io).await,
@@ -177,6 +183,9 @@ pub(crate) async fn serve(session: &mut Session, kind: Kind, io: ClientIo<'_, '_
     entry.set_multi(None);
     entry.set_subs(0, 0, 0);
     entry.set_blocked(false);
+    if tracked {
+        entry.set_routed_epoch(crate::fleet::NONE);
+    }
     exit
 }
 

@@ -6,7 +6,7 @@ use keyhop_router::command::{self, Local, RouteError};
 use keyhop_router::{Args, GroupId, Merge, Policy, RoutingTable};
 
 use super::{
-    Builder, CROSSSLOT, FrameArgs, MergeKind, MergeSlot, Session, Slot, Src, display_name,
+    Builder, CROSSSLOT, Enter, FrameArgs, MergeKind, MergeSlot, Session, Slot, Src, display_name,
 };
 use crate::backend::Pool;
 use crate::resp;
@@ -26,7 +26,8 @@ impl Session {
             b.ready(resp::error("ERR keyhop: internal routing error (group out of range)"));
             return (u16::MAX, 0);
         };
-        let target = if read_only && !g.replicas.is_empty() {
+        // Not during a flux step: keys in flux are read from masters only.
+        let target = if read_only && !g.replicas.is_empty() && self.view.is_none() {
             self.replica_rr = self.replica_rr.wrapping_add(1);
             // A replica keyhop cannot reach is skipped (the master serves when none is left)
             // until it answers again, without waiting for the table to mark it down.
@@ -150,6 +151,12 @@ impl Session {
             if command::needs_pinning(spec, args) { Policy::NeedsPinning } else { spec.policy };
         match policy {
             Policy::Forward => match command::route(table, spec, args, &mut self.keys) {
+                Ok(_) | Err(RouteError::CrossGroup)
+                    if self.flux_check
+                        && super::flux::touches(table, self.fence, args, &self.keys) =>
+                {
+                    self.enter = Some(Enter::Flux);
+                }
                 Ok(group) => {
                     let read_only = !spec.is_write() && spec.flags & command::flags::READONLY != 0;
                     self.forward_reply(b, group.unwrap_or(0), read_only, src);
@@ -185,7 +192,21 @@ impl Session {
                     display_name(spec.name)
                 )));
             }
-            Policy::NeedsPinning => self.enter = Some(crate::pinned::Kind::of(spec)),
+            Policy::NeedsPinning => {
+                let kind = crate::pinned::Kind::of(spec);
+                // A blocking command on a key in flux is refused: the blocking mode has no
+                // step that moves keys first.
+                if self.flux_check
+                    && kind == crate::pinned::Kind::Blocking
+                    && spec.keys(args, &mut self.keys).is_ok()
+                    && let Some(reply) =
+                        super::flux::refusal(table, self.fence, args, &self.keys, "the command")
+                {
+                    b.ready(reply);
+                    return false;
+                }
+                self.enter = Some(Enter::Pinned(kind));
+            }
         }
         false
     }
@@ -203,6 +224,10 @@ impl Session {
         // never write some keys and fail the rest.
         if let Err(RouteError::Syntax(msg)) = spec.keys(args, &mut self.keys) {
             b.ready(resp::error(&msg));
+            return;
+        }
+        if self.flux_check && super::flux::touches(table, self.fence, args, &self.keys) {
+            self.enter = Some(Enter::Flux);
             return;
         }
         let plan = command::plan_split(table, spec, args);

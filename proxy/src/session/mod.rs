@@ -28,6 +28,7 @@ use crate::stream::{ReadHalf, Stream, WriteHalf};
 mod batch;
 mod dispatch;
 mod flow;
+pub(crate) mod flux;
 
 use batch::{
     Batch, CmdMeta, MANY_GROUPS, NO_GROUP, Pending, all_results, head_results, poll_ready, record,
@@ -102,13 +103,31 @@ pub(crate) struct Session {
     pub(crate) pools: Vec<GroupPools>,
     replica_rr: usize,
     keys: Vec<usize>,
-    /// Set when a command needs a pinned mode (transaction, pub/sub, blocking): the batch stops
-    /// before it, and once every earlier request is answered the mode takes the client over.
-    pub(crate) enter: Option<crate::pinned::Kind>,
+    /// Set when a command needs a pinned mode (transaction, pub/sub, blocking) or a flux step:
+    /// the batch stops before it, and once every earlier request is answered the mode (or the
+    /// step) takes it over.
+    pub(crate) enter: Option<Enter>,
+    /// Whether this batch's commands must be checked for slots in flux (the table has some,
+    /// or the lease fence holds keyed commands): one branch per command otherwise.
+    flux_check: bool,
+    /// The lease fence level for this batch (see [`crate::Shared::fence_at`]).
+    fence: u8,
+    /// The table a flux step routes its command with (the keys are then where it says), in
+    /// place of the published one; replica reads are off while it is set.
+    view: Option<Arc<RoutingTable>>,
     /// Set when a batch stopped at the flow-control window with requests left in the buffer.
     more: bool,
     /// Requests routed but not yet queued on their connection (see [`Session::send_unsent`]).
     unsent: Vec<(BackendConn, keyhop_router::GroupId, Unsent)>,
+}
+
+/// What takes over the client once its earlier requests are answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Enter {
+    /// A pinned mode.
+    Pinned(crate::pinned::Kind),
+    /// A command on a slot in flux (see `flux.rs`).
+    Flux,
 }
 
 /// A request its connection could not take at once.
@@ -140,6 +159,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream, id: u64, peer
         replica_rr: 0,
         keys: Vec::new(),
         enter: None,
+        flux_check: false,
+        fence: 0,
+        view: None,
         more: false,
         unsent: Vec::new(),
     };
@@ -210,6 +232,9 @@ impl Session {
                 written.push(batch);
                 grew = true;
             }
+            if grew && self.tracking() {
+                self.client.entry.set_routed_epoch(oldest_routed(&queue));
+            }
             if grew && !close && self.over_output_limit(&mut flow, &out) {
                 break;
             }
@@ -219,7 +244,20 @@ impl Session {
                 queue.clear();
             }
             if barrier && queue.is_empty() && !close {
-                if let Some(kind) = self.enter.take() {
+                if self.enter == Some(Enter::Flux) {
+                    self.enter = None;
+                    // Boxed like the pinned modes: only a command on a slot in flux gets here.
+                    let before = out.len();
+                    let closing = Box::pin(self.flux_step(&mut buf, &mut out)).await;
+                    Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
+                    if closing {
+                        close = true;
+                        reading = false;
+                        barrier = false;
+                        continue;
+                    }
+                }
+                if let Some(Enter::Pinned(kind)) = self.enter.take() {
                     let io = crate::pinned::ClientIo {
                         rd: &mut rd,
                         wr: &mut wr,
@@ -359,6 +397,9 @@ impl Session {
             flow.inflight += batch.cmds.len();
             queue.push_back(batch);
         }
+        if self.tracking() {
+            self.client.entry.set_routed_epoch(oldest_routed(queue));
+        }
         (std::mem::take(&mut self.mode_changed) || self.enter.is_some(), closing)
     }
 
@@ -423,7 +464,21 @@ impl Session {
         room: usize,
     ) -> (Option<Box<Batch>>, bool) {
         let started = Instant::now();
-        let table = self.table_cache.load().clone();
+        if self.tracking() && self.client.entry.routed_epoch() == crate::fleet::NONE {
+            // Until the batch is queued, a drain barrier must not pass this client by.
+            self.client.entry.set_routed_epoch(crate::fleet::ROUTING);
+        }
+        let table = match &self.view {
+            None => {
+                self.fence = self.shared.fence_at(started);
+                self.table_cache.load().clone()
+            }
+            Some(view) => {
+                self.fence = 0;
+                view.clone()
+            }
+        };
+        self.flux_check = table.flux.is_some() || self.fence >= 2;
         if table.epoch != self.epoch {
             self.resolve_pools(&table);
         }
@@ -561,6 +616,11 @@ impl Session {
                 Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
                 record(&self.shared, &batch, self.peer());
             }
+            if self.enter == Some(Enter::Flux) {
+                self.enter = None;
+                close |= Box::pin(self.flux_step(&mut buf, out)).await;
+                continue;
+            }
             if self.enter.take().is_some() {
                 // A pinned command inside another pinned mode: refused, the rest goes on.
                 let mut one = RequestScanner::default();
@@ -582,6 +642,12 @@ impl Session {
             }
         }
         close
+    }
+
+    /// True when the drain barrier needs this session's in-flight epoch (a fleet gate is set).
+    #[inline]
+    fn tracking(&self) -> bool {
+        self.shared.fleet.get().is_some()
     }
 
     fn resolve_pools(&mut self, table: &RoutingTable) {
@@ -625,6 +691,12 @@ impl Session {
         self.mode_changed = true;
         self.resolve_pools(table);
     }
+}
+
+/// The epoch of the oldest table the queued batches' requests were routed with (`NONE` when
+/// nothing is in flight); epochs only grow along the queue.
+fn oldest_routed(queue: &VecDeque<Box<Batch>>) -> u64 {
+    queue.iter().find_map(|b| b.table.as_ref().map(|t| t.epoch)).unwrap_or(crate::fleet::NONE)
 }
 
 /// The group the last queued reply comes from, for SLOWLOG.

@@ -8,7 +8,7 @@ use keyhop_router::{Args, GroupId, RoutingTable};
 
 use super::super::Command;
 use crate::resp;
-use crate::session::{Session, display_name};
+use crate::session::{Session, display_name, flux};
 use crate::stats::Stats;
 
 /// Where one command may run inside a transaction.
@@ -57,17 +57,18 @@ pub(super) fn classify(session: &Session, table: &RoutingTable, cmd: &Command) -
         )))
     };
     let mut keys = Vec::new();
+    let fence = session.shared.fence_at(std::time::Instant::now());
     match spec.policy {
         Policy::NeedsPinning if spec.flags & command::flags::PUBSUB != 0 => {
             unsupported("subscribe outside the transaction")
         }
         // Blocking commands don't block inside a transaction; XREAD ... BLOCK neither.
-        Policy::Forward | Policy::NeedsPinning => by_keys(table, spec, cmd, &mut keys),
-        Policy::SingleGroup if groups == 1 => by_keys(table, spec, cmd, &mut keys),
+        Policy::Forward | Policy::NeedsPinning => by_keys(table, fence, spec, cmd, &mut keys),
+        Policy::SingleGroup if groups == 1 => by_keys(table, fence, spec, cmd, &mut keys),
         Policy::SingleGroup => spans_groups(),
         Policy::AnyGroup => Class::Keyless,
         Policy::ByChannel => Class::Group(table.group_for_key(cmd.arg(1))),
-        Policy::Split(_) => match by_keys(table, spec, cmd, &mut keys) {
+        Policy::Split(_) => match by_keys(table, fence, spec, cmd, &mut keys) {
             Class::Cross => {
                 Stats::add(&stats.errors_crossslot, 1);
                 Class::Refuse(resp::error(&format!(
@@ -103,11 +104,20 @@ pub(super) fn classify(session: &Session, table: &RoutingTable, cmd: &Command) -
 /// server answers them with its own error, at EXEC as Redis does.
 fn by_keys(
     table: &RoutingTable,
+    fence: u8,
     spec: &command::CommandSpec,
     cmd: &Command,
     keys: &mut Vec<usize>,
 ) -> Class {
-    match command::route(table, spec, cmd, keys) {
+    let routed = command::route(table, spec, cmd, keys);
+    // A key on a slot in flux: a transaction cannot move its keys first (its commands run at
+    // EXEC, on one server), so it is refused and EXEC aborts.
+    if (table.flux.is_some() || fence >= 2)
+        && let Some(reply) = flux::refusal(table, fence, cmd, keys, "the transaction")
+    {
+        return Class::Refuse(reply);
+    }
+    match routed {
         Ok(Some(g)) => Class::Group(g),
         Ok(None) | Err(RouteError::Syntax(_)) => Class::Keyless,
         Err(RouteError::CrossGroup) => Class::Cross,
@@ -115,12 +125,12 @@ fn by_keys(
 }
 
 /// The group of WATCH's keys (`Cross` when they span groups, `Refuse` for a wrong arity).
-pub(super) fn watch_keys(table: &RoutingTable, cmd: &Command) -> Class {
+pub(super) fn watch_keys(table: &RoutingTable, fence: u8, cmd: &Command) -> Class {
     let Some(spec) = command::lookup(b"watch") else {
         return Class::Refuse(resp::error("ERR keyhop: internal error (no WATCH in the table)"));
     };
     if !spec.arity_ok(cmd.count()) {
         return Class::Refuse(resp::error(&command::arity_error(spec)));
     }
-    by_keys(table, spec, cmd, &mut Vec::new())
+    by_keys(table, fence, spec, cmd, &mut Vec::new())
 }

@@ -302,7 +302,8 @@ impl Txn {
     /// WATCH outside MULTI: pins the keys' group.
     async fn watch(&mut self, session: &Session, cmd: Command) {
         let table = session.shared.table.load_full();
-        let g = match watch_keys(&table, &cmd) {
+        let fence = session.shared.fence_at(std::time::Instant::now());
+        let g = match watch_keys(&table, fence, &cmd) {
             Class::Refuse(reply) => return self.reply(reply),
             Class::Cross => {
                 Stats::add(&session.shared.stats.errors_crossslot, 1);
