@@ -56,8 +56,10 @@ pub fn proxy_settings(cfg: &Config) -> Settings {
             tls: None,
         },
         client_tls: None,
-        hold: std::time::Duration::from_millis(2000),
-        migrate_timeout: std::time::Duration::from_millis(1000),
+        hold: std::time::Duration::from_millis(cfg.etcd.as_ref().map_or(2000, |e| e.hold_ms)),
+        migrate_timeout: std::time::Duration::from_millis(
+            cfg.etcd.as_ref().map_or(1000, |e| e.migrate_timeout_ms),
+        ),
     }
 }
 

@@ -4,7 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod config;
 pub mod etcd;
 pub mod fleet;
 pub mod mover;

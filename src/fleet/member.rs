@@ -78,11 +78,6 @@ impl Member {
         self.inner.fleet.keys.prefix()
     }
 
-    /// The etcd handle.
-    pub fn fleet(&self) -> &Fleet {
-        &self.inner.fleet
-    }
-
     /// Leaves the fleet: stops the tasks, revokes the lease and removes the instance's entry.
     pub async fn leave(&self) {
         for t in self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
