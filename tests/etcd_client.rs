@@ -235,6 +235,26 @@ async fn a_watch_from_a_revision_sees_puts_and_deletes_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_gets_progress_notifications() {
+    let e = EtcdProc::start_with(&["--experimental-watch-progress-notify-interval", "1s"]);
+    let c = client(&e);
+    let rev = c.put(b"/q/k", b"1", 0).await.expect("put outside the watched prefix");
+    let mut w = c.watch_prefix(b"/p/", rev + 1).await.expect("watch");
+    assert_eq!(next_msg(&mut w).await, WatchMsg::Progress { revision: rev });
+    let rev2 = c.put(b"/q/k", b"2", 0).await.expect("put");
+    // Progress follows the store's revision, even for changes outside the prefix.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = 0;
+    while last != rev2 && Instant::now() < deadline {
+        match next_msg(&mut w).await {
+            WatchMsg::Progress { revision } => last = revision,
+            other => panic!("only progress is expected on a quiet prefix, got {other:?}"),
+        }
+    }
+    assert_eq!(last, rev2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_from_a_compacted_revision_reports_compacted() {
     let e = EtcdProc::start();
     let c = client(&e);

@@ -15,6 +15,7 @@ pub struct Etcd {
     /// `http://127.0.0.1:PORT`, what clients are given.
     pub endpoint: String,
     peer_port: u16,
+    extra: Vec<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -23,12 +24,18 @@ impl Etcd {
     /// Starts etcd on free ports and waits until `/health` says it is healthy; retries other
     /// ports when one was taken between picking and binding.
     pub fn start() -> Etcd {
+        Etcd::start_with(&[])
+    }
+
+    /// Like `start`, with extra etcd flags (kept for `restart`).
+    pub fn start_with(extra: &[&str]) -> Etcd {
         for _attempt in 0..5 {
             let (port, peer_port) = (free_port(), free_port());
             let mut e = Etcd {
                 port,
                 endpoint: format!("http://127.0.0.1:{port}"),
                 peer_port,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
                 child: None,
                 dir: temp_dir(),
             };
@@ -83,6 +90,7 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
