@@ -197,7 +197,7 @@ impl Fleet {
     ) -> Result<usize, String> {
         let started = Instant::now();
         let mut missing_since: HashMap<String, Instant> = HashMap::new();
-        let mut last_note = Instant::now() - Duration::from_secs(10);
+        let mut last_note = Instant::now();
         loop {
             let mut pending = Vec::new();
             let instances = self.instances().await?;
@@ -249,7 +249,7 @@ impl Fleet {
             if started.elapsed() >= timeout {
                 return Err(why);
             }
-            if last_note.elapsed() >= Duration::from_secs(2) {
+            if last_note.elapsed() >= Duration::from_secs(1) {
                 note(&why);
                 last_note = Instant::now();
             }
