@@ -124,12 +124,13 @@ fn the_source_fails_over_mid_migration() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "slots migrate failed: {}", log());
+    eprintln!("migrate:\n{}", log());
     writer.wait_progress(300, Duration::from_secs(30));
     let seen = writer.finish();
     eprintln!("writes {} reads {} tryagains {} errors {}", seen.writes, seen.reads, seen.tryagains, seen.errors.len());
     // During the failover keyhop refuses g1's writes (its fence); nothing else may fail.
     let unexpected: Vec<&String> =
-        seen.errors.iter().filter(|e| !e.contains("being failed over")).collect();
+        seen.errors.iter().filter(|e| !e.contains("is being replaced by a Sentinel failover")).collect();
     assert!(unexpected.is_empty(), "errors: {:?}", &unexpected[..unexpected.len().min(10)]);
     assert!(seen.wrong.is_empty(), "stale reads: {:?}", &seen.wrong[..seen.wrong.len().min(10)]);
     assert_all_readable(a.port, PRELOAD, &seen);

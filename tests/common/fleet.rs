@@ -243,6 +243,7 @@ impl Writer {
                     seen.reads += 1;
                     match r {
                         Reply::Bulk(Some(got)) if got == want.as_bytes() => {}
+                        Reply::Error(e) => seen.errors.push(format!("GET {key}: {e}")),
                         other => seen.wrong.push((key.clone(), want, format!("{other:?}"))),
                     }
                 }

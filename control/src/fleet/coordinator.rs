@@ -289,7 +289,8 @@ async fn run_job(
     rec.slots_done = done_slots(&state);
     write_job(fleet, job, &rec).await;
     let mut total = MoveStats::default();
-    let mut failed_over: Vec<(String, u16, u16)> = Vec::new();
+    // (source group, first, last, the source master its pass used), per pass.
+    let mut passes: Vec<(String, u16, u16, String)> = Vec::new();
     // Windows this job left in flux (a resumed job) come first, then the rest in order.
     let mut pending: Vec<(u16, u16, bool)> = state
         .flux
@@ -352,8 +353,10 @@ async fn run_job(
                     moved: base + s.moved,
                 });
             };
+            let source = spec.source.clone();
             match move_slots(&spec, &mut report).await {
                 Ok(stats) => {
+                    passes.push((entry.from.clone(), first, last, source));
                     // A source that failed over during the pass may have kept keys whose
                     // deletion it never replicated: scan the new master again before the flip.
                     let now = opts.masters.of(&state, &entry.from).await?;
@@ -364,7 +367,6 @@ async fn run_job(
                         "window {w}: {} failed over from {} to {now} during the pass; scanning the new master",
                         entry.from, spec.source
                     )));
-                    failed_over.push((entry.from.clone(), first, last));
                 }
                 // A failover of the source or target: ask for the masters again and scan the
                 // window from the start (cursors do not carry over to a promoted replica).
@@ -396,11 +398,15 @@ async fn run_job(
         fleet.barrier(rev, opts.grace, opts.ack_timeout.max(opts.grace * 3), &mut note).await?;
         progress(Progress::Totals { slots_done: rec.slots_done, slots_total, moved: total.moved });
     }
-    // Windows flipped while their source failed over: a promoted replica may still hold copies
-    // of moved keys (deletions it never received). They are garbage now; remove them.
-    for (group, first, last) in failed_over {
-        let (state, _) = fleet.read_state().await?;
-        let master = opts.masters.of(&state, &group).await?;
+    // Windows whose source master has changed since their pass: the promoted replica may hold
+    // copies of moved keys (deletions it never received, Sentinel does not pause the old
+    // master). Their slots belong to the target now, so those copies are garbage: remove them.
+    let (state, _) = fleet.read_state().await?;
+    for (group, first, last, used) in passes {
+        let Ok(master) = opts.masters.of(&state, &group).await else { continue };
+        if master == used {
+            continue;
+        }
         match crate::mover::sweep_with(&master, opts.password.as_deref(), opts.tls.as_ref(), &[(first, last)]).await {
             Ok(n) => progress(Progress::Line(format!(
                 "swept {n} stale keys of slots {} from {group}'s new master {master}",
