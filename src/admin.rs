@@ -314,7 +314,10 @@ fn readiness(ctx: &Ctx) -> Result<(), String> {
         return Err("draining: keyhop is shutting down".into());
     }
     if ctx.proxy.fence_level() >= 2 {
-        return Err("fenced: keyhop lost its etcd lease and refuses keyed commands until it re-registers".into());
+        return Err(
+            "fenced: keyhop lost its etcd lease and refuses keyed commands until it re-registers"
+                .into(),
+        );
     }
     ctx.health.readiness(&ctx.proxy.table().load())
 }

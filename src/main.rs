@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         cli::Command::Run => run::run(&cli),
         cli::Command::Check => run::check(&cli),
         cli::Command::Demo { listen } => demo::demo(&listen, cli.config.is_some()),
-        cli::Command::Slots { action } => run::with_config(&cli, |cfg| fleet::cli::slots(cfg, &action)),
-        cli::Command::Group { action } => run::with_config(&cli, |cfg| fleet::cli::group(cfg, &action)),
+        cli::Command::Slots { action } => {
+            run::with_config(&cli, |cfg| fleet::cli::slots(cfg, &action))
+        }
+        cli::Command::Group { action } => {
+            run::with_config(&cli, |cfg| fleet::cli::group(cfg, &action))
+        }
     }
 }

@@ -33,10 +33,8 @@ impl Cluster {
             servers.push(m);
             servers.push(r);
         }
-        let groups =
-            [("g1", servers[0].port), ("g2", servers[2].port), ("g3", servers[4].port)];
-        let sentinels: Vec<Proc> =
-            (0..3).map(|_| redis_sentinel(dir.path(), &groups, 2)).collect();
+        let groups = [("g1", servers[0].port), ("g2", servers[2].port), ("g3", servers[4].port)];
+        let sentinels: Vec<Proc> = (0..3).map(|_| redis_sentinel(dir.path(), &groups, 2)).collect();
         let c = Cluster { dir, servers, sentinels };
         let ready = wait_until(Duration::from_secs(30), || {
             c.sentinels.iter().all(|s| {
@@ -77,7 +75,10 @@ fn the_source_fails_over_mid_migration() {
     let cli_cfg = c.dir.path().join("cli.toml");
     std::fs::write(&cli_cfg, config(&c, &etcd, "127.0.0.1:1")).expect("write the cli config");
     let cli = |args: &[&str], bound: Duration| {
-        run_bounded(std::process::Command::new(keyhop_bin()).args(args).arg("--config").arg(&cli_cfg), bound)
+        run_bounded(
+            std::process::Command::new(keyhop_bin()).args(args).arg("--config").arg(&cli_cfg),
+            bound,
+        )
     };
     let out = cli(&["slots", "init"], Duration::from_secs(20));
     assert!(out.status.success(), "{}", text(&out));
@@ -127,10 +128,19 @@ fn the_source_fails_over_mid_migration() {
     eprintln!("migrate:\n{}", log());
     writer.wait_progress(300, Duration::from_secs(30));
     let seen = writer.finish();
-    eprintln!("writes {} reads {} tryagains {} errors {}", seen.writes, seen.reads, seen.tryagains, seen.errors.len());
+    eprintln!(
+        "writes {} reads {} tryagains {} errors {}",
+        seen.writes,
+        seen.reads,
+        seen.tryagains,
+        seen.errors.len()
+    );
     // During the failover keyhop refuses g1's writes (its fence); nothing else may fail.
-    let unexpected: Vec<&String> =
-        seen.errors.iter().filter(|e| !e.contains("is being replaced by a Sentinel failover")).collect();
+    let unexpected: Vec<&String> = seen
+        .errors
+        .iter()
+        .filter(|e| !e.contains("is being replaced by a Sentinel failover"))
+        .collect();
     assert!(unexpected.is_empty(), "errors: {:?}", &unexpected[..unexpected.len().min(10)]);
     assert!(seen.wrong.is_empty(), "stale reads: {:?}", &seen.wrong[..seen.wrong.len().min(10)]);
     assert_all_readable(a.port, PRELOAD, &seen);
@@ -146,7 +156,13 @@ fn the_source_fails_over_mid_migration() {
     let mut seen_keys = std::collections::HashSet::new();
     for g in 0..3 {
         for k in all_keys(c.master_port(g)) {
-            assert_eq!(owner(key_slot(&k)), g, "key {:?} is on g{}", String::from_utf8_lossy(&k), g + 1);
+            assert_eq!(
+                owner(key_slot(&k)),
+                g,
+                "key {:?} is on g{}",
+                String::from_utf8_lossy(&k),
+                g + 1
+            );
             assert!(seen_keys.insert(k), "a key is on two groups");
             total += 1;
         }

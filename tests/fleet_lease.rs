@@ -81,7 +81,11 @@ fn a_frozen_instance_is_left_behind_and_fences_itself() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "slots migrate failed: {}", log());
-    assert!(left_behind, "the coordinator never stopped waiting for the frozen instance: {}", log());
+    assert!(
+        left_behind,
+        "the coordinator never stopped waiting for the frozen instance: {}",
+        log()
+    );
     writer.wait_progress(300, Duration::from_secs(30));
     let seen = writer.finish();
     eprintln!("writes {} reads {} tryagains {}", seen.writes, seen.reads, seen.tryagains);
@@ -103,7 +107,9 @@ fn a_frozen_instance_is_left_behind_and_fences_itself() {
     }
     let blog = common::keyhop_log(db.path());
     eprintln!("migrate:\n{}", log());
-    for l in blog.lines().filter(|l| l.contains("lease") || l.contains("regist") || l.contains("fence")) {
+    for l in
+        blog.lines().filter(|l| l.contains("lease") || l.contains("regist") || l.contains("fence"))
+    {
         eprintln!("B: {l}");
     }
     assert!(blog.contains("registered again"), "B never re-registered:\n{blog}");

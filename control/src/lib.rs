@@ -10,8 +10,8 @@ pub mod mover;
 pub mod sentinel;
 
 pub use config::{
-    Config, ConfigError, EtcdConfig, GroupConfig, Problem, ReadFrom, SentinelConfig, TlsConfig, TlsSetup,
-    describe,
+    Config, ConfigError, EtcdConfig, GroupConfig, Problem, ReadFrom, SentinelConfig, TlsConfig,
+    TlsSetup, describe,
 };
 pub use sentinel::{
     ControlError, GroupSpec, OnPublish, SentinelStatus, WatcherConfig, WatcherHandle, start,

@@ -38,6 +38,12 @@ pub enum SlotsCmd {
         #[command(flatten)]
         tuning: Tuning,
     },
+    /// Delete the keys a group holds in slots it does not own (left by a failover mid-migration).
+    Sweep {
+        /// The group to clean.
+        #[arg(long)]
+        group: String,
+    },
     /// Move slots so every group owns an even share.
     Rebalance {
         /// Print the moves without doing them.
@@ -125,6 +131,7 @@ pub fn slots(cfg: &Config, cmd: &SlotsCmd) -> ExitCode {
                 let slots = parse_ranges(slots).map_err(|e| format!("--slots: {e}"))?;
                 run_migrate(cfg, &ecfg, &fleet, slots, to, tuning).await
             }
+            SlotsCmd::Sweep { group } => sweep(cfg, &ecfg, &fleet, group).await,
             SlotsCmd::Rebalance { dry_run, tuning } => {
                 rebalance(cfg, &ecfg, &fleet, *dry_run, tuning).await
             }
@@ -146,7 +153,9 @@ pub fn group(cfg: &Config, cmd: &GroupCmd) -> ExitCode {
                 if let Some(m) = master {
                     keyhop_control::config::check_addr(m).map_err(|e| format!("--master: {e}"))?;
                 }
-                if let Masters::Sentinel { addrs, password, tls } = opts(cfg, &ecfg, vec![], name, &Tuning::default()).masters {
+                if let Masters::Sentinel { addrs, password, tls } =
+                    opts(cfg, &ecfg, vec![], name, &Tuning::default()).masters
+                {
                     let found = keyhop_control::sentinel::lookup::master_addr(
                         &addrs,
                         password.as_deref(),
@@ -164,7 +173,9 @@ pub fn group(cfg: &Config, cmd: &GroupCmd) -> ExitCode {
                     replicas: replica.clone(),
                 };
                 let (_, rev) = fleet.update_state(|s| s.add_group(def.clone())).await?;
-                println!("group {name} added (fleet revision {rev}); it owns no slots yet: run `keyhop slots rebalance` or `keyhop slots migrate --slots ... --to {name}`");
+                println!(
+                    "group {name} added (fleet revision {rev}); it owns no slots yet: run `keyhop slots rebalance` or `keyhop slots migrate --slots ... --to {name}`"
+                );
                 Ok(())
             }
             GroupCmd::Remove { name } => {
@@ -181,7 +192,10 @@ async fn init(cfg: &Config, fleet: &Fleet, force: bool) -> Result<(), String> {
         return Err("the configuration has no [[groups]] to seed the fleet from".into());
     }
     if force && fleet.instances().await?.iter().any(|i| i.live) {
-        return Err("--force refused: keyhop instances are registered with this fleet; stop them first".into());
+        return Err(
+            "--force refused: keyhop instances are registered with this fleet; stop them first"
+                .into(),
+        );
     }
     let ranges = cfg.slot_ranges().map_err(|e| e.to_string())?;
     let groups = cfg
@@ -270,7 +284,11 @@ struct Meter {
 impl Meter {
     fn new() -> Meter {
         let now = Instant::now();
-        Meter { tty: std::io::stderr().is_terminal(), last: now - Duration::from_secs(10), started: now }
+        Meter {
+            tty: std::io::stderr().is_terminal(),
+            last: now - Duration::from_secs(10),
+            started: now,
+        }
     }
 
     fn on(&mut self, p: Progress) {
@@ -282,7 +300,8 @@ impl Meter {
                 eprintln!("{l}");
             }
             Progress::Totals { slots_done, slots_total, moved } => {
-                let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+                let every =
+                    if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
                 if self.last.elapsed() < every {
                     return;
                 }
@@ -299,14 +318,22 @@ impl Meter {
                     );
                     let _ = std::io::stderr().flush();
                 } else {
-                    eprintln!("progress: {slots_done}/{slots_total} slots, {moved} keys moved ({rate:.0} keys/s)");
+                    eprintln!(
+                        "progress: {slots_done}/{slots_total} slots, {moved} keys moved ({rate:.0} keys/s)"
+                    );
                 }
             }
         }
     }
 }
 
-fn opts(cfg: &Config, ecfg: &keyhop_control::EtcdConfig, slots: Vec<(u16, u16)>, to: &str, t: &Tuning) -> MigrateOpts {
+fn opts(
+    cfg: &Config,
+    ecfg: &keyhop_control::EtcdConfig,
+    slots: Vec<(u16, u16)>,
+    to: &str,
+    t: &Tuning,
+) -> MigrateOpts {
     MigrateOpts {
         slots,
         to: to.to_string(),
@@ -352,6 +379,42 @@ async fn run_migrate(
         "done: {} keys moved by the mover ({} already moved by commands, {} conflicts resolved)",
         stats.moved, stats.nokey, stats.busykey_resolved
     );
+    Ok(())
+}
+
+async fn sweep(
+    cfg: &Config,
+    ecfg: &keyhop_control::EtcdConfig,
+    fleet: &Fleet,
+    group: &str,
+) -> Result<(), String> {
+    let (state, _) = fleet.read_state().await?;
+    if state.group_index(group).is_none() {
+        return Err(format!("group {group:?} is not in the fleet (see `keyhop slots show`)"));
+    }
+    if state.flux.iter().any(|f| f.from == group || f.to == group) {
+        return Err(format!(
+            "group {group} is in a running migration: sweep it after `keyhop slots migrate` ends"
+        ));
+    }
+    // The slots it does not own, as ranges.
+    let mut foreign = Vec::new();
+    for (a, b, g) in state.owner_ranges() {
+        if state.groups[usize::from(g)].name != group {
+            foreign.push((a, b));
+        }
+    }
+    if foreign.is_empty() {
+        println!("group {group} owns every slot: nothing to sweep");
+        return Ok(());
+    }
+    let o = opts(cfg, ecfg, vec![], group, &Tuning::default());
+    let master = o.masters.master_of(&state, group).await?;
+    let n =
+        keyhop_control::mover::sweep_with(&master, o.password.as_deref(), o.tls.as_ref(), &foreign)
+            .await
+            .map_err(|e| e.to_string())?;
+    println!("swept {n} keys of slots group {group} does not own from {master}");
     Ok(())
 }
 

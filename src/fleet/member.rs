@@ -67,10 +67,7 @@ impl Member {
 
     /// The fleet revision in the data plane and the one acknowledged.
     pub fn revisions(&self) -> (i64, i64) {
-        (
-            *self.inner.applied.borrow(),
-            self.inner.acked.load(std::sync::atomic::Ordering::Relaxed),
-        )
+        (*self.inner.applied.borrow(), self.inner.acked.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The fleet's prefix.
@@ -248,7 +245,8 @@ impl Member {
                 return;
             }
         };
-        if same_revision && table.groups == old.groups && table.fleet_revision == old.fleet_revision {
+        if same_revision && table.groups == old.groups && table.fleet_revision == old.fleet_revision
+        {
             return;
         }
         proxy.table().store(table.clone());

@@ -17,10 +17,8 @@ use crate::run::{CurrentWatcher, set_fence_hook};
 /// The watcher configuration for the fleet's group names (the file's [sentinel] section).
 fn watcher_config(cfg: &Config, names: &[String]) -> Result<WatcherConfig, String> {
     let mut c = cfg.clone();
-    c.groups = names
-        .iter()
-        .map(|n| GroupConfig { name: n.clone(), ..GroupConfig::default() })
-        .collect();
+    c.groups =
+        names.iter().map(|n| GroupConfig { name: n.clone(), ..GroupConfig::default() }).collect();
     WatcherConfig::from_config(&c).map_err(|e| e.to_string())
 }
 
@@ -54,9 +52,7 @@ pub async fn start(
         let current = current.clone();
         Arc::new(move |def| {
             let w = current.get()?;
-            let t = w.table();
-            let g = t.load().groups.iter().find(|g| g.name == def.name).cloned();
-            g
+            w.table().load().groups.iter().find(|g| g.name == def.name).cloned()
         })
     };
     let on_groups: member::OnGroups = {
@@ -78,7 +74,9 @@ pub async fn start(
                             m.recompose(p);
                         }
                     }
-                    Err(e) => tracing::error!(groups = ?names, "cannot follow the fleet's groups through Sentinel: {e}"),
+                    Err(e) => {
+                        tracing::error!(groups = ?names, "cannot follow the fleet's groups through Sentinel: {e}")
+                    }
                 }
             });
         })

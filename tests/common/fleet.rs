@@ -104,7 +104,12 @@ impl Rig {
         for (g, keys) in groups.iter().enumerate() {
             for k in keys {
                 if let Some(other) = seen.insert(k, g) {
-                    panic!("key {:?} is on g{} and g{}", String::from_utf8_lossy(k), other + 1, g + 1);
+                    panic!(
+                        "key {:?} is on g{} and g{}",
+                        String::from_utf8_lossy(k),
+                        other + 1,
+                        g + 1
+                    );
                 }
                 let want = owner(key_slot(k));
                 assert_eq!(
@@ -179,7 +184,9 @@ pub fn call_retry(raw: &mut Raw, args: &[&str], tryagains: &mut u64) -> Reply {
     loop {
         let r = raw.call(args);
         match &r {
-            Reply::Error(e) if e.starts_with("TRYAGAIN") && started.elapsed() < Duration::from_secs(10) => {
+            Reply::Error(e)
+                if e.starts_with("TRYAGAIN") && started.elapsed() < Duration::from_secs(10) =>
+            {
                 *tryagains += 1;
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -224,12 +231,20 @@ impl Writer {
             let started = Instant::now();
             let n = conns.len();
             let mut i = 0u64;
-            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) && i < 5_000_000 {
+            while !s.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(300)
+                && i < 5_000_000
+            {
                 let key = format!("fw:{}", (i * 7919) % keys);
                 let value = format!("v{i}");
                 let mut tryagains = 0;
-                let w = call_retry(&mut conns[(i as usize) % n], &["SET", &key, &value], &mut tryagains);
-                let r = call_retry(&mut conns[(i as usize + 1) % n], &["GET", &key], &mut tryagains);
+                let w = call_retry(
+                    &mut conns[(i as usize) % n],
+                    &["SET", &key, &value],
+                    &mut tryagains,
+                );
+                let r =
+                    call_retry(&mut conns[(i as usize + 1) % n], &["GET", &key], &mut tryagains);
                 let mut seen = out.lock().unwrap_or_else(|e| e.into_inner());
                 seen.tryagains += tryagains;
                 match w {

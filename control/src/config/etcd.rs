@@ -76,8 +76,9 @@ impl EtcdConfig {
     /// Every problem with the section's values.
     pub(super) fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
-        let mut push =
-            |key: String, message: String| out.push(Problem { key: format!("etcd.{key}"), message });
+        let mut push = |key: String, message: String| {
+            out.push(Problem { key: format!("etcd.{key}"), message })
+        };
         if self.endpoints.is_empty() {
             push(
                 "endpoints".into(),
@@ -136,7 +137,8 @@ mod tests {
 
     #[test]
     fn defaults_need_endpoints_and_prefix() {
-        let keys: Vec<String> = EtcdConfig::default().problems().into_iter().map(|p| p.key).collect();
+        let keys: Vec<String> =
+            EtcdConfig::default().problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["etcd.endpoints", "etcd.prefix"]);
     }
 

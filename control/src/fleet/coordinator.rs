@@ -65,6 +65,11 @@ pub enum Masters {
 const MOVE_RETRY_FOR: Duration = Duration::from_secs(120);
 
 impl Masters {
+    /// The current master of group `name`.
+    pub async fn master_of(&self, state: &FleetState, name: &str) -> Result<String, String> {
+        self.of(state, name).await
+    }
+
     async fn of(&self, state: &FleetState, name: &str) -> Result<String, String> {
         match self {
             Masters::Static => state
@@ -172,9 +177,11 @@ pub async fn migrate(
         .find(|f| f.to == opts.to && slots.iter().any(|&(a, b)| f.first <= b && a <= f.last))
         .map(|f| f.job.clone())
         .unwrap_or_else(|| format!("j{}", now_ms()));
-    if let Some(f) = state.flux.iter().find(|f| {
-        f.job != job && slots.iter().any(|&(a, b)| f.first <= b && a <= f.last)
-    }) {
+    if let Some(f) = state
+        .flux
+        .iter()
+        .find(|f| f.job != job && slots.iter().any(|&(a, b)| f.first <= b && a <= f.last))
+    {
         return Err(format!(
             "slots {} are already being migrated by job {} to {}",
             range_text(f.first, f.last),
@@ -280,11 +287,7 @@ async fn run_job(
         ..JobRecord::default()
     };
     let done_slots = |s: &FleetState| -> u64 {
-        slots
-            .iter()
-            .flat_map(|&(a, b)| a..=b)
-            .filter(|&x| s.owner_of(x) == opts.to)
-            .count() as u64
+        slots.iter().flat_map(|&(a, b)| a..=b).filter(|&x| s.owner_of(x) == opts.to).count() as u64
     };
     rec.slots_done = done_slots(&state);
     write_job(fleet, job, &rec).await;
@@ -299,10 +302,7 @@ async fn run_job(
         .map(|f| (f.first, f.last, f.state == FluxState::Migrating))
         .collect();
     if !pending.is_empty() {
-        progress(Progress::Line(format!(
-            "resuming job {job}: {} windows in flux",
-            pending.len()
-        )));
+        progress(Progress::Line(format!("resuming job {job}: {} windows in flux", pending.len())));
     }
     pending.extend(
         windows(&state, slots, &opts.to, opts.window).into_iter().map(|(a, b)| (a, b, false)),
@@ -314,8 +314,7 @@ async fn run_job(
         let mut note = |line: &str| progress(Progress::Line(format!("window {w}: {line}")));
         if !migrating {
             if !already_locked.contains(&first) {
-                let (_, rev) =
-                    fleet.update_state(|s| s.lock(first, last, &opts.to, job)).await?;
+                let (_, rev) = fleet.update_state(|s| s.lock(first, last, &opts.to, job)).await?;
                 note(&format!("locked (rev {rev}); waiting for every keyhop to acknowledge"));
                 already_locked.push(first);
                 barrier_or_unlock(fleet, opts, job, first, rev, &mut note).await?;
@@ -390,10 +389,7 @@ async fn run_job(
         rec.updated_unix_ms = now_ms();
         write_job(fleet, job, &rec).await;
         let mut note = |line: &str| progress(Progress::Line(format!("window {w}: {line}")));
-        note(&format!(
-            "{} keys moved; now owned by {} (rev {rev})",
-            stats.moved, opts.to
-        ));
+        note(&format!("{} keys moved; now owned by {} (rev {rev})", stats.moved, opts.to));
         // The next lock of these slots must not start while an instance still moves keys.
         fleet.barrier(rev, opts.grace, opts.ack_timeout.max(opts.grace * 3), &mut note).await?;
         progress(Progress::Totals { slots_done: rec.slots_done, slots_total, moved: total.moved });
@@ -407,7 +403,14 @@ async fn run_job(
         if master == used {
             continue;
         }
-        match crate::mover::sweep_with(&master, opts.password.as_deref(), opts.tls.as_ref(), &[(first, last)]).await {
+        match crate::mover::sweep_with(
+            &master,
+            opts.password.as_deref(),
+            opts.tls.as_ref(),
+            &[(first, last)],
+        )
+        .await
+        {
             Ok(n) => progress(Progress::Line(format!(
                 "swept {n} stale keys of slots {} from {group}'s new master {master}",
                 range_text(first, last)

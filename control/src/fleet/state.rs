@@ -162,7 +162,9 @@ impl FleetState {
             let state = match f.state.as_str() {
                 "locked" => FluxState::Locked,
                 "migrating" => FluxState::Migrating,
-                other => return Err(format!("the fleet state has an unknown flux state {other:?}")),
+                other => {
+                    return Err(format!("the fleet state has an unknown flux state {other:?}"));
+                }
             };
             flux.push(FluxEntry {
                 first,
@@ -223,10 +225,7 @@ impl FleetState {
         let mut prev: Option<u16> = None;
         for f in &self.flux {
             if f.first > f.last || prev.is_some_and(|p| f.first <= p) {
-                return Err(format!(
-                    "flux ranges overlap at {}",
-                    range_text(f.first, f.last)
-                ));
+                return Err(format!("flux ranges overlap at {}", range_text(f.first, f.last)));
             }
             prev = Some(f.last);
             let from = self.group_index(&f.from);
@@ -321,7 +320,9 @@ impl FleetState {
     /// other than `to`, and none may be in flux already.
     pub fn lock(&mut self, first: u16, last: u16, to: &str, job: &str) -> Result<(), String> {
         if self.group_index(to).is_none() {
-            return Err(format!("group {to:?} is not in the fleet: add it with `keyhop group add`"));
+            return Err(format!(
+                "group {to:?} is not in the fleet: add it with `keyhop group add`"
+            ));
         }
         let from = self.owner_of(first).to_string();
         for s in first..=last {
@@ -393,9 +394,10 @@ impl FleetState {
     ) -> Result<RoutingTable, String> {
         let mut groups = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
-            groups.push(resolve(g).ok_or_else(|| {
-                format!("the master of group {:?} is not known yet", g.name)
-            })?);
+            groups.push(
+                resolve(g)
+                    .ok_or_else(|| format!("the master of group {:?} is not known yet", g.name))?,
+            );
         }
         let flux = self
             .flux
@@ -418,11 +420,7 @@ pub fn static_group(def: &GroupDef) -> Option<Group> {
     Some(Group {
         name: def.name.clone(),
         master: def.master.clone()?,
-        replicas: def
-            .replicas
-            .iter()
-            .map(|r| Replica { addr: r.clone(), healthy: true })
-            .collect(),
+        replicas: def.replicas.iter().map(|r| Replica { addr: r.clone(), healthy: true }).collect(),
     })
 }
 
@@ -431,7 +429,11 @@ mod tests {
     use super::*;
 
     fn g(name: &str) -> GroupDef {
-        GroupDef { name: name.into(), master: Some(format!("127.0.0.1:{}", name.len())), replicas: vec![] }
+        GroupDef {
+            name: name.into(),
+            master: Some(format!("127.0.0.1:{}", name.len())),
+            replicas: vec![],
+        }
     }
 
     fn two() -> FleetState {
