@@ -112,6 +112,9 @@ pub(crate) struct Session {
     flux_check: bool,
     /// The lease fence level for this batch (see [`crate::Shared::fence_at`]).
     fence: u8,
+    /// A fleet gate is set: the session reports the oldest table epoch it has requests in
+    /// flight for (the drain barrier), as of its last batch.
+    tracked: bool,
     /// The table a flux step routes its command with (the keys are then where it says), in
     /// place of the published one; replica reads are off while it is set.
     view: Option<Arc<RoutingTable>>,
@@ -161,6 +164,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream, id: u64, peer
         enter: None,
         flux_check: false,
         fence: 0,
+        tracked: false,
         view: None,
         more: false,
         unsent: Vec::new(),
@@ -232,7 +236,7 @@ impl Session {
                 written.push(batch);
                 grew = true;
             }
-            if grew && self.tracking() {
+            if grew && self.tracked {
                 self.client.entry.set_routed_epoch(oldest_routed(&queue));
             }
             if grew && !close && self.over_output_limit(&mut flow, &out) {
@@ -397,7 +401,7 @@ impl Session {
             flow.inflight += batch.cmds.len();
             queue.push_back(batch);
         }
-        if self.tracking() {
+        if self.tracked {
             self.client.entry.set_routed_epoch(oldest_routed(queue));
         }
         (std::mem::take(&mut self.mode_changed) || self.enter.is_some(), closing)
@@ -464,13 +468,16 @@ impl Session {
         room: usize,
     ) -> (Option<Box<Batch>>, bool) {
         let started = Instant::now();
-        if self.tracking() && self.client.entry.routed_epoch() == crate::fleet::NONE {
+        // The fleet gate, looked up once per batch: without etcd this is the only cost.
+        let gate = self.shared.fleet.get();
+        self.tracked = gate.is_some();
+        if self.tracked && self.client.entry.routed_epoch() == crate::fleet::NONE {
             // Until the batch is queued, a drain barrier must not pass this client by.
             self.client.entry.set_routed_epoch(crate::fleet::ROUTING);
         }
         let table = match &self.view {
             None => {
-                self.fence = self.shared.fence_at(started);
+                self.fence = gate.map_or(0, |g| g.level(self.shared.started, started));
                 self.table_cache.load().clone()
             }
             Some(view) => {
@@ -642,12 +649,6 @@ impl Session {
             }
         }
         close
-    }
-
-    /// True when the drain barrier needs this session's in-flight epoch (a fleet gate is set).
-    #[inline]
-    fn tracking(&self) -> bool {
-        self.shared.fleet.get().is_some()
     }
 
     fn resolve_pools(&mut self, table: &RoutingTable) {
