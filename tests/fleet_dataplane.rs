@@ -262,3 +262,34 @@ fn drained_to_waits_for_a_slow_request_routed_with_an_older_table() {
     // Idle clients never hold the barrier.
     assert!(wait(Duration::from_millis(100), new + 1));
 }
+
+/// Subscribers of `channel` on the server at `port`.
+fn numsub(port: u16, channel: &str) -> i64 {
+    match Raw::connect(port).call(&["PUBSUB", "NUMSUB", channel]) {
+        Reply::Array(Some(items)) if items.len() == 2 => match items[1] {
+            Reply::Int(n) => n,
+            _ => -1,
+        },
+        _ => -1,
+    }
+}
+
+#[test]
+fn a_channel_follows_its_slot_to_the_new_group_at_the_flip() {
+    let f = Fleet::start(HOLD);
+    let (a, c) = (f.server(0), f.server(2));
+    let ch = flux_key(0);
+    let mut sub = Raw::connect(f.port);
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", &ch]),
+        Reply::Array(Some(vec![bulk("subscribe"), bulk(&ch), Reply::Int(1)]))
+    );
+    assert!(wait_until(Duration::from_secs(5), || numsub(a, &ch) == 1), "subscribed on a");
+    f.publish(Some(FluxState::Migrating));
+    assert_eq!(numsub(a, &ch), 1, "channels follow the owner, the source until the flip");
+    f.publish_flipped();
+    let moved = wait_until(Duration::from_secs(5), || numsub(c, &ch) == 1 && numsub(a, &ch) == 0);
+    assert!(moved, "re-subscribed on c: a has {}, c has {}", numsub(a, &ch), numsub(c, &ch));
+    assert_eq!(cmd(f.port, &["PUBLISH", &ch, "hello"]), "1");
+    assert_eq!(sub.read(), Reply::Array(Some(vec![bulk("message"), bulk(&ch), bulk("hello")])));
+}
