@@ -293,3 +293,34 @@ fn a_channel_follows_its_slot_to_the_new_group_at_the_flip() {
     assert_eq!(cmd(f.port, &["PUBLISH", &ch, "hello"]), "1");
     assert_eq!(sub.read(), Reply::Array(Some(vec![bulk("message"), bulk(&ch), bulk("hello")])));
 }
+
+#[test]
+fn blocking_commands_on_keys_in_flux_get_tryagain() {
+    let f = Fleet::start(HOLD);
+    let a = f.server(0);
+    let (k, other) = (flux_key(0), flux_key(1));
+    let slot = key_slot(k.as_bytes());
+    let mut blocked = Raw::connect(f.port);
+    blocked.send(&[b"BLPOP", k.as_bytes(), b"30"]);
+    let on_source = || cmd(a, &["CLIENT", "LIST"]).contains("cmd=blpop");
+    assert!(wait_until(Duration::from_secs(5), on_source), "BLPOP never blocked on a");
+    f.publish(Some(FluxState::Migrating));
+    // Blocked on the source when its slot started moving: unblocked there, told to retry.
+    assert_eq!(
+        blocked.read(),
+        Reply::Error(format!("TRYAGAIN keyhop: slot {slot} is migrating; retry the command"))
+    );
+    assert!(wait_until(Duration::from_secs(5), || !on_source()), "still blocked on a");
+    // A new one is refused at once.
+    let slot = key_slot(other.as_bytes());
+    assert_eq!(
+        blocked.call(&["BLPOP", &other, "30"]),
+        Reply::Error(format!("TRYAGAIN keyhop: slot {slot} is migrating; retry the command"))
+    );
+    // A key not in flux still blocks and is served.
+    let still = still_key(0);
+    blocked.send(&[b"BLPOP", still.as_bytes(), b"30"]);
+    assert!(wait_until(Duration::from_secs(5), on_source), "BLPOP never blocked on a");
+    assert_eq!(cmd(f.port, &["RPUSH", &still, "x"]), "1");
+    assert_eq!(blocked.read(), Reply::Array(Some(vec![bulk(&still), bulk("x")])));
+}
