@@ -144,14 +144,15 @@ fn a_locked_slot_holds_until_the_next_table() {
     let mut cl = Raw::connect(f.port);
     let started = Instant::now();
     cl.send(&[b"GET", k.as_bytes()]);
-    std::thread::scope(|s| {
+    // Read while the table changes: the reply can only come after it.
+    let (reply, took) = std::thread::scope(|s| {
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(200));
             f.publish(Some(FluxState::Migrating));
         });
+        (cl.read(), started.elapsed())
     });
-    assert_eq!(cl.read(), bulk("v"));
-    let took = started.elapsed();
+    assert_eq!(reply, bulk("v"));
     assert!(took >= Duration::from_millis(200), "answered after {took:?}, before the new table");
     assert_eq!(cmd(c, &["GET", &k]), "v");
     assert_eq!(cmd(a, &["EXISTS", &k]), "0");
@@ -323,4 +324,40 @@ fn blocking_commands_on_keys_in_flux_get_tryagain() {
     assert!(wait_until(Duration::from_secs(5), on_source), "BLPOP never blocked on a");
     assert_eq!(cmd(f.port, &["RPUSH", &still, "x"]), "1");
     assert_eq!(blocked.read(), Reply::Array(Some(vec![bulk(&still), bulk("x")])));
+}
+
+#[test]
+fn a_source_being_failed_over_holds_the_command() {
+    let f = Fleet::start(Duration::from_secs(5));
+    let (a, c) = (f.server(0), f.server(2));
+    let k = flux_key(0);
+    assert_eq!(cmd(a, &["SET", &k, "v"]), "OK");
+    f.publish(Some(FluxState::Migrating));
+    let source = f.servers[0].addr();
+    f.proxy.fence(&source, Some(Duration::from_secs(30)));
+    let mut cl = Raw::connect(f.port);
+    let started = Instant::now();
+    cl.send(&[b"GET", k.as_bytes()]);
+    let (reply, took) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            f.proxy.fence(&source, None);
+        });
+        (cl.read(), started.elapsed())
+    });
+    assert_eq!(reply, bulk("v"));
+    assert!(took >= Duration::from_millis(200), "answered after {took:?}, while fenced");
+    assert_eq!(cmd(c, &["GET", &k]), "v");
+    // Fenced for longer than hold_ms: TRYAGAIN naming the failover.
+    let f = Fleet::start(HOLD);
+    let k = flux_key(0);
+    f.publish(Some(FluxState::Migrating));
+    let source = f.servers[0].addr();
+    f.proxy.fence(&source, Some(Duration::from_secs(30)));
+    assert_eq!(
+        Raw::connect(f.port).call(&["GET", &k]),
+        Reply::Error(format!(
+            "TRYAGAIN keyhop: could not move the key to c (the source {source} of group a is being failed over)"
+        ))
+    );
 }

@@ -158,6 +158,26 @@ impl Session {
                     continue;
                 }
                 Plan::Move(moves) => {
+                    // A source being failed over: held as for a locked slot, since the MIGRATE
+                    // must run on the master that has the keys.
+                    let fenced = moves.iter().find_map(|m| {
+                        let g = table.groups.get(m.0 as usize)?;
+                        self.shared.backends.is_fenced(&g.master).then_some((m.1, g))
+                    });
+                    if let Some((to, source)) = fenced {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            let group = table.groups.get(to as usize).map_or("?", |g| &g.name);
+                            out.push(resp::error(&format!(
+                                "TRYAGAIN keyhop: could not move the key to {group} (the source {} of group {} is being failed over)",
+                                source.master, source.name
+                            )));
+                            break false;
+                        }
+                        let wait = (deadline - now).min(HOLD_POLL);
+                        let _ = tokio::time::timeout(wait, topology.changed()).await;
+                        continue;
+                    }
                     let mut failed = None;
                     for (from, to, ks) in &moves {
                         let names: Vec<&[u8]> = ks.iter().map(|&k| args.arg(k)).collect();
