@@ -361,3 +361,32 @@ fn a_source_being_failed_over_holds_the_command() {
         ))
     );
 }
+
+#[test]
+fn an_open_transaction_whose_slot_starts_migrating_is_dropped() {
+    let f = Fleet::start(HOLD);
+    f.proxy.set_fleet_gate(Duration::from_secs(3));
+    let a = f.server(0);
+    let k = flux_key(0);
+    let mut cl = Raw::connect(f.port);
+    assert_eq!(cl.call(&["MULTI"]), ok());
+    assert_eq!(cl.call(&["SET", &k, "v"]), Reply::Status("QUEUED".into()));
+    let rt = &f.rt;
+    let drained = |epoch: u64| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), f.proxy.drained_to(epoch)).await.is_ok()
+        })
+    };
+    let epoch = f.publish(Some(FluxState::Locked));
+    // The open transaction no longer holds the barrier: it can no longer run.
+    assert!(drained(epoch), "the transaction still counts as in flight");
+    let slot = key_slot(k.as_bytes());
+    assert_eq!(
+        cl.call(&["EXEC"]),
+        Reply::Error(format!(
+            "EXECABORT keyhop: the connection to group a's master {} was lost before EXEC (slot {slot} started migrating); the transaction was not executed (retry it)",
+            f.servers[0].addr()
+        ))
+    );
+    assert_eq!(cmd(a, &["EXISTS", &k]), "0");
+}
