@@ -20,6 +20,7 @@ use super::{FrameArgs, Session};
 use crate::backend::{BackendConn, Payload, Request};
 use crate::io::OutQueue;
 use crate::resp::{self, RequestScanner, Scanned};
+use crate::stats::Stats;
 
 /// How long a held command sleeps between looks at the table and the lease gate (a table
 /// announced through `topology` wakes it sooner).
@@ -137,13 +138,13 @@ impl Session {
             let view = match plan {
                 Plan::Plain => table.clone(),
                 Plan::Span => {
-                    out.push(Bytes::from_static(SPAN));
+                    self.answer(out, Bytes::from_static(SPAN));
                     break false;
                 }
                 Plan::Hold { slot, to, lease } => {
                     let now = Instant::now();
                     if now >= deadline {
-                        out.push(if lease {
+                        self.answer(out, if lease {
                             Bytes::from_static(LEASE_LOST)
                         } else {
                             let group = table.groups.get(to as usize).map_or("?", |g| &g.name);
@@ -168,7 +169,7 @@ impl Session {
                         let now = Instant::now();
                         if now >= deadline {
                             let group = table.groups.get(to as usize).map_or("?", |g| &g.name);
-                            out.push(resp::error(&format!(
+                            self.answer(out, resp::error(&format!(
                                 "TRYAGAIN keyhop: could not move the key to {group} (the source {} of group {} is being failed over)",
                                 source.master, source.name
                             )));
@@ -187,7 +188,7 @@ impl Session {
                         }
                     }
                     if let Some(reply) = failed {
-                        out.push(reply);
+                        self.answer(out, reply);
                         break false;
                     }
                     Arc::new(table.after_move())
@@ -202,6 +203,13 @@ impl Session {
         };
         entry.set_routed_epoch(before);
         close
+    }
+
+    /// Appends keyhop's own reply for the step's command (the fast path counts the bytes of
+    /// the replies it renders itself).
+    fn answer(&self, out: &mut OutQueue, reply: Bytes) {
+        Stats::add(&self.shared.stats.bytes_out, reply.len() as u64);
+        out.push(reply);
     }
 
     /// Moves `keys` from `from`'s master to `to`'s with `MIGRATE ... KEYS`, in the session's

@@ -246,10 +246,7 @@ impl Session {
                 if self.enter == Some(Enter::Flux) {
                     self.enter = None;
                     // Boxed like the pinned modes: only a command on a slot in flux gets here.
-                    let before = out.len();
-                    let closing = Box::pin(self.flux_step(&mut buf, &mut out)).await;
-                    Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
-                    if closing {
+                    if Box::pin(self.flux_step(&mut buf, &mut out)).await {
                         close = true;
                         reading = false;
                         barrier = false;
