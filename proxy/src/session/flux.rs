@@ -229,6 +229,8 @@ impl Session {
         let Some((host, port)) = target.and_then(|g| g.master.rsplit_once(':')) else {
             return Err(fail("its master's address is not host:port"));
         };
+        // `[::1]:6379`: MIGRATE takes the bare IPv6 address.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let Some(conn) = self.pools.get(from as usize).map(|g| g.master.conn.clone()) else {
             return Err(fail("internal routing error (group out of range)"));
         };
