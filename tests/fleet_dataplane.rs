@@ -390,3 +390,24 @@ fn an_open_transaction_whose_slot_starts_migrating_is_dropped() {
     );
     assert_eq!(cmd(a, &["EXISTS", &k]), "0");
 }
+
+#[test]
+fn a_resp3_subscriber_running_a_command_does_not_hold_the_drain_barrier() {
+    let f = Fleet::start(HOLD);
+    f.proxy.set_fleet_gate(Duration::from_secs(3));
+    let k = still_key(0);
+    assert_eq!(cmd(f.server(0), &["SET", &k, "v"]), "OK");
+    let mut cl = Raw::connect(f.port);
+    assert!(matches!(cl.call(&["HELLO", "3"]), Reply::Map(_)));
+    assert_eq!(
+        cl.call(&["SUBSCRIBE", "news"]),
+        Reply::Push(vec![bulk("subscribe"), bulk("news"), Reply::Int(1)])
+    );
+    // Run in the subscribed mode through the shared path.
+    assert_eq!(cl.call(&["GET", &k]), bulk("v"));
+    let epoch = f.publish(None);
+    let drained = f.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(2), f.proxy.drained_to(epoch)).await.is_ok()
+    });
+    assert!(drained, "an answered command still counts as in flight");
+}

@@ -211,6 +211,9 @@ impl Session {
         let mut buf = BytesMut::from(frames);
         let mut scanner = RequestScanner::default();
         let mut close = false;
+        // Every reply is awaited here: what the session had in flight before (for the drain
+        // barrier) is what it has after.
+        let in_flight = self.client.entry.routed_epoch();
         while !buf.is_empty() && !close {
             let (batch, closing) = self.process(&mut buf, &mut scanner, usize::MAX).await;
             self.mode_changed = false;
@@ -246,6 +249,9 @@ impl Session {
                     String::from_utf8_lossy(&name)
                 )));
             }
+        }
+        if self.tracked {
+            self.client.entry.set_routed_epoch(in_flight);
         }
         close
     }
