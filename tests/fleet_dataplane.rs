@@ -144,14 +144,15 @@ fn a_locked_slot_holds_until_the_next_table() {
     let mut cl = Raw::connect(f.port);
     let started = Instant::now();
     cl.send(&[b"GET", k.as_bytes()]);
-    std::thread::scope(|s| {
+    // Read while the table changes: the reply can only come after it.
+    let (reply, took) = std::thread::scope(|s| {
         s.spawn(|| {
             std::thread::sleep(Duration::from_millis(200));
             f.publish(Some(FluxState::Migrating));
         });
+        (cl.read(), started.elapsed())
     });
-    assert_eq!(cl.read(), bulk("v"));
-    let took = started.elapsed();
+    assert_eq!(reply, bulk("v"));
     assert!(took >= Duration::from_millis(200), "answered after {took:?}, before the new table");
     assert_eq!(cmd(c, &["GET", &k]), "v");
     assert_eq!(cmd(a, &["EXISTS", &k]), "0");
@@ -261,4 +262,152 @@ fn drained_to_waits_for_a_slow_request_routed_with_an_older_table() {
     assert_eq!(slow.read(), ok());
     // Idle clients never hold the barrier.
     assert!(wait(Duration::from_millis(100), new + 1));
+}
+
+/// Subscribers of `channel` on the server at `port`.
+fn numsub(port: u16, channel: &str) -> i64 {
+    match Raw::connect(port).call(&["PUBSUB", "NUMSUB", channel]) {
+        Reply::Array(Some(items)) if items.len() == 2 => match items[1] {
+            Reply::Int(n) => n,
+            _ => -1,
+        },
+        _ => -1,
+    }
+}
+
+#[test]
+fn a_channel_follows_its_slot_to_the_new_group_at_the_flip() {
+    let f = Fleet::start(HOLD);
+    let (a, c) = (f.server(0), f.server(2));
+    let ch = flux_key(0);
+    let mut sub = Raw::connect(f.port);
+    assert_eq!(
+        sub.call(&["SUBSCRIBE", &ch]),
+        Reply::Array(Some(vec![bulk("subscribe"), bulk(&ch), Reply::Int(1)]))
+    );
+    assert!(wait_until(Duration::from_secs(5), || numsub(a, &ch) == 1), "subscribed on a");
+    f.publish(Some(FluxState::Migrating));
+    assert_eq!(numsub(a, &ch), 1, "channels follow the owner, the source until the flip");
+    f.publish_flipped();
+    let moved = wait_until(Duration::from_secs(5), || numsub(c, &ch) == 1 && numsub(a, &ch) == 0);
+    assert!(moved, "re-subscribed on c: a has {}, c has {}", numsub(a, &ch), numsub(c, &ch));
+    assert_eq!(cmd(f.port, &["PUBLISH", &ch, "hello"]), "1");
+    assert_eq!(sub.read(), Reply::Array(Some(vec![bulk("message"), bulk(&ch), bulk("hello")])));
+}
+
+#[test]
+fn blocking_commands_on_keys_in_flux_get_tryagain() {
+    let f = Fleet::start(HOLD);
+    let a = f.server(0);
+    let (k, other) = (flux_key(0), flux_key(1));
+    let slot = key_slot(k.as_bytes());
+    let mut blocked = Raw::connect(f.port);
+    blocked.send(&[b"BLPOP", k.as_bytes(), b"30"]);
+    let on_source = || cmd(a, &["CLIENT", "LIST"]).contains("cmd=blpop");
+    assert!(wait_until(Duration::from_secs(5), on_source), "BLPOP never blocked on a");
+    f.publish(Some(FluxState::Migrating));
+    // Blocked on the source when its slot started moving: unblocked there, told to retry.
+    assert_eq!(
+        blocked.read(),
+        Reply::Error(format!("TRYAGAIN keyhop: slot {slot} is migrating; retry the command"))
+    );
+    assert!(wait_until(Duration::from_secs(5), || !on_source()), "still blocked on a");
+    // A new one is refused at once.
+    let slot = key_slot(other.as_bytes());
+    assert_eq!(
+        blocked.call(&["BLPOP", &other, "30"]),
+        Reply::Error(format!("TRYAGAIN keyhop: slot {slot} is migrating; retry the command"))
+    );
+    // A key not in flux still blocks and is served.
+    let still = still_key(0);
+    blocked.send(&[b"BLPOP", still.as_bytes(), b"30"]);
+    assert!(wait_until(Duration::from_secs(5), on_source), "BLPOP never blocked on a");
+    assert_eq!(cmd(f.port, &["RPUSH", &still, "x"]), "1");
+    assert_eq!(blocked.read(), Reply::Array(Some(vec![bulk(&still), bulk("x")])));
+}
+
+#[test]
+fn a_source_being_failed_over_holds_the_command() {
+    let f = Fleet::start(Duration::from_secs(5));
+    let (a, c) = (f.server(0), f.server(2));
+    let k = flux_key(0);
+    assert_eq!(cmd(a, &["SET", &k, "v"]), "OK");
+    f.publish(Some(FluxState::Migrating));
+    let source = f.servers[0].addr();
+    f.proxy.fence(&source, Some(Duration::from_secs(30)));
+    let mut cl = Raw::connect(f.port);
+    let started = Instant::now();
+    cl.send(&[b"GET", k.as_bytes()]);
+    let (reply, took) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            f.proxy.fence(&source, None);
+        });
+        (cl.read(), started.elapsed())
+    });
+    assert_eq!(reply, bulk("v"));
+    assert!(took >= Duration::from_millis(200), "answered after {took:?}, while fenced");
+    assert_eq!(cmd(c, &["GET", &k]), "v");
+    // Fenced for longer than hold_ms: TRYAGAIN naming the failover.
+    let f = Fleet::start(HOLD);
+    let k = flux_key(0);
+    f.publish(Some(FluxState::Migrating));
+    let source = f.servers[0].addr();
+    f.proxy.fence(&source, Some(Duration::from_secs(30)));
+    assert_eq!(
+        Raw::connect(f.port).call(&["GET", &k]),
+        Reply::Error(format!(
+            "TRYAGAIN keyhop: could not move the key to c (the source {source} of group a is being failed over)"
+        ))
+    );
+}
+
+#[test]
+fn an_open_transaction_whose_slot_starts_migrating_is_dropped() {
+    let f = Fleet::start(HOLD);
+    f.proxy.set_fleet_gate(Duration::from_secs(3));
+    let a = f.server(0);
+    let k = flux_key(0);
+    let mut cl = Raw::connect(f.port);
+    assert_eq!(cl.call(&["MULTI"]), ok());
+    assert_eq!(cl.call(&["SET", &k, "v"]), Reply::Status("QUEUED".into()));
+    let rt = &f.rt;
+    let drained = |epoch: u64| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), f.proxy.drained_to(epoch)).await.is_ok()
+        })
+    };
+    let epoch = f.publish(Some(FluxState::Locked));
+    // The open transaction no longer holds the barrier: it can no longer run.
+    assert!(drained(epoch), "the transaction still counts as in flight");
+    let slot = key_slot(k.as_bytes());
+    assert_eq!(
+        cl.call(&["EXEC"]),
+        Reply::Error(format!(
+            "EXECABORT keyhop: the connection to group a's master {} was lost before EXEC (slot {slot} started migrating); the transaction was not executed (retry it)",
+            f.servers[0].addr()
+        ))
+    );
+    assert_eq!(cmd(a, &["EXISTS", &k]), "0");
+}
+
+#[test]
+fn a_resp3_subscriber_running_a_command_does_not_hold_the_drain_barrier() {
+    let f = Fleet::start(HOLD);
+    f.proxy.set_fleet_gate(Duration::from_secs(3));
+    let k = still_key(0);
+    assert_eq!(cmd(f.server(0), &["SET", &k, "v"]), "OK");
+    let mut cl = Raw::connect(f.port);
+    assert!(matches!(cl.call(&["HELLO", "3"]), Reply::Map(_)));
+    assert_eq!(
+        cl.call(&["SUBSCRIBE", "news"]),
+        Reply::Push(vec![bulk("subscribe"), bulk("news"), Reply::Int(1)])
+    );
+    // Run in the subscribed mode through the shared path.
+    assert_eq!(cl.call(&["GET", &k]), bulk("v"));
+    let epoch = f.publish(None);
+    let drained = f.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(2), f.proxy.drained_to(epoch)).await.is_ok()
+    });
+    assert!(drained, "an answered command still counts as in flight");
 }

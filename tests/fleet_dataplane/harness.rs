@@ -43,7 +43,8 @@ impl Fleet {
         settings.backend.connections = env("KEYHOP_TEST_BACKEND_CONNECTIONS", 2);
         settings.allow_admin = true;
         settings.hold = hold;
-        let table: SharedTable = Arc::new(ArcSwap::from_pointee(build(&servers, 1, vec![])));
+        let table: SharedTable =
+            Arc::new(ArcSwap::from_pointee(build(&servers, 1, &OWNERS, vec![])));
         let proxy = Proxy::new(settings, table.clone());
         let (listener, port) = (0..5)
             .find_map(|_| {
@@ -69,7 +70,18 @@ impl Fleet {
         let flux = state
             .map(|state| vec![FluxRange { first: FLUX.0, last: FLUX.1, from: 0, to: 2, state }])
             .unwrap_or_default();
-        let new = Arc::new(build(&self.servers, old.epoch + 1, flux));
+        self.store(build(&self.servers, old.epoch + 1, &OWNERS, flux))
+    }
+
+    /// Publishes the table after the flip: [`FLUX`] owned by c, nothing in flux.
+    pub fn publish_flipped(&self) -> u64 {
+        let epoch = self.table.load().epoch + 1;
+        let owners = [(FLUX.0, FLUX.1, 2), (FLUX.1 + 1, 8191, 0), (8192, 16383, 1)];
+        self.store(build(&self.servers, epoch, &owners, vec![]))
+    }
+
+    fn store(&self, new: RoutingTable) -> u64 {
+        let (old, new) = (self.table.load_full(), Arc::new(new));
         self.table.store(new.clone());
         self.proxy.table_changed(&old, &new);
         new.epoch
@@ -89,12 +101,19 @@ impl Drop for Fleet {
     }
 }
 
-fn build(servers: &[Proc; 3], epoch: u64, flux: Vec<FluxRange>) -> RoutingTable {
+/// Slot ownership before the flip.
+const OWNERS: [(u16, u16, u16); 2] = [(0, 8191, 0), (8192, 16383, 1)];
+
+fn build(
+    servers: &[Proc; 3],
+    epoch: u64,
+    owners: &[(u16, u16, u16)],
+    flux: Vec<FluxRange>,
+) -> RoutingTable {
     let group =
         |name: &str, p: &Proc| Group { name: name.into(), master: p.addr(), replicas: vec![] };
     let groups = vec![group("a", &servers[0]), group("b", &servers[1]), group("c", &servers[2])];
-    RoutingTable::from_parts(epoch, groups, &[(0, 8191, 0), (8192, 16383, 1)], flux, 0)
-        .expect("a valid table")
+    RoutingTable::from_parts(epoch, groups, owners, flux, 0).expect("a valid table")
 }
 
 /// The `n`th key (by `prefix`) whose slot is in `first..=last`.

@@ -20,6 +20,7 @@ use super::{FrameArgs, Session};
 use crate::backend::{BackendConn, Payload, Request};
 use crate::io::OutQueue;
 use crate::resp::{self, RequestScanner, Scanned};
+use crate::stats::Stats;
 
 /// How long a held command sleeps between looks at the table and the lease gate (a table
 /// announced through `topology` wakes it sooner).
@@ -137,13 +138,13 @@ impl Session {
             let view = match plan {
                 Plan::Plain => table.clone(),
                 Plan::Span => {
-                    out.push(Bytes::from_static(SPAN));
+                    self.answer(out, Bytes::from_static(SPAN));
                     break false;
                 }
                 Plan::Hold { slot, to, lease } => {
                     let now = Instant::now();
                     if now >= deadline {
-                        out.push(if lease {
+                        self.answer(out, if lease {
                             Bytes::from_static(LEASE_LOST)
                         } else {
                             let group = table.groups.get(to as usize).map_or("?", |g| &g.name);
@@ -158,6 +159,26 @@ impl Session {
                     continue;
                 }
                 Plan::Move(moves) => {
+                    // A source being failed over: held as for a locked slot, since the MIGRATE
+                    // must run on the master that has the keys.
+                    let fenced = moves.iter().find_map(|m| {
+                        let g = table.groups.get(m.0 as usize)?;
+                        self.shared.backends.is_fenced(&g.master).then_some((m.1, g))
+                    });
+                    if let Some((to, source)) = fenced {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            let group = table.groups.get(to as usize).map_or("?", |g| &g.name);
+                            self.answer(out, resp::error(&format!(
+                                "TRYAGAIN keyhop: could not move the key to {group} (the source {} of group {} is being failed over)",
+                                source.master, source.name
+                            )));
+                            break false;
+                        }
+                        let wait = (deadline - now).min(HOLD_POLL);
+                        let _ = tokio::time::timeout(wait, topology.changed()).await;
+                        continue;
+                    }
                     let mut failed = None;
                     for (from, to, ks) in &moves {
                         let names: Vec<&[u8]> = ks.iter().map(|&k| args.arg(k)).collect();
@@ -167,7 +188,7 @@ impl Session {
                         }
                     }
                     if let Some(reply) = failed {
-                        out.push(reply);
+                        self.answer(out, reply);
                         break false;
                     }
                     Arc::new(table.after_move())
@@ -182,6 +203,13 @@ impl Session {
         };
         entry.set_routed_epoch(before);
         close
+    }
+
+    /// Appends keyhop's own reply for the step's command (the fast path counts the bytes of
+    /// the replies it renders itself).
+    fn answer(&self, out: &mut OutQueue, reply: Bytes) {
+        Stats::add(&self.shared.stats.bytes_out, reply.len() as u64);
+        out.push(reply);
     }
 
     /// Moves `keys` from `from`'s master to `to`'s with `MIGRATE ... KEYS`, in the session's
@@ -201,6 +229,8 @@ impl Session {
         let Some((host, port)) = target.and_then(|g| g.master.rsplit_once(':')) else {
             return Err(fail("its master's address is not host:port"));
         };
+        // `[::1]:6379`: MIGRATE takes the bare IPv6 address.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let Some(conn) = self.pools.get(from as usize).map(|g| g.master.conn.clone()) else {
             return Err(fail("internal routing error (group out of range)"));
         };

@@ -9,19 +9,16 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use keyhop_router::{Args, RoutingTable};
 use smallvec::SmallVec;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::oneshot;
 
 use crate::Shared;
-use crate::backend::{BackendConn, Mode, Payload, Pool, Request};
+use crate::backend::{BackendConn, Mode, Pool, Request};
 use crate::io::OutQueue;
-use crate::resp::{Proto, RequestScanner, Scanned};
+use crate::resp::{Proto, RequestScanner};
 use crate::stats::Stats;
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 
@@ -29,11 +26,9 @@ mod batch;
 mod dispatch;
 mod flow;
 pub(crate) mod flux;
+mod route;
 
-use batch::{
-    Batch, CmdMeta, MANY_GROUPS, NO_GROUP, Pending, all_results, head_results, poll_ready, record,
-    render,
-};
+use batch::{Batch, head_results, poll_ready, record, render};
 pub(crate) use batch::{Builder, MergeKind, MergeSlot, Slot};
 
 /// Batches a session may have waiting for replies before it forwards no more.
@@ -112,6 +107,9 @@ pub(crate) struct Session {
     flux_check: bool,
     /// The lease fence level for this batch (see [`crate::Shared::fence_at`]).
     fence: u8,
+    /// A fleet gate is set: the session reports the oldest table epoch it has requests in
+    /// flight for (the drain barrier), as of its last batch.
+    tracked: bool,
     /// The table a flux step routes its command with (the keys are then where it says), in
     /// place of the published one; replica reads are off while it is set.
     view: Option<Arc<RoutingTable>>,
@@ -161,6 +159,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream, id: u64, peer
         enter: None,
         flux_check: false,
         fence: 0,
+        tracked: false,
         view: None,
         more: false,
         unsent: Vec::new(),
@@ -232,7 +231,7 @@ impl Session {
                 written.push(batch);
                 grew = true;
             }
-            if grew && self.tracking() {
+            if grew && self.tracked {
                 self.client.entry.set_routed_epoch(oldest_routed(&queue));
             }
             if grew && !close && self.over_output_limit(&mut flow, &out) {
@@ -247,10 +246,7 @@ impl Session {
                 if self.enter == Some(Enter::Flux) {
                     self.enter = None;
                     // Boxed like the pinned modes: only a command on a slot in flux gets here.
-                    let before = out.len();
-                    let closing = Box::pin(self.flux_step(&mut buf, &mut out)).await;
-                    Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
-                    if closing {
+                    if Box::pin(self.flux_step(&mut buf, &mut out)).await {
                         close = true;
                         reading = false;
                         barrier = false;
@@ -397,7 +393,7 @@ impl Session {
             flow.inflight += batch.cmds.len();
             queue.push_back(batch);
         }
-        if self.tracking() {
+        if self.tracked {
             self.client.entry.set_routed_epoch(oldest_routed(queue));
         }
         (std::mem::take(&mut self.mode_changed) || self.enter.is_some(), closing)
@@ -413,241 +409,6 @@ impl Session {
             soft = limit.soft, soft_seconds = limit.soft_for.as_secs(), limit = ?over,
             "client disconnected: its unwritten output passed client_output_limit (it is not reading its replies)");
         true
-    }
-
-    /// Routes up to `room` complete requests in `buf` (setting `more` when some are left),
-    /// sends each backend its share, and returns the batch of reply slots (and whether the
-    /// connection must close after it).
-    async fn process(
-        &mut self,
-        buf: &mut BytesMut,
-        scanner: &mut RequestScanner,
-        room: usize,
-    ) -> (Option<Box<Batch>>, bool) {
-        let routed = self.route_batch(buf, scanner, room);
-        if !self.unsent.is_empty() {
-            // Boxed: only a full or retired connection gets here, and inline its state would
-            // make every idle session's future larger.
-            Box::pin(self.send_unsent()).await;
-        }
-        routed
-    }
-
-    /// Sends what [`Session::route_batch`] could not queue at once, in order: waiting for room
-    /// on a full connection, and re-routing a request for a retired one.
-    async fn send_unsent(&mut self) {
-        for (conn, group, req) in std::mem::take(&mut self.unsent) {
-            let req = match req {
-                Unsent::Full(req) => match conn.send(req).await {
-                    Ok(()) => continue,
-                    Err(req) => req,
-                },
-                Unsent::Retired(req) => req,
-            };
-            // The connection was retired (a failover) between loading the table and sending:
-            // the request was never written, so it may go to the group's server in the newest
-            // table. If that fails too, its reply becomes an error.
-            let newest = self.table_cache.load().clone();
-            self.resolve_pools(&newest);
-            if let Some(g) = self.pools.get(group as usize) {
-                let _ = g.master.conn.send(req).await;
-            }
-        }
-    }
-
-    /// [`Session::process`]'s routing, without waiting: a request whose connection's queue is
-    /// full or retired is left in `unsent`.
-    fn route_batch(
-        &mut self,
-        buf: &mut BytesMut,
-        scanner: &mut RequestScanner,
-        room: usize,
-    ) -> (Option<Box<Batch>>, bool) {
-        let started = Instant::now();
-        if self.tracking() && self.client.entry.routed_epoch() == crate::fleet::NONE {
-            // Until the batch is queued, a drain barrier must not pass this client by.
-            self.client.entry.set_routed_epoch(crate::fleet::ROUTING);
-        }
-        let table = match &self.view {
-            None => {
-                self.fence = self.shared.fence_at(started);
-                self.table_cache.load().clone()
-            }
-            Some(view) => {
-                self.fence = 0;
-                view.clone()
-            }
-        };
-        self.flux_check = table.flux.is_some() || self.fence >= 2;
-        if table.epoch != self.epoch {
-            self.resolve_pools(&table);
-        }
-        let mut b = Builder::default();
-        let mut cmds: SmallVec<[CmdMeta; 4]> = SmallVec::new();
-        let mut off = 0;
-        let mut close = false;
-        let mut commands = 0u64;
-        loop {
-            if cmds.len() >= room {
-                self.more = true;
-                break;
-            }
-            match scanner.scan(&buf[off..]) {
-                Ok(None) => break,
-                Ok(Some(Scanned::Empty { len })) => off += len,
-                Ok(Some(Scanned::Command { len })) => {
-                    commands += 1;
-                    let args = FrameArgs { frame: &buf[off..off + len], ranges: &scanner.args };
-                    let id;
-                    (close, id) = self.dispatch(&table, &args, Src::Range(off..off + len), &mut b);
-                    if self.enter.is_some() {
-                        // A pinned mode takes this command (still in `buf`) and the rest.
-                        commands -= 1;
-                        break;
-                    }
-                    cmds.push(CmdMeta {
-                        id,
-                        group: last_group(&b),
-                        start: off as u32,
-                        len: len as u32,
-                    });
-                    off += len;
-                    if self.mode_changed {
-                        break;
-                    }
-                }
-                Ok(Some(Scanned::Inline { len, frame })) => {
-                    commands += 1;
-                    let mut inline = RequestScanner::default();
-                    if let Ok(Some(Scanned::Command { .. })) = inline.scan(&frame) {
-                        let args = FrameArgs { frame: &frame, ranges: &inline.args };
-                        let id;
-                        (close, id) =
-                            self.dispatch(&table, &args, Src::Owned(frame.clone()), &mut b);
-                        if self.enter.is_some() {
-                            commands -= 1;
-                            break;
-                        }
-                        cmds.push(CmdMeta { id, group: last_group(&b), start: u32::MAX, len: 0 });
-                    }
-                    off += len;
-                    if self.mode_changed {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    Stats::add(&self.shared.stats.errors_protocol, 1);
-                    tracing::debug!(client = %self.peer(), error = ?e, "protocol error; closing client");
-                    b.slots.push(Slot::Close(Some(e.reply())));
-                    cmds.push(CmdMeta { id: u16::MAX, group: NO_GROUP, start: u32::MAX, len: 0 });
-                    close = true;
-                }
-            }
-            if close {
-                break;
-            }
-        }
-        Stats::add(&self.shared.stats.commands, commands);
-        // CLIENT LIST's cmd= and idle=: written once per batch, never per command.
-        if let Some(c) = cmds.last() {
-            self.client.touch(started, c.id, &buf[..], c.start, c.len);
-        }
-        if b.slots.is_empty() {
-            // Only empty requests (`*0`, blank inline lines): drop them, answer nothing.
-            bytes::Buf::advance(buf, off);
-            return (None, close);
-        }
-        let data = buf.split_to(off).freeze();
-        if close {
-            buf.clear();
-        }
-        let mut pending = SmallVec::new();
-        for out in b.sends.drain(..) {
-            let payload = if out.chunks.len() == 1 {
-                Payload::One(materialize(&data, &out.chunks[0]))
-            } else {
-                Payload::Many(out.chunks.iter().map(|c| materialize(&data, c)).collect())
-            };
-            let (rtx, rrx) = oneshot::channel();
-            let req = Request { payload, count: out.count, reply: rtx };
-            match out.conn.try_send(req) {
-                Ok(()) => {}
-                Err(TrySendError::Full(req)) => {
-                    self.unsent.push((out.conn, out.group, Unsent::Full(req)))
-                }
-                Err(TrySendError::Closed(req)) => {
-                    self.unsent.push((out.conn, out.group, Unsent::Retired(req)))
-                }
-            }
-            pending.push(Pending { rx: rrx, result: None, group: out.group, addr: out.addr });
-        }
-        let table = if pending.is_empty() { None } else { Some(table) };
-        let client_name = self.name.clone();
-        (
-            Some(Box::new(Batch {
-                slots: b.slots,
-                pending,
-                table,
-                started,
-                cmds,
-                data,
-                client_name,
-            })),
-            close,
-        )
-    }
-
-    /// Runs `frames` (whole request frames) through the shared fast path, waits for every
-    /// reply and appends them to `out`; true when the connection must close after them. For
-    /// pinned modes, which serve the ordinary commands a client sends in between one at a time.
-    /// A command that would enter another pinned mode is answered with an error instead.
-    pub(crate) async fn execute(&mut self, frames: &[u8], out: &mut OutQueue) -> bool {
-        let mut buf = BytesMut::from(frames);
-        let mut scanner = RequestScanner::default();
-        let mut close = false;
-        while !buf.is_empty() && !close {
-            let (batch, closing) = self.process(&mut buf, &mut scanner, usize::MAX).await;
-            self.mode_changed = false;
-            close = closing;
-            if let Some(mut batch) = batch {
-                all_results(&mut batch).await;
-                let before = out.len();
-                close |= render(&mut batch, out, &self.shared.stats);
-                Stats::add(&self.shared.stats.bytes_out, (out.len() - before) as u64);
-                record(&self.shared, &batch, self.peer());
-            }
-            if self.enter == Some(Enter::Flux) {
-                self.enter = None;
-                close |= Box::pin(self.flux_step(&mut buf, out)).await;
-                continue;
-            }
-            if self.enter.take().is_some() {
-                // A pinned command inside another pinned mode: refused, the rest goes on.
-                let mut one = RequestScanner::default();
-                let name = match one.scan(&buf) {
-                    Ok(Some(Scanned::Command { len })) => {
-                        let n = one.args.first().map(|r| buf[r.clone()].to_ascii_uppercase());
-                        bytes::Buf::advance(&mut buf, len);
-                        n.unwrap_or_default()
-                    }
-                    _ => {
-                        buf.clear();
-                        Vec::new()
-                    }
-                };
-                out.push(crate::resp::error(&format!(
-                    "ERR keyhop: {} is not allowed in this context",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-        }
-        close
-    }
-
-    /// True when the drain barrier needs this session's in-flight epoch (a fleet gate is set).
-    #[inline]
-    fn tracking(&self) -> bool {
-        self.shared.fleet.get().is_some()
     }
 
     fn resolve_pools(&mut self, table: &RoutingTable) {
@@ -699,17 +460,6 @@ fn oldest_routed(queue: &VecDeque<Box<Batch>>) -> u64 {
     queue.iter().find_map(|b| b.table.as_ref().map(|t| t.epoch)).unwrap_or(crate::fleet::NONE)
 }
 
-/// The group the last queued reply comes from, for SLOWLOG.
-fn last_group(b: &Builder) -> u16 {
-    match b.slots.last() {
-        Some(Slot::Reply { send, .. }) => {
-            b.sends.get(*send as usize).map(|o| o.group).unwrap_or(NO_GROUP)
-        }
-        Some(Slot::Merge(_)) => MANY_GROUPS,
-        _ => NO_GROUP,
-    }
-}
-
 /// The CROSSSLOT refusal, naming the fix.
 pub(crate) const CROSSSLOT: &[u8] =
     b"-CROSSSLOT keyhop: keys in request don't hash to the same group (use a {hash tag})\r\n";
@@ -717,13 +467,6 @@ pub(crate) const CROSSSLOT: &[u8] =
 /// `object|encoding` -> `OBJECT ENCODING`.
 pub(crate) fn display_name(name: &str) -> String {
     name.replace('|', " ").to_ascii_uppercase()
-}
-
-fn materialize(data: &Bytes, src: &Src) -> Bytes {
-    match src {
-        Src::Range(r) => data.slice(r.clone()),
-        Src::Owned(b) => b.clone(),
-    }
 }
 
 /// Resolves when `timer` fires (never without one).

@@ -211,7 +211,11 @@ async fn follow_topology(session: &Session, units: &mut [Unit]) {
     for u in units.iter_mut() {
         let Some(g) = table.groups.get(u.group as usize) else { continue };
         match u.addr() {
-            Some(addr) if addr != &*g.master => u.failover(session).await,
+            // Blocked on the source of keys now in flux: unblocked there (if it did not serve
+            // it, the re-issue answers TRYAGAIN).
+            Some(addr) if addr != &*g.master || u.in_flux(session, &table).is_some() => {
+                u.failover(session).await
+            }
             Some(_) => {}
             None if u.lost() => u.reissue(session).await,
             None => {}

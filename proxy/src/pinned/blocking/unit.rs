@@ -5,12 +5,13 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keyhop_router::GroupId;
+use keyhop_router::command;
+use keyhop_router::{Args, GroupId, RoutingTable};
 
 use super::timeout::{Timeout, timed_out};
 use super::unblock::{UNBLOCK_TIMEOUT, unblock};
 use crate::pinned::{Command, ConnError, Dedicated, Kind, fenced, pin};
-use crate::session::Session;
+use crate::session::{Session, flux};
 
 /// How long the old master has, after a failover, to answer the unblocked command (with
 /// `-UNBLOCKED`, or with what it served) before the client gets an error instead.
@@ -163,6 +164,12 @@ impl Unit {
             return;
         };
         let table = session.shared.table.load_full();
+        if let Some(reply) = self.in_flux(session, &table) {
+            // Its keys started moving to another group: the client retries (it then blocks on
+            // the group they end up in).
+            self.reply = Some(reply);
+            return;
+        }
         let Some(g) = table.groups.get(self.group as usize) else { return };
         if fenced(session, &g.master) {
             return;
@@ -171,6 +178,19 @@ impl Unit {
             tracing::info!(group = %g.name, master = %g.master, command = self.name, "blocked command re-issued after losing its master");
             self.reissued = true;
         }
+    }
+
+    /// The refusal when a key of the command is on a slot in flux in `table` (or the lease
+    /// fence holds keyed commands); `None` otherwise, and always for WAIT.
+    pub(super) fn in_flux(&self, session: &Session, table: &RoutingTable) -> Option<Bytes> {
+        let fence = session.shared.fence_at(Instant::now());
+        if table.flux.is_none() && fence < 2 {
+            return None;
+        }
+        let spec = command::lookup(self.cmd.arg(0)).and_then(|top| top.resolve(&self.cmd).ok())?;
+        let mut keys = Vec::new();
+        spec.keys(&self.cmd, &mut keys).ok()?;
+        flux::refusal(table, fence, &self.cmd, &keys, "the command")
     }
 
     /// When a lost command's own timeout ends.

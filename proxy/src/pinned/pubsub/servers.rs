@@ -168,13 +168,31 @@ impl Subscriber {
         }
     }
 
-    /// A new routing table: every group whose master changed is re-subscribed on the new one.
+    /// A new routing table: every group whose master changed is re-subscribed on the new one,
+    /// and so are both groups of a channel whose slot changed owner (a migration's flip).
     pub(super) fn follow(&mut self) {
         let table = self.shared.table.load_full();
         let (shared, mode, peer) = (self.shared.clone(), self.mode, self.peer);
+        let moved = self.subs.follow_owners(&table);
+        let mut fresh = Vec::new();
+        for &g in &moved {
+            if self.links.get(g).is_none()
+                && let Some(group) = table.groups.get(usize::from(g))
+            {
+                // The channel's new group had none of this client's subscriptions yet.
+                let mut link = Link::pending(&group.master);
+                link.reopen(&shared, &table, g, mode);
+                self.links.insert(g, link);
+                fresh.push(g);
+            }
+        }
         for (g, link) in self.links.iter_mut() {
             let Some(group) = table.groups.get(usize::from(g)) else { continue };
-            if *link.target != *group.master {
+            if moved.contains(&g) && !fresh.contains(&g) {
+                throttled!(CHANGED, info, client = %peer, group = g,
+                    "pubsub: a channel's slot changed group; re-subscribing");
+                link.reopen(&shared, &table, g, mode);
+            } else if *link.target != *group.master {
                 throttled!(CHANGED, info, client = %peer, group = g, from = %link.target,
                     to = %group.master, "pubsub: the group's master changed; re-subscribing");
                 // Timed from adopting the new table (an outage before it is Sentinel's time).

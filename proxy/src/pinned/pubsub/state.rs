@@ -66,6 +66,24 @@ impl Subs {
         }
     }
 
+    /// Moves each channel and shard channel to the group that owns its slot in `table`;
+    /// returns the groups that lost or gained one (their links re-subscribe their share).
+    pub(super) fn follow_owners(&mut self, table: &keyhop_router::RoutingTable) -> Vec<GroupId> {
+        let mut moved = Vec::new();
+        for (name, g) in self.channels.iter_mut().chain(self.shards.iter_mut()) {
+            let now = table.group_for_key(name);
+            if now != *g {
+                for x in [*g, now] {
+                    if !moved.contains(&x) {
+                        moved.push(x);
+                    }
+                }
+                *g = now;
+            }
+        }
+        moved
+    }
+
     /// Every subscription: the client stays in subscribed mode while this is not 0.
     pub(super) fn total(&self) -> usize {
         self.channels.len() + self.patterns.len() + self.shards.len()

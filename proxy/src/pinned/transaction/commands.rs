@@ -27,6 +27,9 @@ impl Txn {
         io: &mut ClientIo<'_, '_>,
         cmd: Command,
     ) {
+        if session.shared.fleet.get().is_some() {
+            self.note_slots(&cmd);
+        }
         self.handle_one(session, io, cmd).await;
         session.client.entry.set_multi(self.in_multi.then_some(self.queued));
     }

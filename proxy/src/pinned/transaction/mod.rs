@@ -89,6 +89,9 @@ struct Txn {
     dirty: bool,
     /// Commands queued since MULTI (CLIENT LIST's `multi=`).
     queued: usize,
+    /// Slots of the keys WATCHed or queued (kept only with a fleet gate): when one of them
+    /// starts migrating before EXEC, the transaction is dropped (see [`Txn::follow_flux`]).
+    slots: Vec<u16>,
 }
 
 /// Serves the client in this mode until it ends.
@@ -112,8 +115,11 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
         close: false,
         dirty: false,
         queued: 0,
+        slots: Vec::new(),
         shared: session.shared.clone(),
     };
+    // Subscribed before any command is classified: a table from then on is seen.
+    let mut topology = session.shared.topology.subscribe();
     let entry = session.client.entry.clone();
     let killed = crate::clients::ClientState::killed(&entry);
     tokio::pin!(killed);
@@ -150,6 +156,12 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
             }
             r = read_server(&mut t.conn, deadline), if awaiting => t.on_server(r, io.out),
             _ = &mut drained, if !draining => draining = true,
+            // Before the client's next command (EXEC): a slot that starts migrating under an
+            // open transaction drops it, so that nothing routed with the older table can
+            // still run once the drain barrier passes.
+            _ = topology.changed(), if !awaiting && t.conn.is_some() && !t.slots.is_empty() => {
+                t.follow_flux(session);
+            }
             _ = read_client(io.rd, io.buf, &mut io.eof, &session.shared.stats), if can_read => {}
         }
     }
@@ -329,6 +341,39 @@ impl Txn {
             }
         }
         self.lost = Some(why);
+    }
+
+    /// Notes the slots of `cmd`'s keys (a fleet gate is set: slots may start migrating).
+    fn note_slots(&mut self, cmd: &super::Command) {
+        use keyhop_router::Args;
+        let Some(spec) =
+            keyhop_router::command::lookup(cmd.arg(0)).and_then(|top| top.resolve(cmd).ok())
+        else {
+            return;
+        };
+        let mut keys = Vec::new();
+        if spec.keys(cmd, &mut keys).is_err() {
+            return;
+        }
+        for k in keys {
+            let slot = keyhop_router::key_slot(cmd.arg(k));
+            if !self.slots.contains(&slot) {
+                self.slots.push(slot);
+            }
+        }
+    }
+
+    /// A new table: when a slot of the transaction is now in flux, its connection is closed
+    /// (the server discards the queued commands and WATCHes) and EXEC answers EXECABORT.
+    fn follow_flux(&mut self, session: &Session) {
+        let table = session.shared.table.load_full();
+        let Some(slot) = self.slots.iter().copied().find(|&s| table.flux_of(s).is_some()) else {
+            return;
+        };
+        self.dirty = true;
+        self.fail(Failure::Conn(format!("slot {slot} started migrating")));
+        // Nothing of it can run any more: the drain barrier need not wait for it.
+        session.client.entry.set_routed_epoch(table.epoch);
     }
 
     /// Ends the mode: a connection left clean (EXEC, DISCARD or UNWATCH answered) is reused.
