@@ -19,5 +19,5 @@ KEYHOP_TEST_THREADS=2 KEYHOP_TEST_BACKEND_CONNECTIONS=3 cargo test --no-fail-fas
   --test lifecycle_shutdown --test lifecycle_reload \
   --test proxy_transactions --test proxy_transactions_failover \
   --test proxy_pubsub --test proxy_pubsub_failover --test proxy_blocking --test apps \
-  --test chaos --test tls --test tls_sentinel --test fleet_dataplane "$@" || status=$?
+  --test chaos --test tls --test tls_sentinel --test fleet_dataplane --test fleet_migrate --test fleet_lease "$@" || status=$?
 exit $status

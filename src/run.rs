@@ -80,6 +80,21 @@ pub fn check(cli: &Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(e) = &cfg.etcd {
+        println!(
+            "fleet mode: groups and slots come from etcd at {} (endpoints {}); see them with `keyhop slots show`",
+            e.prefix,
+            e.endpoints.join(", ")
+        );
+        if cfg.groups.is_empty() {
+            println!(
+                "config OK: {}",
+                cli.config.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+            );
+            return ExitCode::SUCCESS;
+        }
+        println!("the [[groups]] below seed the fleet once (`keyhop slots init`):");
+    }
     let table = if cfg.is_sentinel_mode() {
         // Masters are unknown until the sentinels are asked; show the slot map with placeholders.
         cfg.table_from_topology(0, |_| Some(("(from sentinel)".to_string(), Vec::new())))

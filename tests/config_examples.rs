@@ -49,3 +49,14 @@ fn sentinel_example() {
     assert_eq!(cfg.slot_ranges().expect("even split"), vec![vec![(0, 8191)], vec![(8192, 16383)]]);
     assert!(cfg.routing_table(1).is_err(), "masters come from Sentinel");
 }
+
+#[test]
+fn fleet_example() {
+    let cfg = example("fleet.toml");
+    let e = cfg.etcd.as_ref().expect("an [etcd] section");
+    assert_eq!(e.endpoints, ["http://127.0.0.1:2379"]);
+    assert_eq!(e.prefix, "/keyhop/prod");
+    assert_eq!((e.lease_ttl_ms, e.grace_ms, e.hold_ms), (10_000, 10_000, 2_000));
+    assert!(!cfg.is_sentinel_mode());
+    assert_eq!(cfg.slot_ranges().expect("seed slots"), vec![vec![(0, 8191)], vec![(8192, 16383)]]);
+}

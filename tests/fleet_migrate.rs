@@ -23,7 +23,18 @@ fn half_the_slots_move_to_a_new_group_under_load() {
     writer.wait_progress(500, Duration::from_secs(20));
 
     let out = rig.cli(
-        &["slots", "migrate", "--slots", "0-4095,8192-12287", "--to", "g3", "--window", "1024"],
+        &[
+            "slots",
+            "migrate",
+            "--slots",
+            "0-4095,8192-12287",
+            "--to",
+            "g3",
+            "--window",
+            "1024",
+            "--keys-per-second",
+            "4000",
+        ],
         Duration::from_secs(180),
     );
     assert!(out.status.success(), "slots migrate failed: {}", text(&out));
@@ -63,9 +74,27 @@ fn half_the_slots_move_to_a_new_group_under_load() {
 
     // Commands that met a migrating slot moved their keys themselves, counted per instance.
     let metrics = http_get(admin_a, "/metrics");
+    let count = |outcome: &str| -> u64 {
+        let line = format!("keyhop_migration_commands_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in /metrics:\n{metrics}"))
+    };
+    let (moved, nokey) = (count("moved"), count("nokey"));
+    eprintln!("instance A: {moved} commands moved their keys, {nokey} found them moved");
+    assert!(moved > 0, "no command moved its key through instance A ({nokey} found it moved)");
     assert!(
         wait_until(Duration::from_secs(5), || http_get(admin_a, "/metrics")
-            .contains("keyhop_fleet_revision")),
-        "no fleet metrics: {metrics}"
+            .contains("keyhop_fleet_revision ")),
+        "no fleet gauges in /metrics"
     );
+    let topo: serde_json::Value =
+        serde_json::from_str(http_get(admin_a, "/topology").split("\r\n\r\n").nth(1).unwrap_or(""))
+            .expect("topology json");
+    assert_eq!(topo["mode"], "static+etcd");
+    assert_eq!(topo["fleet"]["prefix"], "/keyhop/test");
+    assert_eq!(topo["fleet"]["fence_level"], 0);
+    assert_eq!(topo["groups"][2]["slot_count"], 8192);
 }

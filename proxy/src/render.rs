@@ -75,6 +75,25 @@ pub(crate) fn metrics(shared: &Shared, out: &mut String) {
         let _ = writeln!(out, "{name} {v}");
     }
 
+    family(
+        out,
+        "keyhop_migration_commands_total",
+        "counter",
+        "Commands on slots being migrated, by outcome: moved (MIGRATE moved their keys first), nokey (already moved), busykey (a key on both groups: the target's copy kept), tryagain (refused; the client retries).",
+    );
+    for (outcome, c) in [
+        ("moved", &s.migration_moved),
+        ("nokey", &s.migration_nokey),
+        ("busykey", &s.migration_busykey),
+        ("tryagain", &s.migration_tryagain),
+    ] {
+        let _ = writeln!(
+            out,
+            "keyhop_migration_commands_total{{outcome=\"{outcome}\"}} {}",
+            Stats::get(c)
+        );
+    }
+
     family(out, "keyhop_errors_total", "counter", "Error replies and closes by kind.");
     for (kind, c) in [
         ("protocol", &s.errors_protocol),

@@ -62,6 +62,14 @@ pub struct Stats {
     pub errors_timeout: Counter,
     /// Clients disconnected for passing `client_output_limit` or `pubsub_output_limit`.
     pub output_limit_disconnects: Counter,
+    /// Commands on migrating slots whose MIGRATE moved their keys.
+    pub migration_moved: Counter,
+    /// Commands on migrating slots whose keys were already gone from the source (`NOKEY`).
+    pub migration_nokey: Counter,
+    /// Keys found on both groups during a migration (the target's copy kept).
+    pub migration_busykey: Counter,
+    /// Commands on slots in flux answered `-TRYAGAIN`.
+    pub migration_tryagain: Counter,
 }
 
 impl Stats {

@@ -169,4 +169,16 @@ mod tests {
         );
         assert!(p[1].message.contains("not supported yet"), "{}", p[1].message);
     }
+
+    #[test]
+    fn a_fleet_member_needs_no_groups_in_the_file() {
+        let text = "[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/keyhop/a\"\n";
+        let cfg = crate::config::Config::parse(text).expect("valid");
+        assert_eq!(cfg.etcd.map(|e| e.prefix), Some("/keyhop/a".to_string()));
+        let bad = "[etcd]\nendpoints = []\nprefix = \"x\"\n";
+        let err = crate::config::Config::parse(bad).expect_err("invalid").to_string();
+        assert!(err.contains("etcd.endpoints") && err.contains("etcd.prefix"), "{err}");
+        // Without [etcd] a file still needs groups.
+        assert!(crate::config::Config::parse("listen = \"127.0.0.1:1\"\n").is_err());
+    }
 }

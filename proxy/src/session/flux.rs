@@ -209,6 +209,9 @@ impl Session {
     /// the replies it renders itself).
     fn answer(&self, out: &mut OutQueue, reply: Bytes) {
         Stats::add(&self.shared.stats.bytes_out, reply.len() as u64);
+        if reply.starts_with(b"-TRYAGAIN") {
+            Stats::add(&self.shared.stats.migration_tryagain, 1);
+        }
         out.push(reply);
     }
 
@@ -251,6 +254,13 @@ impl Session {
         };
         let reply = call(&conn, migrate(keys)).await.map_err(|e| fail(&e))?;
         if !reply.starts_with(b"-") {
+            let stats = &self.shared.stats;
+            let moved = if reply.starts_with(b"+NOKEY") {
+                &stats.migration_nokey
+            } else {
+                &stats.migration_moved
+            };
+            Stats::add(moved, 1);
             return Ok(());
         }
         if !contains(&reply, b"BUSYKEY") {
@@ -266,6 +276,7 @@ impl Session {
             if !contains(&reply, b"BUSYKEY") {
                 return Err(fail(&error_text(&reply)));
             }
+            Stats::add(&self.shared.stats.migration_busykey, 1);
             tracing::info!(key = %String::from_utf8_lossy(key), group = name,
                 "key present on both groups during a migration: kept the target's copy, unlinked the source's");
             let unlink = call(&conn, resp::command([b"UNLINK".as_slice(), key]))
