@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{Rig, Writer, assert_all_readable, preload, text};
+use common::fleet::{
+    Rig, Writer, assert_all_readable, move_half, owner_after_half, preload, text, wait_success,
+};
 use common::{Raw, Reply, wait_until};
 
 const PRELOAD: u64 = 20_000;
@@ -21,21 +23,7 @@ fn a_frozen_instance_is_left_behind_and_fences_itself() {
     let writer = Writer::start(&[a.port, b.port], 3_000);
     writer.wait_progress(300, Duration::from_secs(20));
 
-    let mut migrate = rig.cli_spawn(
-        &[
-            "slots",
-            "migrate",
-            "--slots",
-            "0-4095,8192-12287",
-            "--to",
-            "g3",
-            "--window",
-            "1024",
-            "--keys-per-second",
-            "1500",
-        ],
-        "migrate",
-    );
+    let mut migrate = rig.cli_spawn(&move_half("1500"), "migrate");
     let log = || std::fs::read_to_string(rig.dir.path().join("migrate.log")).unwrap_or_default();
     assert!(
         wait_until(Duration::from_secs(30), || log().contains("migrating (rev")),
@@ -72,15 +60,7 @@ fn a_frozen_instance_is_left_behind_and_fences_itself() {
         other => panic!("unexpected reply {other:?}"),
     };
 
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = migrate.try_wait().expect("wait for migrate") {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(180), "migrate did not finish: {}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "slots migrate failed: {}", log());
+    wait_success(&mut migrate, Duration::from_secs(180), log);
     assert!(
         left_behind,
         "the coordinator never stopped waiting for the frozen instance: {}",
@@ -88,16 +68,10 @@ fn a_frozen_instance_is_left_behind_and_fences_itself() {
     );
     writer.wait_progress(300, Duration::from_secs(30));
     let seen = writer.finish();
-    eprintln!("writes {} reads {} tryagains {}", seen.writes, seen.reads, seen.tryagains);
-    assert!(seen.errors.is_empty(), "errors: {:?}", &seen.errors[..seen.errors.len().min(10)]);
-    assert!(seen.wrong.is_empty(), "stale reads: {:?}", &seen.wrong[..seen.wrong.len().min(10)]);
+    seen.assert_consistent(None);
     assert_all_readable(a.port, PRELOAD, &seen);
     assert_all_readable(b.port, PRELOAD, &seen);
-    rig.assert_single_home(|slot| match slot {
-        0..=4095 | 8192..=12287 => 2,
-        4096..=8191 => 0,
-        _ => 1,
-    });
+    rig.assert_single_home(owner_after_half);
     // The write went where the slot lives now, never to g1 under B's stale map.
     let on_g1 = common::cmd(rig.servers[0].port, &["EXISTS", &late_key]);
     assert_eq!(on_g1, "0", "B wrote {late_key} on g1 from its stale map");

@@ -44,7 +44,7 @@ fn run_move(spec: &MoveSpec) -> (Result<MoveStats, MoveError>, Vec<MoveStats>) {
 }
 
 fn count(p: &Proc, pw: Option<&str>, slots: &[(u16, u16)]) -> u64 {
-    runtime().block_on(mover::count_keys(&p.addr(), pw, slots)).expect("count_keys")
+    runtime().block_on(mover::count_keys(&p.addr(), pw, None, slots)).expect("count_keys")
 }
 
 fn connect(port: u16, pw: Option<&str>) -> Raw {
@@ -327,11 +327,11 @@ fn sweep_deletes_exactly_the_window_and_count_counts_it() {
     assert_eq!(count(&server, None, &[(8192, 16383)]), outside);
     assert_eq!(count(&server, None, &[(0, 16383)]), 3000);
     let rt = runtime();
-    assert_eq!(rt.block_on(mover::sweep(&server.addr(), None, &[WINDOW])), Ok(inside));
+    assert_eq!(rt.block_on(mover::sweep(&server.addr(), None, None, &[WINDOW])), Ok(inside));
     assert_eq!(count(&server, None, &[WINDOW]), 0);
     assert_eq!(count(&server, None, &[(8192, 16383)]), outside);
-    assert_eq!(rt.block_on(mover::sweep(&server.addr(), None, &[WINDOW])), Ok(0));
-    let bad = rt.block_on(mover::sweep(&server.addr(), None, &[(9, 3)]));
+    assert_eq!(rt.block_on(mover::sweep(&server.addr(), None, None, &[WINDOW])), Ok(0));
+    let bad = rt.block_on(mover::sweep(&server.addr(), None, None, &[(9, 3)]));
     assert_eq!(
         bad.map_err(|e| e.to_string()),
         Err("bad move: slot range 9-3 is not valid; give ranges low-high with \

@@ -64,6 +64,8 @@ pub struct Stats {
     pub output_limit_disconnects: Counter,
     /// Commands on migrating slots whose MIGRATE moved their keys.
     pub migration_moved: Counter,
+    /// Keys in the `MIGRATE`s of commands on migrating slots that answered `OK`.
+    pub migration_keys: Counter,
     /// Commands on migrating slots whose keys were already gone from the source (`NOKEY`).
     pub migration_nokey: Counter,
     /// Keys found on both groups during a migration (the target's copy kept).

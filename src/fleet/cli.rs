@@ -410,10 +410,9 @@ async fn sweep(
     }
     let o = opts(cfg, ecfg, vec![], group, &Tuning::default());
     let master = o.masters.master_of(&state, group).await?;
-    let n =
-        keyhop_control::mover::sweep_with(&master, o.password.as_deref(), o.tls.as_ref(), &foreign)
-            .await
-            .map_err(|e| e.to_string())?;
+    let n = keyhop_control::mover::sweep(&master, o.password.as_deref(), o.tls.as_ref(), &foreign)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("swept {n} keys of slots group {group} does not own from {master}");
     Ok(())
 }

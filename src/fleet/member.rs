@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use keyhop_control::EtcdConfig;
 use keyhop_control::etcd::{Etcd, EventKind, Op, WatchMsg};
+use keyhop_control::fleet::coordinator::JobRecord;
 use keyhop_control::fleet::state::static_group;
 use keyhop_control::fleet::{Fleet, FleetState, GroupDef, InstanceRecord};
 use keyhop_proxy::Proxy;
@@ -48,6 +49,8 @@ struct Inner {
     on_groups: std::sync::Mutex<Option<OnGroups>>,
     /// The group names last handed to `on_groups`.
     asked: std::sync::Mutex<Vec<String>>,
+    /// Migration jobs as last read from etcd (for `/topology` and the metrics).
+    jobs: std::sync::Mutex<Vec<(String, JobRecord)>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -68,6 +71,11 @@ impl Member {
     /// The fleet revision in the data plane and the one acknowledged.
     pub fn revisions(&self) -> (i64, i64) {
         (*self.inner.applied.borrow(), self.inner.acked.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Migration jobs as last read (refreshed every second while one runs).
+    pub fn jobs(&self) -> Vec<(String, JobRecord)> {
+        lock(&self.inner.jobs).clone()
     }
 
     /// The fleet's prefix.
@@ -120,6 +128,7 @@ pub async fn join(cfg: &EtcdConfig, listen: &str) -> Result<(Member, Instant), S
         resolve: std::sync::Mutex::new(Arc::new(static_group)),
         on_groups: std::sync::Mutex::new(None),
         asked: std::sync::Mutex::new(Vec::new()),
+        jobs: std::sync::Mutex::new(Vec::new()),
     };
     let member = Member { inner: Arc::new(inner) };
     let (state, rev, deadline) = member.register().await?;
@@ -206,6 +215,7 @@ impl Member {
             tokio::spawn(self.clone().lease_loop(proxy.clone())),
             tokio::spawn(self.clone().watch_loop(proxy.clone())),
             tokio::spawn(self.clone().ack_loop(proxy.clone())),
+            tokio::spawn(self.clone().jobs_loop()),
         ];
         self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(tasks);
     }
@@ -352,6 +362,25 @@ impl Member {
         match self.inner.fleet.read_state().await {
             Ok((state, rev)) => self.apply(proxy, &state, rev),
             Err(e) => tracing::debug!("cannot read the fleet state: {e}"),
+        }
+    }
+
+    /// Reads the migration jobs once a second while slots are in flux or a job is recorded as
+    /// running, and once more after, so `/topology` shows progress without asking etcd per request.
+    async fn jobs_loop(self) {
+        let mut was_busy = true;
+        loop {
+            let in_flux =
+                lock(&self.inner.latest).as_ref().is_some_and(|(s, _)| !s.flux.is_empty());
+            let running = lock(&self.inner.jobs).iter().any(|(_, j)| j.state == "running");
+            let busy = in_flux || running;
+            if busy || was_busy {
+                if let Ok(jobs) = self.inner.fleet.jobs().await {
+                    *lock(&self.inner.jobs) = jobs;
+                }
+            }
+            was_busy = busy;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 

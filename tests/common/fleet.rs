@@ -321,3 +321,66 @@ pub fn assert_all_readable(port: u16, preloaded: u64, seen: &Seen) {
         assert_eq!(r, Reply::Bulk(Some(v.clone().into_bytes())), "{k} through {port}");
     }
 }
+
+/// `keyhop slots migrate` of half the slots (0-4095 from g1, 8192-12287 from g2) to g3, in
+/// windows of 1024 slots, at most `keys_per_second` keys a second by the mover.
+pub fn move_half(keys_per_second: &str) -> [&str; 10] {
+    [
+        "slots",
+        "migrate",
+        "--slots",
+        "0-4095,8192-12287",
+        "--to",
+        "g3",
+        "--window",
+        "1024",
+        "--keys-per-second",
+        keys_per_second,
+    ]
+}
+
+/// The owner (group index) of `slot` after [`move_half`].
+pub fn owner_after_half(slot: u16) -> usize {
+    match slot {
+        0..=4095 | 8192..=12287 => 2,
+        4096..=8191 => 0,
+        _ => 1,
+    }
+}
+
+/// Waits (up to `bound`) for a spawned `keyhop slots migrate` and asserts it succeeded; `log`
+/// gives its output for the message.
+pub fn wait_success(child: &mut std::process::Child, bound: Duration, log: impl Fn() -> String) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the command") {
+            break s;
+        }
+        assert!(started.elapsed() < bound, "the command did not finish: {}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "the command failed: {}", log());
+}
+
+impl Seen {
+    /// Prints the counts and asserts that every read saw the last acknowledged write and that
+    /// no request failed, except with an error containing `allowed` (when given).
+    pub fn assert_consistent(&self, allowed: Option<&str>) {
+        eprintln!(
+            "writes {} reads {} tryagains {} errors {}",
+            self.writes,
+            self.reads,
+            self.tryagains,
+            self.errors.len()
+        );
+        let unexpected: Vec<&String> =
+            self.errors.iter().filter(|e| allowed.is_none_or(|a| !e.contains(a))).collect();
+        assert!(unexpected.is_empty(), "errors: {:?}", &unexpected[..unexpected.len().min(10)]);
+        assert!(
+            self.wrong.is_empty(),
+            "stale reads: {:?}",
+            &self.wrong[..self.wrong.len().min(10)]
+        );
+        assert!(self.writes > 1000, "too few writes to mean anything: {}", self.writes);
+    }
+}

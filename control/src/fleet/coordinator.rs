@@ -215,12 +215,20 @@ async fn take_mover_lock(
     ttl: i64,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<i64, String> {
-    let (lease, _) = fleet.etcd.grant(ttl).await.map_err(|e| e.to_string())?;
+    let (mut lease, _) = fleet.etcd.grant(ttl).await.map_err(|e| e.to_string())?;
+    let mut renewed = Instant::now();
     let key = fleet.keys.mover(job);
     let me = serde_json::json!({"host": hostname(), "pid": std::process::id()}).to_string();
     let deadline = Instant::now() + Duration::from_secs(ttl as u64 + 5);
     let mut told = false;
     loop {
+        // Our own lease must outlive the wait for the other mover's.
+        if renewed.elapsed() >= Duration::from_millis(500) {
+            renewed = Instant::now();
+            if fleet.etcd.keep_alive(lease).await.map_err(|e| e.to_string())? <= 0 {
+                lease = fleet.etcd.grant(ttl).await.map_err(|e| e.to_string())?.0;
+            }
+        }
         let r = fleet
             .etcd
             .txn(
@@ -333,6 +341,7 @@ async fn run_job(
             .cloned()
             .ok_or_else(|| format!("window {w} left the fleet state unexpectedly"))?;
         let base = total.moved;
+        let mut last_write = Instant::now();
         let retry_until = Instant::now() + MOVE_RETRY_FOR;
         let stats = loop {
             let spec = MoveSpec {
@@ -351,6 +360,17 @@ async fn run_job(
                     slots_total,
                     moved: base + s.moved,
                 });
+                // Progress for `/topology` and `slots show`, at most once a second and never
+                // waited for: it is display only, and does not bump the fleet revision.
+                if last_write.elapsed() >= Duration::from_secs(1) {
+                    last_write = Instant::now();
+                    let mut r = rec.clone();
+                    r.moved = base + s.moved;
+                    r.updated_unix_ms = now_ms();
+                    let f = fleet.clone();
+                    let job = job.to_string();
+                    tokio::spawn(async move { write_job(&f, &job, &r).await });
+                }
             };
             let source = spec.source.clone();
             match move_slots(&spec, &mut report).await {
@@ -403,7 +423,7 @@ async fn run_job(
         if master == used {
             continue;
         }
-        match crate::mover::sweep_with(
+        match crate::mover::sweep(
             &master,
             opts.password.as_deref(),
             opts.tls.as_ref(),

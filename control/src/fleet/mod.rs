@@ -168,6 +168,19 @@ impl Fleet {
         Err("the fleet state kept changing under this command: try again".into())
     }
 
+    /// Every migration job recorded, by id (finished ones too).
+    pub async fn jobs(&self) -> Result<Vec<(String, coordinator::JobRecord)>, String> {
+        let base = self.keys.job("");
+        let (kvs, _) = self.etcd.get_prefix(&base).await.map_err(|e| e.to_string())?;
+        Ok(kvs
+            .into_iter()
+            .filter_map(|kv| {
+                let id = String::from_utf8_lossy(&kv.key[base.len()..]).into_owned();
+                serde_json::from_slice(&kv.value).ok().map(|r| (id, r))
+            })
+            .collect())
+    }
+
     /// Every registered instance and whether its lease is alive.
     pub async fn instances(&self) -> Result<Vec<InstanceInfo>, String> {
         let base = self.keys.instance("");

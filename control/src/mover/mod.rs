@@ -163,18 +163,9 @@ pub async fn move_slots(
     }
 }
 
-/// Deletes keys on `server` whose slot is in `slots` (the pre-sweep of a target and the
-/// post-failover sweep).
+/// Deletes keys on `server` whose slot is in `slots` (the sweep after a source failover, and
+/// `keyhop slots sweep`), over TLS when `tls` is given.
 pub async fn sweep(
-    server: &str,
-    password: Option<&str>,
-    slots: &[(u16, u16)],
-) -> Result<u64, MoveError> {
-    sweep_with(server, password, None, slots).await
-}
-
-/// [`sweep`] over TLS when `tls` is given.
-pub async fn sweep_with(
     server: &str,
     password: Option<&str>,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -182,36 +173,20 @@ pub async fn sweep_with(
 ) -> Result<u64, MoveError> {
     let slots = SlotSet::new(slots)?;
     let mut link = Link::open(Side::Source, server, password, tls).await?;
+    let mut pages = Pages::new(&mut link).await?;
     let mut deleted = 0;
-    for db in link.dbs().await? {
-        link.select(db).await?;
-        let mut cursor = Bytes::from_static(b"0");
-        loop {
-            let (next, keys) = link.scan(&cursor).await?;
-            let doomed: Vec<Bytes> = keys.into_iter().filter(|k| slots.has_key(k)).collect();
-            // One page (at most about SCAN's COUNT keys) per UNLINK: the server frees the values
-            // in the background, so this blocks it about as briefly as the SCAN did.
-            deleted += link.unlink(&doomed).await?;
-            if is_last(&next) {
-                break;
-            }
-            cursor = next;
-        }
+    while let Some(keys) = pages.next(&mut link).await? {
+        let doomed: Vec<Bytes> = keys.into_iter().filter(|k| slots.has_key(k)).collect();
+        // One page (at most about SCAN's COUNT keys) per UNLINK: the server frees the values
+        // in the background, so this blocks it about as briefly as the SCAN did.
+        deleted += link.unlink(&doomed).await?;
     }
     Ok(deleted)
 }
 
-/// Counts keys on `server` whose slot is in `slots` (for tests and `slots show`).
+/// Counts keys on `server` whose slot is in `slots` (for tests and `slots show`), over TLS
+/// when `tls` is given.
 pub async fn count_keys(
-    server: &str,
-    password: Option<&str>,
-    slots: &[(u16, u16)],
-) -> Result<u64, MoveError> {
-    count_keys_with(server, password, None, slots).await
-}
-
-/// [`count_keys`] over TLS when `tls` is given.
-pub async fn count_keys_with(
     server: &str,
     password: Option<&str>,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -219,25 +194,52 @@ pub async fn count_keys_with(
 ) -> Result<u64, MoveError> {
     let slots = SlotSet::new(slots)?;
     let mut link = Link::open(Side::Source, server, password, tls).await?;
-    let mut count = 0;
-    for db in link.dbs().await? {
-        link.select(db).await?;
-        let mut seen: HashSet<Bytes> = HashSet::new();
-        let mut cursor = Bytes::from_static(b"0");
-        loop {
-            let (next, keys) = link.scan(&cursor).await?;
-            for k in keys {
-                if slots.has_key(&k) && seen.insert(k) {
-                    count += 1;
-                }
-            }
-            if is_last(&next) {
-                break;
-            }
-            cursor = next;
+    let mut pages = Pages::new(&mut link).await?;
+    // SCAN may return a key twice within one db; keys of different dbs are different keys.
+    let mut seen: HashSet<(u32, Bytes)> = HashSet::new();
+    while let Some(keys) = pages.next(&mut link).await? {
+        let db = pages.db();
+        for k in keys.into_iter().filter(|k| slots.has_key(k)) {
+            seen.insert((db, k));
         }
     }
-    Ok(count)
+    Ok(seen.len() as u64)
+}
+
+/// Every key of every db of a server, one SCAN page at a time.
+struct Pages {
+    dbs: Vec<u32>,
+    next_db: usize,
+    cursor: Option<Bytes>,
+}
+
+impl Pages {
+    async fn new(link: &mut Link) -> Result<Pages, MoveError> {
+        Ok(Pages { dbs: link.dbs().await?, next_db: 0, cursor: None })
+    }
+
+    /// The db of the page last returned.
+    fn db(&self) -> u32 {
+        self.dbs.get(self.next_db.saturating_sub(1)).copied().unwrap_or(0)
+    }
+
+    /// The next page of keys; `None` once every db has been scanned to its end.
+    async fn next(&mut self, link: &mut Link) -> Result<Option<Vec<Bytes>>, MoveError> {
+        let cursor = match self.cursor.take() {
+            Some(c) => c,
+            None => {
+                let Some(&db) = self.dbs.get(self.next_db) else { return Ok(None) };
+                self.next_db += 1;
+                link.select(db).await?;
+                Bytes::from_static(b"0")
+            }
+        };
+        let (next, keys) = link.scan(&cursor).await?;
+        if !is_last(&next) {
+            self.cursor = Some(next);
+        }
+        Ok(Some(keys))
+    }
 }
 
 /// The host and port of a `host:port` (`[v6]:port` too) target address.
