@@ -34,6 +34,8 @@ struct Banner {
     rebalance: String,
     /// The printed `keyhop slots show --config ...` command line.
     show: String,
+    /// The admin endpoint's port, from the printed `curl .../topology` line.
+    admin_port: u16,
 }
 
 impl Demo {
@@ -101,7 +103,14 @@ impl Demo {
         };
         let rebalance = command(" slots rebalance --config ");
         let show = command(" slots show --config ");
-        Banner { temp_dir, pids, sentinels, rebalance, show }
+        let topology = command("/topology   # its \"fleet\" object");
+        let admin_port = topology
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("admin port in {topology:?}"));
+        Banner { temp_dir, pids, sentinels, rebalance, show, admin_port }
     }
 
     fn signal(&self, sig: i32) {
@@ -219,6 +228,19 @@ fn demo_serves_follows_a_failover_and_cleans_up_on_sigterm() {
     let g3 = v["groups"].as_array().and_then(|g| g.iter().find(|g| g["name"] == "g3")).cloned();
     assert_eq!(g3.as_ref().map(|g| g["slot_count"].clone()), Some(serde_json::json!(5461)), "{v}");
     assert_eq!(v["flux"], serde_json::json!([]), "{v}");
+    // /topology's fleet object reaches the revision `slots show` reports, g3 owning its share.
+    let revision = v["revision"].as_i64().expect("revision");
+    let mut topo = serde_json::Value::Null;
+    let caught_up = wait_until(Duration::from_secs(20), || {
+        let resp = common::probe::http_get(b.admin_port, "/topology");
+        let body = resp.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        topo = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+        topo["fleet"]["revision"].as_i64() == Some(revision)
+    });
+    assert!(caught_up, "/topology never reached revision {revision}: {topo}");
+    assert_eq!(topo["fleet"]["flux"], serde_json::json!([]), "{topo}");
+    assert_eq!(topo["groups"][2]["name"], "g3", "{topo}");
+    assert_eq!(topo["groups"][2]["slots"], "5462-8191,13653-16383", "{topo}");
     for k in &keys {
         assert_eq!(cmd(demo.port, &["GET", k]), format!("v-{k}"), "{k} after the rebalance");
     }
