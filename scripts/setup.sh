@@ -8,7 +8,7 @@
 #   build    a C compiler and linker (cargo links with `cc`; rustup does not install one)
 #   redis    redis-server, redis-sentinel, redis-cli, redis-benchmark; openssl (the TLS tests
 #            make their certificates with it)
-#   etcd     etcd, the fleet's shared slot map (the fleet tests and `keyhop demo --fleet`)
+#   etcd     etcd, the fleet's shared slot map (the fleet tests and `keyhop demo`)
 #   clients  python3 + node and the third-party clients the compatibility tests drive
 #            (scripts/install-test-clients.sh, into target/test-clients)
 #   bench    twemproxy's nutcracker, the load benchmark's comparison proxy

@@ -1,6 +1,9 @@
-//! `keyhop demo`: a real local topology (two groups of master + replica, three sentinels) and
-//! keyhop in Sentinel mode in front of it, in one command and without any configuration.
+//! `keyhop demo`: a real local fleet (three groups of master + replica, three sentinels, one
+//! etcd) and keyhop in Sentinel + etcd (fleet) mode in front of it, in one command and without
+//! any configuration. g1 and g2 own the slots; g3 is in the fleet empty, so the banner's
+//! `keyhop slots rebalance` grows the demo from 2 to 3 groups while it serves.
 
+mod banner;
 mod client;
 mod topology;
 
@@ -10,19 +13,20 @@ use std::time::Duration;
 
 use keyhop_control::Config;
 
+use crate::fleet::cli::{GroupCmd, SlotsCmd};
 use crate::run::{self, Launch, Signals};
-use topology::{Topology, find_in_path};
+use topology::{Bins, Topology, find_in_path};
 
 /// Sentinel quorum of the demo.
 const QUORUM: u32 = 2;
-/// The demo's groups, as the sentinels name them.
-const GROUPS: [&str; 2] = ["g1", "g2"];
-
-/// How to get the Redis binaries.
-const INSTALL_HELP: &str = "Install them, then run the demo again:\n  \
-    Debian/Ubuntu:  sudo apt-get install -y redis-server redis-sentinel redis-tools\n  \
-    macOS:          brew install redis\n\
-    (or, in keyhop's source tree, run `./dev demo`: it installs them and starts the demo)";
+/// The groups the fleet is seeded with; they split the slots between them.
+const SEEDED: [&str; 2] = ["g1", "g2"];
+/// The group added to the fleet owning no slots, for `keyhop slots rebalance` to grow into.
+const NEW_GROUP: &str = "g3";
+/// Every group the sentinels monitor.
+const GROUPS: [&str; 3] = ["g1", "g2", NEW_GROUP];
+/// The fleet's key prefix in the demo's etcd.
+const PREFIX: &str = "/keyhop/demo";
 
 /// `keyhop demo --listen ADDR`.
 pub fn demo(listen: &str, config_given: bool) -> ExitCode {
@@ -35,24 +39,30 @@ pub fn demo(listen: &str, config_given: bool) -> ExitCode {
     }
 }
 
+/// The programs the demo runs, or what to say when some are not on PATH.
+fn find_bins() -> Result<Bins, String> {
+    let server = find_in_path("redis-server");
+    let sentinel = find_in_path("redis-sentinel");
+    let etcd = find_in_path("etcd");
+    match (server.clone(), sentinel.clone(), etcd.clone()) {
+        (Some(server), Some(sentinel), Some(etcd)) => Ok(Bins { server, sentinel, etcd }),
+        _ => {
+            let missing: Vec<&str> =
+                [("redis-server", &server), ("redis-sentinel", &sentinel), ("etcd", &etcd)]
+                    .into_iter()
+                    .filter(|(_, p)| p.is_none())
+                    .map(|(n, _)| n)
+                    .collect();
+            Err(banner::missing_programs(&missing))
+        }
+    }
+}
+
 fn try_demo(listen: &str, config_given: bool) -> Result<(), String> {
     if config_given {
         eprintln!("keyhop demo: --config is ignored; the demo writes its own configuration");
     }
-    let server_bin = find_in_path("redis-server");
-    let sentinel_bin = find_in_path("redis-sentinel");
-    let (Some(server_bin), Some(sentinel_bin)) = (server_bin.clone(), sentinel_bin.clone()) else {
-        let missing: Vec<&str> = [("redis-server", &server_bin), ("redis-sentinel", &sentinel_bin)]
-            .into_iter()
-            .filter(|(_, p)| p.is_none())
-            .map(|(n, _)| n)
-            .collect();
-        let verb = if missing.len() == 1 { "is" } else { "are" };
-        return Err(format!(
-            "the demo runs redis-server and redis-sentinel, and {} {verb} not on PATH.\n{INSTALL_HELP}",
-            missing.join(" and ")
-        ));
-    };
+    let bins = find_bins()?;
     // Bind first: a busy port should fail before any server is started.
     let listener = std::net::TcpListener::bind(listen).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -68,9 +78,9 @@ fn try_demo(listen: &str, config_given: bool) -> Result<(), String> {
     // Registered now so Ctrl-C while the servers start still ends in a clean teardown.
     let signals = runtime.block_on(async { Signals::new() })?;
 
-    println!("keyhop demo: starting 4 redis-servers and 3 sentinels...");
-    let mut topo = Topology::new(server_bin, sentinel_bin)
-        .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    println!("keyhop demo: starting etcd, {} redis-servers and 3 sentinels...", 2 * GROUPS.len());
+    let mut topo = Topology::new(bins).map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    let etcd_port = topo.start_etcd()?;
     let mut masters = Vec::new();
     for g in GROUPS {
         let master = topo.start_server(&format!("{g} master"), None)?;
@@ -102,21 +112,21 @@ fn try_demo(listen: &str, config_given: bool) -> Result<(), String> {
 
     let admin_port =
         topology::free_port().map_err(|e| format!("cannot pick an admin port: {e}"))?;
-    let addrs: Vec<String> = sentinels.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    let mut text = format!(
-        "# Written by `keyhop demo`: Sentinel mode in front of the demo's local topology.\n\
-         listen = \"{listen}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace_ms = 2000\n\n\
-         [sentinel]\naddrs = [{}]\npoll_interval_ms = 500\n",
-        addrs.join(", ")
-    );
-    for g in GROUPS {
-        let _ = write!(text, "\n[[groups]]\nname = \"{g}\"\n");
-    }
     let path = topo.dir.join("keyhop.toml");
+    let text = config_text(listen, admin_port, &sentinels, etcd_port);
     std::fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+    seed_fleet(&cfg, &topo)?;
 
-    let banner = banner(&topo, &cfg, listen, admin_port, &sentinels, &path);
+    let banner = banner::banner(&banner::Facts {
+        topo: &topo,
+        cfg: &cfg,
+        listen,
+        admin_port,
+        sentinels: &sentinels,
+        etcd_port,
+        path: &path,
+    });
     let ready = Box::new(move || {
         print!("{banner}");
     });
@@ -128,106 +138,65 @@ fn try_demo(listen: &str, config_given: bool) -> Result<(), String> {
     let dir = topo.dir.clone();
     let stopped = topo.shutdown();
     println!(
-        "keyhop demo: stopped keyhop and {stopped} Redis processes, removed {}",
+        "keyhop demo: stopped keyhop and {stopped} Redis and etcd processes, removed {}",
         dir.display()
     );
     served
 }
 
-/// What the demo prints once keyhop serves.
-fn banner(
-    topo: &Topology,
-    cfg: &Config,
-    listen: &str,
-    admin_port: u16,
-    sentinels: &[u16],
-    path: &std::path::Path,
-) -> String {
-    let cli = redis_cli(listen);
-    let s1 = sentinels.first().copied().unwrap_or_default();
-    let ranges = cfg.slot_ranges().unwrap_or_default();
-    let mut out = String::new();
-    let _ = writeln!(out, "\nkeyhop demo is running (pid {}).\n", std::process::id());
-    let _ = writeln!(out, "  proxy     {listen}");
-    let _ = writeln!(
-        out,
-        "  admin     http://127.0.0.1:{admin_port}/metrics  http://127.0.0.1:{admin_port}/healthz  http://127.0.0.1:{admin_port}/readyz"
+/// The configuration keyhop runs with: Sentinel + etcd (fleet) mode; the `[[groups]]` only seed
+/// the fleet (`keyhop slots init`), etcd holds the groups and slots from then on.
+fn config_text(listen: &str, admin_port: u16, sentinels: &[u16], etcd_port: u16) -> String {
+    let addrs: Vec<String> = sentinels.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let mut text = format!(
+        "# Written by `keyhop demo`: a fleet member (Sentinel + etcd mode) in front of the\n\
+         # demo's local topology. The [[groups]] below only seeded the fleet; groups and slots\n\
+         # live in etcd: see them with `keyhop slots show --config <this file>`.\n\
+         listen = \"{listen}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nshutdown_grace_ms = 2000\n\n\
+         [sentinel]\naddrs = [{}]\npoll_interval_ms = 500\n\n\
+         [etcd]\nendpoints = [\"http://127.0.0.1:{etcd_port}\"]\nprefix = \"{PREFIX}\"\n",
+        addrs.join(", ")
     );
-    let _ = writeln!(
-        out,
-        "  config    {}  (edit, then `kill -HUP {}`)",
-        path.display(),
-        std::process::id()
-    );
-    let _ = writeln!(out, "  temp dir  {}", topo.dir.display());
-    let _ = writeln!(
-        out,
-        "\nTopology: {} groups, {} sentinels (quorum {QUORUM}):",
-        GROUPS.len(),
-        sentinels.len()
-    );
-    for (i, g) in GROUPS.iter().enumerate() {
-        let slots: Vec<String> = ranges
-            .get(i)
-            .map(|r| r.iter().map(|(a, b)| format!("{a}-{b}")).collect())
-            .unwrap_or_default();
-        let _ = writeln!(out, "  {g}  slots {}", slots.join(","));
-        for m in topo.members.iter().filter(|m| m.role.starts_with(&format!("{g} "))) {
-            let _ = writeln!(
-                out,
-                "      {:<8} 127.0.0.1:{}  (pid {})",
-                &m.role[g.len() + 1..],
-                m.port,
-                m.pid()
-            );
-        }
+    for g in SEEDED {
+        let _ = write!(text, "\n[[groups]]\nname = \"{g}\"\n");
     }
-    for m in topo.members.iter().filter(|m| m.role == "sentinel") {
-        let _ = writeln!(out, "  sentinel 127.0.0.1:{}  (pid {})", m.port, m.pid());
-    }
-    let _ = writeln!(out, "\nTry:");
-    let owner = |key: &str| {
-        let slot = keyhop_router::key_slot(key.as_bytes());
-        let g = ranges
-            .iter()
-            .position(|r| r.iter().any(|&(a, b)| (a..=b).contains(&u32::from(slot))))
-            .and_then(|i| GROUPS.get(i))
-            .unwrap_or(&"?");
-        format!("# slot {slot}: {g}")
-    };
-    let _ = writeln!(out, "  {cli} set foo hello        {}", owner("foo"));
-    let _ = writeln!(out, "  {cli} set bar world        {}", owner("bar"));
-    let _ = writeln!(out, "  {cli} mget foo bar");
-    let _ = writeln!(out, "  watch -n 1 {cli} INFO keyhop       # the masters keyhop routes to");
-    let _ = writeln!(
-        out,
-        "  redis-cli -p {s1} SENTINEL FAILOVER g1   # promote g1's replica: keyhop follows"
-    );
-    let _ = writeln!(out, "  {cli} set bar again        # written to g1's new master");
-    let _ =
-        writeln!(out, "\nCtrl-C stops keyhop and every process above, and removes the temp dir.");
-    out
+    text
 }
 
-/// The redis-cli invocation reaching `listen`.
-fn redis_cli(listen: &str) -> String {
-    match listen.rsplit_once(':') {
-        Some(("127.0.0.1" | "localhost", port)) => format!("redis-cli -p {port}"),
-        Some((host, port)) => {
-            format!("redis-cli -h {} -p {port}", host.trim_start_matches('[').trim_end_matches(']'))
-        }
-        None => format!("redis-cli -h {listen}"),
+/// Creates the fleet's slot map from the config's groups and adds the empty group, through the
+/// code of `keyhop slots init` and `keyhop group add` (which print what they did, or the error).
+fn seed_fleet(cfg: &Config, topo: &Topology) -> Result<(), String> {
+    let logs = format!("etcd's log is under {}", topo.dir.display());
+    if crate::fleet::cli::slots(cfg, &SlotsCmd::Init { force: false }) != ExitCode::SUCCESS {
+        return Err(format!("creating the fleet's slot map in etcd failed (see above; {logs})"));
     }
+    let add = GroupCmd::Add { name: NEW_GROUP.to_string(), master: None, replica: Vec::new() };
+    if crate::fleet::cli::group(cfg, &add) != ExitCode::SUCCESS {
+        return Err(format!("adding {NEW_GROUP} to the fleet failed (see above; {logs})"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redis_cli;
+    use super::*;
 
     #[test]
-    fn redis_cli_commands() {
-        assert_eq!(redis_cli("127.0.0.1:6380"), "redis-cli -p 6380");
-        assert_eq!(redis_cli("0.0.0.0:7000"), "redis-cli -h 0.0.0.0 -p 7000");
-        assert_eq!(redis_cli("[::1]:7000"), "redis-cli -h ::1 -p 7000");
+    fn config_is_a_fleet_member_seeding_two_groups() {
+        let text = config_text("127.0.0.1:6380", 9000, &[1, 2, 3], 2379);
+        let dir = std::env::temp_dir().join(format!("keyhop-demo-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keyhop.toml");
+        std::fs::write(&path, &text).unwrap();
+        let cfg = Config::load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = cfg.unwrap();
+        assert!(cfg.is_sentinel_mode());
+        let etcd = cfg.etcd.as_ref().unwrap();
+        assert_eq!(etcd.endpoints, vec!["http://127.0.0.1:2379".to_string()]);
+        assert_eq!(etcd.prefix, PREFIX);
+        let names: Vec<&str> = cfg.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, SEEDED);
+        assert_eq!(cfg.slot_ranges().unwrap(), vec![vec![(0, 8191)], vec![(8192, 16383)]]);
     }
 }

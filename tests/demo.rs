@@ -1,5 +1,6 @@
-//! `keyhop demo`: comes up, serves through Sentinel mode, follows a forced failover, and leaves no
-//! process or temp dir behind, whether stopped by a signal or killed outright.
+//! `keyhop demo`: comes up as a fleet member (Sentinel + etcd), serves, follows a forced failover,
+//! grows from 2 to 3 groups with the `keyhop slots rebalance` line it prints, and leaves no process
+//! (etcd included) or temp dir behind, whether stopped by a signal or killed outright.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::fleet::{run_bounded, text};
 use common::{Raw, Reply, cmd, free_port, keyhop_bin, wait_until};
+use keyhop_router::key_slot;
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
@@ -27,6 +30,12 @@ struct Banner {
     /// Every child's pid.
     pids: Vec<u32>,
     sentinels: Vec<u16>,
+    /// The printed `keyhop slots rebalance --config ...` command line.
+    rebalance: String,
+    /// The printed `keyhop slots show --config ...` command line.
+    show: String,
+    /// The admin endpoint's port, from the printed `curl .../topology` line.
+    admin_port: u16,
 }
 
 impl Demo {
@@ -78,9 +87,30 @@ impl Demo {
                 sentinels.push(port.and_then(|p| p.parse().ok()).expect("sentinel port"));
             }
         }
-        assert_eq!(pids.len(), 7, "4 servers and 3 sentinels in:\n{text}");
+        assert_eq!(pids.len(), 10, "6 servers, 3 sentinels and etcd in:\n{text}");
         assert_eq!(sentinels.len(), 3, "{text}");
-        Banner { temp_dir, pids, sentinels }
+        assert_eq!(
+            text.lines().filter(|l| l.trim_start().starts_with("etcd ")).count(),
+            1,
+            "{text}"
+        );
+        let command = |what: &str| {
+            text.lines()
+                .map(str::trim)
+                .find(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("no `{what}` line in:\n{text}"))
+                .to_string()
+        };
+        let rebalance = command(" slots rebalance --config ");
+        let show = command(" slots show --config ");
+        let topology = command("/topology   # its \"fleet\" object");
+        let admin_port = topology
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("admin port in {topology:?}"));
+        Banner { temp_dir, pids, sentinels, rebalance, show, admin_port }
     }
 
     fn signal(&self, sig: i32) {
@@ -136,6 +166,13 @@ fn sentinel_master(sentinel: u16, group: &str) -> Option<String> {
     }
 }
 
+/// Runs a command line the banner printed, as a user pasting it into a shell would.
+fn run_printed(line: &str, extra: &str, bound: Duration) -> std::process::Output {
+    // `exec`: a timeout kills keyhop itself, not just the shell. The line may end in a comment.
+    let (line, _) = line.split_once(" #").unwrap_or((line, ""));
+    run_bounded(Command::new("sh").arg("-c").arg(format!("exec {line} {extra}")), bound)
+}
+
 fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
 }
@@ -171,6 +208,52 @@ fn demo_serves_follows_a_failover_and_cleans_up_on_sigterm() {
     });
     assert!(followed, "keyhop did not follow g1 to {new}: {}", cmd(demo.port, &["INFO", "keyhop"]));
 
+    // Grow to 3 groups with the printed command while the demo serves; keys written before stay.
+    let keys: Vec<String> = (0..300).map(|i| format!("demo:{i}")).collect();
+    for k in &keys {
+        assert_eq!(cmd(demo.port, &["SET", k, &format!("v-{k}")]), "OK");
+    }
+    assert!(b.rebalance.contains("# moves 5462-8191,13653-16383 to g3"), "{}", b.rebalance);
+    let out = run_printed(&b.rebalance, "", Duration::from_secs(120));
+    assert!(out.status.success(), "{}: {}", b.rebalance, text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some("move 5462-8191,13653-16383 to g3"),
+        "{}",
+        text(&out)
+    );
+    let out = run_printed(&b.show, "--json", Duration::from_secs(20));
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("slots show --json");
+    let g3 = v["groups"].as_array().and_then(|g| g.iter().find(|g| g["name"] == "g3")).cloned();
+    assert_eq!(g3.as_ref().map(|g| g["slot_count"].clone()), Some(serde_json::json!(5461)), "{v}");
+    assert_eq!(v["flux"], serde_json::json!([]), "{v}");
+    // /topology's fleet object reaches the revision `slots show` reports, g3 owning its share.
+    let revision = v["revision"].as_i64().expect("revision");
+    let mut topo = serde_json::Value::Null;
+    let caught_up = wait_until(Duration::from_secs(20), || {
+        let resp = common::probe::http_get(b.admin_port, "/topology");
+        let body = resp.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        topo = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+        topo["fleet"]["revision"].as_i64() == Some(revision)
+    });
+    assert!(caught_up, "/topology never reached revision {revision}: {topo}");
+    assert_eq!(topo["fleet"]["flux"], serde_json::json!([]), "{topo}");
+    assert_eq!(topo["groups"][2]["name"], "g3", "{topo}");
+    assert_eq!(topo["groups"][2]["slots"], "5462-8191,13653-16383", "{topo}");
+    for k in &keys {
+        assert_eq!(cmd(demo.port, &["GET", k]), format!("v-{k}"), "{k} after the rebalance");
+    }
+    assert_eq!(cmd(demo.port, &["GET", "foo"]), "hello");
+    // The moved slots' keys are on g3's master now, and only those.
+    let moved = keys
+        .iter()
+        .filter(|k| matches!(key_slot(k.as_bytes()), 5462..=8191 | 13653..=16383))
+        .count();
+    assert!(moved > 50, "only {moved} of the keys are in moved slots");
+    let g3_master = sentinel_master(b.sentinels[0], "g3").expect("g3's master");
+    assert_eq!(cmd(port_of(&g3_master), &["DBSIZE"]), moved.to_string());
+
     demo.signal(SIGTERM);
     let status = demo.wait_exit(Duration::from_secs(20)).expect("demo did not exit");
     assert!(status.success(), "exit status {status}");
@@ -194,50 +277,63 @@ fn demo_children_die_even_when_keyhop_is_killed() {
     assert!(gone, "children outlived a SIGKILLed keyhop: {left:?}");
 }
 
-#[test]
-fn demo_without_redis_on_path_says_how_to_install_it() {
-    let out = Command::new(keyhop_bin())
-        .args(["demo", "--listen", &format!("127.0.0.1:{}", free_port())])
-        .env("PATH", "/nonexistent")
-        .output()
-        .expect("run keyhop demo");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("sudo apt-get install -y redis-server redis-sentinel redis-tools"),
-        "{err}"
-    );
-    assert!(err.contains("brew install redis"), "{err}");
-    assert!(
-        err.contains(
-            "the demo runs redis-server and redis-sentinel, and redis-server and redis-sentinel \
-             are not on PATH."
-        ),
-        "{err}"
-    );
-    assert!(err.contains("./dev demo"), "{err}");
-
-    // With only one of the two found, the message names just the missing one.
+/// Runs `keyhop demo` with only `bins` (symlinked from the real PATH) on PATH; its stderr.
+fn demo_with_only(bins: &[&str]) -> String {
     let dir = common::temp_dir();
-    let server = std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p).map(|d| d.join("redis-server")).find(|p| p.exists())
-        })
-        .expect("redis-server on PATH");
-    std::os::unix::fs::symlink(&server, dir.path().join("redis-server")).expect("symlink");
+    for name in bins {
+        let real = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.exists()))
+            .unwrap_or_else(|| panic!("{name} on PATH"));
+        std::os::unix::fs::symlink(&real, dir.path().join(name)).expect("symlink");
+    }
     let out = Command::new(keyhop_bin())
         .args(["demo", "--listen", &format!("127.0.0.1:{}", free_port())])
         .env("PATH", dir.path())
         .output()
         .expect("run keyhop demo");
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("starting"));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn demo_without_redis_or_etcd_on_path_says_how_to_install_them() {
+    let err = demo_with_only(&[]);
     assert!(
         err.contains(
-            "the demo runs redis-server and redis-sentinel, and redis-sentinel is not on PATH."
+            "the demo runs redis-server, redis-sentinel and etcd, and redis-server, \
+             redis-sentinel and etcd are not on PATH.\nInstall them, then run the demo again:"
         ),
         "{err}"
     );
+    assert!(
+        err.contains(
+            "sudo apt-get install -y redis-server redis-sentinel redis-tools etcd-server\n"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("brew install redis etcd\n"), "{err}");
+    assert!(err.contains("./dev demo"), "{err}");
+
+    // With some found, the message names just the missing ones and their packages.
+    let err = demo_with_only(&["redis-server"]);
+    assert!(
+        err.contains(
+            "the demo runs redis-server, redis-sentinel and etcd, and redis-sentinel and etcd \
+             are not on PATH."
+        ),
+        "{err}"
+    );
+    let err = demo_with_only(&["redis-server", "redis-sentinel"]);
+    assert!(
+        err.contains(
+            "the demo runs redis-server, redis-sentinel and etcd, and etcd is not on PATH.\n\
+             Install it, then run the demo again:"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("sudo apt-get install -y etcd-server\n"), "{err}");
+    assert!(err.contains("brew install etcd\n"), "{err}");
 }
 
 #[test]

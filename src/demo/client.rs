@@ -1,4 +1,5 @@
-//! A tiny blocking RESP2 client, enough for the demo to wait for its servers and sentinels.
+//! A tiny blocking RESP2 client, enough for the demo to wait for its servers and sentinels, and
+//! the one HTTP request that tells whether the demo's etcd is up.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -51,6 +52,25 @@ pub fn call(port: u16, args: &[&str]) -> Result<Value, String> {
     }
     (&stream).write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     read_value(&mut BufReader::new(stream), 0)
+}
+
+/// Whether etcd on 127.0.0.1:`port` answers `GET /health` with `"health":"true"` (it is up and
+/// has a leader).
+pub fn etcd_healthy(port: u16) -> bool {
+    use std::io::Read;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = Duration::from_millis(500);
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else { return false };
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").is_err()
+    {
+        return false;
+    }
+    let mut out = Vec::new();
+    // The answer is a few hundred bytes; the cap guards against something else on the port.
+    let _ = s.take(64 << 10).read_to_end(&mut out);
+    String::from_utf8_lossy(&out).contains("\"health\":\"true\"")
 }
 
 fn read_value(r: &mut impl BufRead, depth: usize) -> Result<Value, String> {

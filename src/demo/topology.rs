@@ -1,4 +1,4 @@
-//! The demo's local Redis topology: redis-server and redis-sentinel children in a private temp
+//! The demo's local topology: redis-server, redis-sentinel and etcd children in a private temp
 //! dir, tied to keyhop's lifetime.
 //!
 //! Children are killed and the dir removed when [`Topology`] is dropped (normal exit, Ctrl-C,
@@ -18,7 +18,7 @@ const DIR_PREFIX: &str = "keyhop-demo-";
 
 /// One child process.
 pub struct Member {
-    /// What it is, e.g. `g1 master` or `sentinel`.
+    /// What it is, e.g. `g1 master`, `sentinel` or `etcd`.
     pub role: String,
     /// Its loopback port.
     pub port: u16,
@@ -32,14 +32,23 @@ impl Member {
     }
 }
 
-/// The running servers and sentinels.
+/// The programs the demo runs, found on PATH.
+pub struct Bins {
+    /// `redis-server`.
+    pub server: PathBuf,
+    /// `redis-sentinel`.
+    pub sentinel: PathBuf,
+    /// `etcd`.
+    pub etcd: PathBuf,
+}
+
+/// The running servers, sentinels and etcd.
 pub struct Topology {
     /// The temp dir holding every process's files and keyhop's config.
     pub dir: PathBuf,
     /// Every child, in start order.
     pub members: Vec<Member>,
-    server_bin: PathBuf,
-    sentinel_bin: PathBuf,
+    bins: Bins,
 }
 
 /// Looks `name` up in PATH.
@@ -86,7 +95,7 @@ fn spawn_tied(cmd: &mut Command) -> io::Result<Child> {
 
 impl Topology {
     /// Creates the temp dir (removing dirs left by demos that were killed).
-    pub fn new(server_bin: PathBuf, sentinel_bin: PathBuf) -> io::Result<Topology> {
+    pub fn new(bins: Bins) -> io::Result<Topology> {
         let base = std::env::temp_dir();
         remove_stale_dirs(&base);
         let nanos = std::time::SystemTime::now()
@@ -95,7 +104,7 @@ impl Topology {
             .unwrap_or_default();
         let dir = base.join(format!("{DIR_PREFIX}{}-{nanos:x}", std::process::id()));
         std::fs::create_dir(&dir)?;
-        Ok(Topology { dir, members: Vec::new(), server_bin, sentinel_bin })
+        Ok(Topology { dir, members: Vec::new(), bins })
     }
 
     /// Starts a redis-server in its own dir (a replica of `replica_of` if given) and waits until
@@ -106,7 +115,7 @@ impl Topology {
             let dir = self.dir.join(format!("redis-{port}"));
             std::fs::create_dir(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let mut cmd = Command::new(&self.server_bin);
+            let mut cmd = Command::new(&self.bins.server);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                 .arg("--dir")
@@ -117,7 +126,7 @@ impl Topology {
                 cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
             }
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-            if self.spawn_and_wait(role, port, &mut cmd)? {
+            if self.spawn_and_wait(role, port, &mut cmd, PING_WAIT, pong)? {
                 return Ok(port);
             }
         }
@@ -150,23 +159,70 @@ impl Topology {
             let file = dir.join("sentinel.conf");
             std::fs::write(&file, conf)
                 .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-            let mut cmd = Command::new(&self.sentinel_bin);
+            let mut cmd = Command::new(&self.bins.sentinel);
             cmd.arg(&file).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-            if self.spawn_and_wait("sentinel", port, &mut cmd)? {
+            if self.spawn_and_wait("sentinel", port, &mut cmd, PING_WAIT, pong)? {
                 return Ok(port);
             }
         }
         Err(format!("redis-sentinel did not come up (see the logs in {})", self.dir.display()))
     }
 
-    /// Spawns, then waits up to 5 s for PING; false (child killed) if it never answered.
-    fn spawn_and_wait(&mut self, role: &str, port: u16, cmd: &mut Command) -> Result<bool, String> {
+    /// Starts a single-member etcd (the fleet's slot map) with its data and log in its own dir,
+    /// and waits until `/health` says healthy; returns its client port.
+    pub fn start_etcd(&mut self) -> Result<u16, String> {
+        for _ in 0..3 {
+            let pick = || free_port().map_err(|e| format!("cannot pick a port: {e}"));
+            let (port, peer_port) = (pick()?, pick()?);
+            let dir = self.dir.join(format!("etcd-{port}"));
+            std::fs::create_dir(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let log_path = dir.join("etcd.log");
+            let log = std::fs::File::create(&log_path)
+                .and_then(|f| Ok((f.try_clone()?, f)))
+                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+            let client = format!("http://127.0.0.1:{port}");
+            let peer = format!("http://127.0.0.1:{peer_port}");
+            let mut cmd = Command::new(&self.bins.etcd);
+            cmd.args(["--name", "demo", "--data-dir"])
+                .arg(dir.join("data"))
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &format!("demo={peer}")])
+                .stdin(Stdio::null())
+                .stdout(log.0)
+                .stderr(log.1);
+            // etcd takes a second or two to elect itself on a busy machine.
+            if self.spawn_and_wait("etcd", port, &mut cmd, Duration::from_secs(15), |p| {
+                client::etcd_healthy(p)
+            })? {
+                return Ok(port);
+            }
+        }
+        Err(format!(
+            "etcd did not come up (see the etcd-*/etcd.log files in {})",
+            self.dir.display()
+        ))
+    }
+
+    /// Spawns, then waits up to `wait` for `ready(port)`; false (child killed) if it never was
+    /// or exited first (e.g. the port was taken since it was picked).
+    fn spawn_and_wait(
+        &mut self,
+        role: &str,
+        port: u16,
+        cmd: &mut Command,
+        wait: Duration,
+        ready: impl Fn(u16) -> bool,
+    ) -> Result<bool, String> {
         let child = spawn_tied(cmd).map_err(|e| format!("cannot start {role}: {e}"))?;
         self.members.push(Member { role: role.to_string(), port, child });
-        let up = wait_until(
-            Duration::from_secs(5),
-            || matches!(client::call(port, &["PING"]), Ok(Value::Text(t)) if t == "PONG"),
-        );
+        let members = &mut self.members;
+        let mut exited = false;
+        let up = wait_until(wait, || {
+            exited = members.last_mut().is_none_or(|m| !matches!(m.child.try_wait(), Ok(None)));
+            exited || ready(port)
+        }) && !exited;
         if !up && let Some(mut m) = self.members.pop() {
             let _ = m.child.kill();
             let _ = m.child.wait();
@@ -239,6 +295,13 @@ impl Drop for Topology {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// How long a redis-server or sentinel gets to answer PING.
+const PING_WAIT: Duration = Duration::from_secs(5);
+
+fn pong(port: u16) -> bool {
+    matches!(client::call(port, &["PING"]), Ok(Value::Text(t)) if t == "PONG")
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes.
