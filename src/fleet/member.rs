@@ -374,10 +374,10 @@ impl Member {
                 lock(&self.inner.latest).as_ref().is_some_and(|(s, _)| !s.flux.is_empty());
             let running = lock(&self.inner.jobs).iter().any(|(_, j)| j.state == "running");
             let busy = in_flux || running;
-            if busy || was_busy {
-                if let Ok(jobs) = self.inner.fleet.jobs().await {
-                    *lock(&self.inner.jobs) = jobs;
-                }
+            if (busy || was_busy)
+                && let Ok(jobs) = self.inner.fleet.jobs().await
+            {
+                *lock(&self.inner.jobs) = jobs;
             }
             was_busy = busy;
             tokio::time::sleep(Duration::from_secs(1)).await;
