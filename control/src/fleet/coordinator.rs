@@ -353,6 +353,9 @@ async fn run_job(
                 batch: opts.batch,
                 keys_per_second: opts.keys_per_second,
                 tls: opts.tls.clone(),
+                // Locked, acknowledged and drained before migrating: no instance writes the
+                // window's keys to the source any more.
+                writes_stopped: true,
             };
             let mut report = |s: &MoveStats| {
                 progress(Progress::Totals {

@@ -43,6 +43,10 @@ pub struct MoveSpec {
     /// TLS for the mover's own connections (`backend_tls`); `MIGRATE` between the servers
     /// follows their own `tls-cluster` setting.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Nothing writes the window's keys to the source during the move (keyhop's migrating
+    /// state guarantees it: every instance moves a key before writing it), so one complete SCAN
+    /// pass finds them all and the confirming pass, a full scan of the source, is skipped.
+    pub writes_stopped: bool,
 }
 
 impl Default for MoveSpec {
@@ -56,6 +60,7 @@ impl Default for MoveSpec {
             batch: 64,
             keys_per_second: 0,
             tls: None,
+            writes_stopped: false,
         }
     }
 }
@@ -102,7 +107,8 @@ impl fmt::Display for MoveError {
 impl std::error::Error for MoveError {}
 
 /// Moves every key of `spec.slots` from source to target, in every db that has keys (INFO
-/// keyspace), with repeated SCAN passes until a full pass finds none of the window's keys.
+/// keyspace), with repeated SCAN passes until a full pass finds none of the window's keys (one
+/// pass when [`MoveSpec::writes_stopped`]).
 /// `progress` is called after each batch with the running totals. Cancel by dropping the future.
 pub async fn move_slots(
     spec: &MoveSpec,
@@ -157,7 +163,7 @@ pub async fn move_slots(
             source = %spec.source, target = %spec.target, pass = mover.stats.passes, found,
             "mover pass done"
         );
-        if found == 0 {
+        if found == 0 || spec.writes_stopped {
             return Ok(mover.stats);
         }
     }
