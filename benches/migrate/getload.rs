@@ -123,7 +123,11 @@ fn client(raw: &mut Raw, phase: &AtomicU8, keys: u64, seed: u64) -> Tally {
             other => {
                 t.errors[i] += 1;
                 if t.samples.len() < 5 {
-                    t.samples.push(format!("GET {key}: {other:?}"));
+                    let got = match &other {
+                        Reply::Bulk(Some(b)) => format!("{:?}", String::from_utf8_lossy(b)),
+                        other => format!("{other:?}"),
+                    };
+                    t.samples.push(format!("GET {key}: {got}, expected {:?}", value_of(n)));
                 }
             }
         }

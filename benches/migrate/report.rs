@@ -189,7 +189,7 @@ pub fn markdown(rows: &[Row], failures: &[String], run: &Run) -> String {
     }
     m += "\nKeys moved = keys on g3 afterwards, checked equal to the preloaded keys of the moved slots, with g1 and g2 holding exactly their other keys and none of the moved slots. GET latency includes retries after `-TRYAGAIN`; errors are GETs that failed or read a wrong value (any makes the setting fail).\n";
     for f in failures {
-        m += &format!("\n**FAILED** {f}\n");
+        m += &format!("\n**FAILED:**\n\n```text\n{f}\n```\n");
     }
     m
 }
