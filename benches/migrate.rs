@@ -210,8 +210,8 @@ fn run_variant(o: &Opts, name: &str, flags: &[&str]) -> Result<Row, String> {
     let t = Instant::now();
     preload([ports[0], ports[1]], o.keys)?;
     let want = count(o.keys);
-    for g in 0..2 {
-        let (got, n) = (dbsize(ports[g])?, want.keep[g] + want.moved[g]);
+    for (g, &port) in ports[..2].iter().enumerate() {
+        let (got, n) = (dbsize(port)?, want.keep[g] + want.moved[g]);
         if got != n {
             return Err(format!("preload: g{} holds {got} keys, expected {n}", g + 1));
         }
@@ -269,8 +269,8 @@ fn run_variant(o: &Opts, name: &str, flags: &[&str]) -> Result<Row, String> {
             "after the migration g1/g2/g3 hold {on:?} keys, expected {expected:?}\n{tail}"
         ));
     }
-    for g in 0..2 {
-        let left = all_keys(ports[g]).iter().filter(|k| moved_slot(key_slot(k))).count();
+    for (g, &port) in ports[..2].iter().enumerate() {
+        let left = all_keys(port).iter().filter(|k| moved_slot(key_slot(k))).count();
         if left > 0 {
             return Err(format!("g{} still holds {left} keys of moved slots", g + 1));
         }
