@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench migrate                      # every setting, 2,000,000 keys preloaded
 //! cargo bench --bench migrate -- --quick           # smoke run: 200,000 keys, default setting
-//! cargo bench --bench migrate -- --only batch-256  # one setting
+//! cargo bench --bench migrate -- --only batch-256  # one setting (or several, comma-separated)
 //! cargo bench --bench migrate -- --help
 //! ```
 //!
@@ -51,7 +51,8 @@ const USAGE: &str = "\
 usage: cargo bench --bench migrate [-- OPTIONS]
 
   --quick          smoke run: 200,000 keys, the default setting only, 5 s before the migration
-  --only NAME      run one setting: default, kps-50000, batch-16, batch-256, window-1024
+  --only NAMES     run these settings, comma-separated: default, kps-50000, batch-16,
+                   batch-256, window-1024
   --keys N         keys preloaded (default 2,000,000; half of them move)
   --clients N      GET client connections (default 50)
   --before-secs N  seconds of GET load measured before the migration (default 10)
@@ -122,12 +123,15 @@ fn parse_opts() -> Result<Opts, String> {
     }
     o.keys = keys.unwrap_or(o.keys);
     o.before = before.map_or(o.before, Duration::from_secs);
-    if let Some(name) = only {
-        let v = VARIANTS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            let names: Vec<&str> = VARIANTS.iter().map(|(n, _)| *n).collect();
-            format!("--only {name:?}: no such setting; pick one of {}", names.join(", "))
-        })?;
-        o.variants = vec![*v];
+    if let Some(names) = only {
+        o.variants.clear();
+        for name in names.split(',').map(str::trim) {
+            let v = VARIANTS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+                let names: Vec<&str> = VARIANTS.iter().map(|(n, _)| *n).collect();
+                format!("--only {name:?}: no such setting; pick from {}", names.join(", "))
+            })?;
+            o.variants.push(*v);
+        }
     }
     if o.keys == 0 || o.clients == 0 {
         return Err("--keys and --clients must be above 0".into());
