@@ -422,6 +422,9 @@ fn run() -> Res<()> {
         if let Some(parent) = out.parent() {
             fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
         }
+        // Sections written by hand after this report (the migration benchmark's) survive a rerun.
+        let old = fs::read_to_string(out).unwrap_or_default();
+        let md = md + report::kept_sections(&old);
         fs::write(out, &md).map_err(|e| format!("write {}: {e}", out.display()))?;
         println!("wrote {}", out.display());
     }

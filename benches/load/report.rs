@@ -349,6 +349,14 @@ pub fn report(
     m
 }
 
+/// Where the part of docs/benchmarks.md that this report does not own begins.
+pub const KEPT_FROM: &str = "\n## Migration benchmark (issue 14)";
+
+/// The hand-written tail of an existing report (from [`KEPT_FROM`] to the end), or "".
+pub fn kept_sections(old: &str) -> &str {
+    old.find(KEPT_FROM).map_or("", |i| &old[i..])
+}
+
 pub const METHOD: &str = "\
 ## Running it
 
