@@ -411,3 +411,26 @@ fn a_resp3_subscriber_running_a_command_does_not_hold_the_drain_barrier() {
     });
     assert!(drained, "an answered command still counts as in flight");
 }
+
+#[test]
+fn an_idle_transaction_away_from_the_migration_does_not_hold_the_drain_barrier() {
+    let f = Fleet::start(HOLD);
+    f.proxy.set_fleet_gate(Duration::from_secs(3));
+    let k = still_key(0);
+    // One client opened MULTI and queued nothing; another queued a command on a slot that is
+    // not migrating. Neither sends EXEC while the migration starts.
+    let mut empty = Raw::connect(f.port);
+    assert_eq!(empty.call(&["MULTI"]), ok());
+    let mut queued = Raw::connect(f.port);
+    assert_eq!(queued.call(&["MULTI"]), ok());
+    assert_eq!(queued.call(&["SET", &k, "v"]), Reply::Status("QUEUED".into()));
+    let epoch = f.publish(Some(FluxState::Locked));
+    let drained = f.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(2), f.proxy.drained_to(epoch)).await.is_ok()
+    });
+    assert!(drained, "an open transaction away from the migration held the barrier");
+    // Both still work.
+    assert_eq!(queued.call(&["EXEC"]), Reply::Array(Some(vec![ok()])));
+    assert_eq!(cmd(f.server(0), &["GET", &k]), "v");
+    assert_eq!(empty.call(&["EXEC"]), Reply::Array(Some(vec![])));
+}

@@ -159,7 +159,7 @@ pub(super) async fn serve(session: &mut Session, mut io: ClientIo<'_, '_>) -> Ex
             // Before the client's next command (EXEC): a slot that starts migrating under an
             // open transaction drops it, so that nothing routed with the older table can
             // still run once the drain barrier passes.
-            _ = topology.changed(), if !awaiting && t.conn.is_some() && !t.slots.is_empty() => {
+            _ = topology.changed(), if !awaiting => {
                 t.follow_flux(session);
             }
             _ = read_client(io.rd, io.buf, &mut io.eof, &session.shared.stats), if can_read => {}
@@ -367,7 +367,17 @@ impl Txn {
     /// (the server discards the queued commands and WATCHes) and EXEC answers EXECABORT.
     fn follow_flux(&mut self, session: &Session) {
         let table = session.shared.table.load_full();
-        let Some(slot) = self.slots.iter().copied().find(|&s| table.flux_of(s).is_some()) else {
+        let in_flux = self
+            .conn
+            .as_ref()
+            .and(self.slots.iter().copied().find(|&s| table.flux_of(s).is_some()));
+        let Some(slot) = in_flux else {
+            // None of its slots is in flux: what it queued runs where this table says too (an
+            // owner changes only at a flip, and a slot in flux refuses transactions), so an
+            // idle MULTI does not hold the drain barrier, and with it a migration, forever.
+            if session.shared.fleet.get().is_some() {
+                session.client.entry.set_routed_epoch(table.epoch);
+            }
             return;
         };
         self.dirty = true;
