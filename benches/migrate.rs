@@ -39,10 +39,11 @@ const MOVE: &str = "0-4095,8192-12287";
 /// The settings compared, by name, with the `slots migrate` flags each adds to the defaults.
 const VARIANTS: &[(&str, &[&str])] = &[
     ("default", &[]),
-    ("kps-50000", &["--keys-per-second", "50000"]),
+    ("kps-10000", &["--keys-per-second", "10000"]),
     ("batch-16", &["--batch", "16"]),
     ("batch-256", &["--batch", "256"]),
     ("window-1024", &["--window", "1024"]),
+    ("window-128", &["--window", "128"]),
 ];
 /// The migration is killed (and the run failed) after this long.
 const MIGRATE_BOUND: Duration = Duration::from_secs(3600);
@@ -51,8 +52,8 @@ const USAGE: &str = "\
 usage: cargo bench --bench migrate [-- OPTIONS]
 
   --quick          smoke run: 200,000 keys, the default setting only, 5 s before the migration
-  --only NAMES     run these settings, comma-separated: default, kps-50000, batch-16,
-                   batch-256, window-1024
+  --only NAMES     run these settings, comma-separated: default, kps-10000, batch-16,
+                   batch-256, window-1024, window-128
   --keys N         keys preloaded (default 2,000,000; half of them move)
   --clients N      GET client connections (default 50)
   --before-secs N  seconds of GET load measured before the migration (default 10)
