@@ -177,9 +177,7 @@ pub async fn sweep(
     tls: Option<&Arc<rustls::ClientConfig>>,
     slots: &[(u16, u16)],
 ) -> Result<u64, MoveError> {
-    let slots = SlotSet::new(slots)?;
-    let mut link = Link::open(Side::Source, server, password, tls).await?;
-    let mut pages = Pages::new(&mut link).await?;
+    let (slots, mut link, mut pages) = Pages::open(server, password, tls, slots).await?;
     let mut deleted = 0;
     while let Some(keys) = pages.next(&mut link).await? {
         let doomed: Vec<Bytes> = keys.into_iter().filter(|k| slots.has_key(k)).collect();
@@ -198,9 +196,7 @@ pub async fn count_keys(
     tls: Option<&Arc<rustls::ClientConfig>>,
     slots: &[(u16, u16)],
 ) -> Result<u64, MoveError> {
-    let slots = SlotSet::new(slots)?;
-    let mut link = Link::open(Side::Source, server, password, tls).await?;
-    let mut pages = Pages::new(&mut link).await?;
+    let (slots, mut link, mut pages) = Pages::open(server, password, tls, slots).await?;
     // SCAN may return a key twice within one db; keys of different dbs are different keys.
     let mut seen: HashSet<(u32, Bytes)> = HashSet::new();
     while let Some(keys) = pages.next(&mut link).await? {
@@ -220,8 +216,17 @@ struct Pages {
 }
 
 impl Pages {
-    async fn new(link: &mut Link) -> Result<Pages, MoveError> {
-        Ok(Pages { dbs: link.dbs().await?, next_db: 0, cursor: None })
+    /// Connects to `server` and starts paging its keys; also parses `slots`.
+    async fn open(
+        server: &str,
+        password: Option<&str>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        slots: &[(u16, u16)],
+    ) -> Result<(SlotSet, Link, Pages), MoveError> {
+        let slots = SlotSet::new(slots)?;
+        let mut link = Link::open(Side::Source, server, password, tls).await?;
+        let pages = Pages { dbs: link.dbs().await?, next_db: 0, cursor: None };
+        Ok((slots, link, pages))
     }
 
     /// The db of the page last returned.
