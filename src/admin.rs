@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint (`admin_listen`): `/metrics`, `/healthz`, `/readyz` and `/topology`.
+//! The admin HTTP endpoint (`admin_listen`): `/metrics`, `/healthz`, `/readyz`, `/topology`, and
+//! the live dashboard (`/` and the `/dashboard.json` it polls; see [`dashboard`]).
 //!
 //! `/metrics` joins two sources: the data plane's hot-path families, kept in its own sharded
 //! atomics ([`Proxy::render_metrics`]), and the low-rate families recorded here through the
@@ -27,6 +28,9 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use crate::health::Health;
+
+mod dashboard;
+pub mod events;
 
 /// The metric families recorded through the `metrics` facade (never rendered by the data plane).
 #[cfg_attr(not(test), allow(dead_code))] // The list documents the names; tests check them.
@@ -61,6 +65,10 @@ pub struct AdminState {
     pub backend_password: Option<String>,
     /// TLS the health prober uses to the redis-servers (`backend_tls`).
     pub backend_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The configuration file, when keyhop was started with one (shown on the dashboard).
+    pub config_path: Option<std::path::PathBuf>,
+    /// Worker threads of the data plane (shown on the dashboard).
+    pub threads: usize,
 }
 
 /// A running admin server and health prober; both stop when it is dropped.
@@ -90,6 +98,9 @@ struct Ctx {
     member: Option<crate::fleet::member::Member>,
     health: Health,
     metrics: Option<&'static PrometheusHandle>,
+    config_path: Option<std::path::PathBuf>,
+    threads: usize,
+    started: std::time::Instant,
 }
 
 /// Binds `listen` and starts the admin server, the health prober and the metrics upkeep.
@@ -115,18 +126,22 @@ pub async fn start(listen: &str, state: AdminState) -> Result<AdminHandle, Strin
         member: state.member,
         health: health.clone(),
         metrics,
+        config_path: state.config_path,
+        threads: state.threads,
+        started: std::time::Instant::now(),
     });
     let prober = ctx.health.spawn(ctx.proxy.table().clone());
     let upkeep = tokio::spawn(upkeep(ctx.clone()));
     let server = tokio::spawn(accept_loop(listener, ctx));
-    tracing::info!(admin_listen = %addr, "admin endpoint serving /metrics /healthz /readyz /topology");
+    tracing::info!(admin_listen = %addr, "admin endpoint serving / /dashboard.json /metrics /healthz /readyz /topology");
     Ok(AdminHandle {
         tasks: vec![prober.abort_handle(), upkeep.abort_handle(), server.abort_handle()],
         health,
     })
 }
 
-/// Counts master changes between two published tables in `keyhop_failovers_total{group}`.
+/// Counts master changes between two published tables in `keyhop_failovers_total{group}`,
+/// and notes them (and a new fleet revision) on the dashboard's timeline.
 /// Called from the Sentinel watcher's publish callback; cheap.
 pub fn record_publish(old: &RoutingTable, new: &RoutingTable) {
     if installed().is_none() {
@@ -135,10 +150,33 @@ pub fn record_publish(old: &RoutingTable, new: &RoutingTable) {
     for n in &new.groups {
         let counter = metrics::counter!("keyhop_failovers_total", "group" => n.name.clone());
         match old.groups.iter().find(|o| o.name == n.name) {
-            Some(o) if o.master != n.master => counter.increment(1),
+            Some(o) if o.master != n.master => {
+                counter.increment(1);
+                let refused = events::take_fence(&o.master);
+                let text = match refused {
+                    Some(ms) => format!(
+                        "{}: master {} -> {} (writes refused {ms} ms)",
+                        n.name, o.master, n.master
+                    ),
+                    None => format!("{}: master {} -> {}", n.name, o.master, n.master),
+                };
+                events::record("failover", Some(n.name.clone()), text, refused);
+            }
             // A group new to this table still shows up, at zero.
             _ => counter.increment(0),
         }
+    }
+    if new.fleet_revision != old.fleet_revision {
+        let text = format!("fleet revision {} applied (epoch {})", new.fleet_revision, new.epoch);
+        events::record("fleet", None, text, None);
+    }
+}
+
+/// Notes when Sentinel fences a master (`on`), so the failover's timeline entry can say how
+/// long writes were refused.
+pub fn record_fence(addr: &str, on: bool) {
+    if installed().is_some() {
+        events::fence(addr, on);
     }
 }
 
@@ -149,6 +187,7 @@ pub fn record_reload(ok: bool) {
     }
     let result = if ok { "ok" } else { "failed" };
     metrics::counter!("keyhop_config_reloads_total", "result" => result).increment(1);
+    events::record("reload", None, format!("configuration reload {result}"), None);
 }
 
 /// The process-wide Prometheus recorder, once [`start`] installed it.
@@ -272,9 +311,13 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
 }
 
 fn respond(ctx: &Ctx, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    let known = matches!(path, "/metrics" | "/healthz" | "/readyz" | "/topology");
+    let known =
+        matches!(path, "/" | "/dashboard.json" | "/metrics" | "/healthz" | "/readyz" | "/topology");
     if !known {
-        return text(StatusCode::NOT_FOUND, "not found: try /metrics /healthz /readyz /topology\n");
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try / /dashboard.json /metrics /healthz /readyz /topology\n",
+        );
     }
     if method != Method::GET {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: use GET\n");
@@ -297,6 +340,8 @@ fn respond(ctx: &Ctx, method: &Method, path: &str) -> Response<Full<Bytes>> {
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/" => dashboard::page(),
+        "/dashboard.json" => json_response(StatusCode::OK, &dashboard::state(ctx)),
         "/readyz" => match readiness(ctx) {
             Ok(()) => json_response(StatusCode::OK, &json!({ "ready": true })),
             Err(reason) => json_response(
@@ -418,7 +463,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use keyhop_proxy::Settings;
     use keyhop_router::Group;
@@ -452,15 +497,23 @@ mod tests {
         assert!(families >= 10, "only {families} families rendered:\n{out}");
     }
 
-    #[test]
-    fn routes() {
-        let ctx = Ctx {
+    /// A static-mode context whose prober holds a password that must never be shown.
+    pub(super) fn ctx() -> Ctx {
+        Ctx {
             proxy: proxy(),
             watcher: None,
             member: None,
             health: Health::new(Some("secret".into())),
             metrics: None,
-        };
+            config_path: None,
+            threads: 1,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let ctx = ctx();
         assert_eq!(respond(&ctx, &Method::GET, "/healthz").status(), StatusCode::OK);
         assert_eq!(respond(&ctx, &Method::GET, "/nope").status(), StatusCode::NOT_FOUND);
         assert_eq!(respond(&ctx, &Method::POST, "/nope").status(), StatusCode::NOT_FOUND);
@@ -469,6 +522,14 @@ mod tests {
         assert_eq!(r.headers().get(ALLOW).map(|v| v.as_bytes()), Some(b"GET".as_slice()));
         let r = respond(&ctx, &Method::GET, "/readyz");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let r = respond(&ctx, &Method::GET, "/");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let r = respond(&ctx, &Method::GET, "/dashboard.json");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let r = respond(&ctx, &Method::POST, "/dashboard.json");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         let topo = topology(&ctx);
         assert_eq!(topo["epoch"], 3);
         assert_eq!(topo["groups"][1]["slots"], "8192-16383");
@@ -484,6 +545,9 @@ mod tests {
             member: None,
             health: Health::new(None),
             metrics: None,
+            config_path: None,
+            threads: 1,
+            started: std::time::Instant::now(),
         };
         assert!(ctx.proxy.drain(Duration::ZERO).await, "no clients to wait for");
         let r = respond(&ctx, &Method::GET, "/readyz");

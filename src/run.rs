@@ -284,6 +284,8 @@ pub async fn serve(cfg: Config, launch: Launch) -> Result<(), String> {
                 member: member.clone(),
                 backend_password: cfg.backend_password.clone(),
                 backend_tls: tls.backends.clone(),
+                config_path: config_path.clone(),
+                threads: cfg.worker_threads(),
             };
             Some(crate::admin::start(addr, state).await?)
         }
@@ -530,6 +532,7 @@ const FENCE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 pub fn set_fence_hook(watcher: &WatcherHandle, proxy: &Proxy) {
     let p = proxy.clone();
     watcher.set_fence_hook(Arc::new(move |addr: &str, on: bool| {
+        crate::admin::record_fence(addr, on);
         p.fence(addr, on.then_some(FENCE_MAX));
     }));
 }

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cancel;
 mod clients;
 mod fleet;
+mod groupstats;
 pub mod io;
 mod local;
 pub mod merge;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 
 pub use backend::{BackendError, BackendSettings, Backends, StaleHook};
 pub use fleet::FleetGate;
+pub use groupstats::GroupStats;
 pub use settings::Settings;
 pub use stats::Stats;
 pub use stream::Stream;
