@@ -537,6 +537,30 @@ pub(super) mod tests {
         assert!(!topo.to_string().contains("secret"));
     }
 
+    #[test]
+    fn publish_records_failover_and_fleet_events() {
+        assert!(recorder().is_some(), "the recorder installs");
+        let old = proxy().table().load_full();
+        let mut new = (*old).clone();
+        new.groups[1].master = "127.0.0.1:9".into();
+        new.fleet_revision = old.fleet_revision + 7;
+        events::fence("127.0.0.1:2", true);
+        record_publish(&old, &new);
+        let recent = events::recent();
+        let failover = recent.iter().find(|e| e.kind == "failover").expect("failover event");
+        assert_eq!(failover.group.as_deref(), Some("g2"));
+        assert!(
+            failover.text.starts_with("g2: master 127.0.0.1:2 -> 127.0.0.1:9 (writes refused "),
+            "{}",
+            failover.text
+        );
+        assert!(failover.writes_refused_ms.is_some_and(|ms| ms < 60_000));
+        let fleet = recent.iter().find(|e| e.kind == "fleet").expect("fleet event");
+        assert_eq!(fleet.text, format!("fleet revision {} applied (epoch 3)", new.fleet_revision));
+        // g1 kept its master: no event names it.
+        assert!(!recent.iter().any(|e| e.group.as_deref() == Some("g1")), "{recent:?}");
+    }
+
     #[tokio::test]
     async fn draining_is_not_ready() {
         let ctx = Ctx {
