@@ -1,6 +1,7 @@
 //! The admin HTTP endpoint against real redis-server and keyhop processes: /healthz, /metrics
 //! (strictly parsed, counters moving with traffic), /readyz following a master's death and
-//! return, /topology without secrets, 404 and 405.
+//! return, /topology and /dashboard.json without secrets, the dashboard's per-group counters and
+//! timeline, 404 and 405.
 
 mod common;
 
@@ -266,9 +267,9 @@ fn health_routes_and_errors() {
     let (status, v) = json(admin, "/readyz");
     assert_eq!((status, &v["ready"]), (200, &serde_json::json!(true)));
     assert_eq!(http(admin, "GET", "/nope").0, 404);
-    assert_eq!(http(admin, "GET", "/").0, 404);
+    assert_eq!(http(admin, "GET", "/dashboard").0, 404);
     assert_eq!(http(admin, "POST", "/nope").0, 404);
-    for path in ["/metrics", "/healthz", "/readyz", "/topology"] {
+    for path in ["/", "/dashboard.json", "/metrics", "/healthz", "/readyz", "/topology"] {
         assert_eq!(http(admin, "POST", path).0, 405, "POST {path}");
         assert_eq!(http(admin, "DELETE", path).0, 405, "DELETE {path}");
     }
@@ -438,6 +439,9 @@ fn topology_lists_groups_and_hides_passwords() {
     }
     let (_, metrics) = http(admin, "GET", "/metrics");
     assert!(!metrics.contains("s3cret"));
+    let (status, dash) = http(admin, "GET", "/dashboard.json");
+    assert_eq!(status, 200);
+    assert!(!dash.contains("s3cret"), "a password leaked: {dash}");
 }
 
 #[test]
@@ -453,4 +457,54 @@ fn wrong_backend_password_is_not_ready() {
     assert!(said, "{:?}", try_http(admin, "GET", "/readyz"));
     let (_, body) = http(admin, "GET", "/readyz");
     assert!(body.contains("group g1") && !body.contains("wrong\""), "{body}");
+}
+
+/// `(requests, errors, latency count)` of group `i` in `/dashboard.json`.
+fn group_counters(v: &serde_json::Value, i: usize) -> (u64, u64, u64) {
+    let g = &v["groups"][i];
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or_else(|| panic!("not a count: {g}"));
+    (n(&g["requests"]), n(&g["errors"]), n(&g["latency"]["count"]))
+}
+
+#[test]
+fn dashboard_counts_each_groups_requests_and_lists_reloads() {
+    let (r1, r2) = (redis_server(&[]), redis_server(&[]));
+    let dir = temp_dir();
+    let admin = free_port();
+    let k = keyhop(dir.path(), &config(admin, &[r1.port, r2.port], ""));
+    assert!(wait_ready(admin, Duration::from_secs(5)), "never ready");
+    let (status, page) = http(admin, "GET", "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"slotmap\"") && page.contains("dashboard.json"), "{page}");
+
+    let (t1, t2) = (common::tag_of(0), common::tag_of(1));
+    let mut c = Raw::connect(k.port);
+    // One request to each group first: connections are set up before the counting starts.
+    for t in [&t1, &t2] {
+        assert_eq!(c.call(&["SET", &format!("{t}warm"), "1"]), Reply::Status("OK".into()));
+    }
+    let (_, before) = json(admin, "/dashboard.json");
+    for i in 0..40 {
+        assert_eq!(c.call(&["SET", &format!("{t1}k{i}"), "v"]), Reply::Status("OK".into()));
+    }
+    let (_, after) = json(admin, "/dashboard.json");
+    let (b1, b2) = (group_counters(&before, 0), group_counters(&before, 1));
+    let (a1, a2) = (group_counters(&after, 0), group_counters(&after, 1));
+    // Each SET waits for its reply, so each is one batch to g1 and none to g2.
+    assert_eq!((a1.0 - b1.0, a1.1 - b1.1, a1.2 - b1.2), (40, 0, 40), "g1 {b1:?} -> {a1:?}");
+    assert_eq!(a2, b2, "g2 got nothing");
+    assert_eq!(after["clients"], 1);
+    assert_eq!(after["instance"]["ready"], true);
+    assert_eq!(after["groups"][1]["master"]["addr"], format!("127.0.0.1:{}", r2.port));
+    let conf = after["instance"]["config_file"].as_str().expect("config file");
+    assert!(conf.starts_with(&dir.path().display().to_string()), "{conf}");
+
+    common::send_signal(k.child.as_ref().expect("keyhop runs").id(), libc::SIGHUP);
+    let newest = || json(admin, "/dashboard.json").1["events"][0].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || newest()["kind"] == "reload"),
+        "no reload event: {}",
+        newest()
+    );
+    assert_eq!(newest()["text"], "configuration reload ok");
 }
