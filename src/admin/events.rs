@@ -88,7 +88,10 @@ static EVENTS: Mutex<Ring> = Mutex::new(Ring::new(CAPACITY));
 
 /// When each fenced master's fence began (the start of its failover, as keyhop saw it) and,
 /// once released, ended.
-static FENCED: Mutex<Option<HashMap<String, (Instant, Option<Instant>)>>> = Mutex::new(None);
+static FENCED: Mutex<Option<HashMap<String, Fence>>> = Mutex::new(None);
+
+/// A fence's start and, once released, its end.
+type Fence = (Instant, Option<Instant>);
 
 /// Records an event in the process-wide timeline.
 pub fn record(kind: &'static str, group: Option<String>, text: String, refused: Option<u64>) {
