@@ -46,7 +46,14 @@ fn topology_master(admin: u16, group: &str) -> Option<String> {
 /// The browser binary: `KEYHOP_CHROMIUM`, else chromium or chromium-browser on PATH.
 fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("KEYHOP_CHROMIUM") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "KEYHOP_CHROMIUM={} is not a file: unset it, or install chromium with \
+             `bash scripts/setup.sh chromium`",
+            p.display()
+        );
+        return p;
     }
     let path = std::env::var_os("PATH");
     find_bin("chromium", path.as_deref())
@@ -57,6 +64,19 @@ fn chromium() -> PathBuf {
                  `bash scripts/setup.sh chromium` (CI does, through ./dev test)"
             )
         })
+}
+
+/// Fails (naming scripts/setup.sh) unless node and puppeteer-core are installed.
+fn require_node_and_puppeteer() {
+    let node = node();
+    let puppeteer = repo().join("target/test-clients/node/node_modules/puppeteer-core");
+    assert!(
+        node.exists() && puppeteer.join("package.json").exists(),
+        "{} or {} is missing: install them with `bash scripts/setup.sh clients` \
+         (CI does, through ./dev test)",
+        node.display(),
+        puppeteer.display()
+    );
 }
 
 /// tests/clients/dashboard.mjs running against one URL; its stdout lines arrive on a channel.
@@ -70,23 +90,14 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(url: &str, screenshot: &Path, dir: &Path) -> Driver {
-        let browser = chromium();
+    fn start(browser: &Path, url: &str, screenshot: &Path, dir: &Path) -> Driver {
         let node = node();
-        let puppeteer = repo().join("target/test-clients/node/node_modules/puppeteer-core");
-        assert!(
-            node.exists() && puppeteer.join("package.json").exists(),
-            "{} or {} is missing: install them with `bash scripts/setup.sh clients` \
-             (CI does, through ./dev test)",
-            node.display(),
-            puppeteer.display()
-        );
         let stderr = dir.join("dashboard-driver.log");
         let mut child = Command::new(&node)
             .arg(repo().join("tests/clients/dashboard.mjs"))
             .arg(url)
             .arg(screenshot)
-            .env("KEYHOP_CHROMIUM", &browser)
+            .env("KEYHOP_CHROMIUM", browser)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("create driver log"))
@@ -107,7 +118,8 @@ impl Driver {
 
     fn send(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("driver stdin");
-        writeln!(stdin, "{command}").unwrap_or_else(|e| panic!("driver gone ({e}): {}", self.why()));
+        writeln!(stdin, "{command}")
+            .unwrap_or_else(|e| panic!("driver gone ({e}): {}", self.why()));
     }
 
     /// The driver's stderr and the last lines it printed.
@@ -118,7 +130,12 @@ impl Driver {
     }
 
     /// Reads lines until one satisfies `want` (within `bound`); panics naming `what` otherwise.
-    fn until(&mut self, what: &str, bound: Duration, mut want: impl FnMut(&Value) -> bool) -> Value {
+    fn until(
+        &mut self,
+        what: &str,
+        bound: Duration,
+        mut want: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + bound;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -169,6 +186,9 @@ fn ops_positive(state: &Value, group: &str) -> bool {
 
 #[test]
 fn dashboard_shows_groups_traffic_and_a_failover() {
+    // Checked first: a machine without them fails at once, before the cluster starts.
+    let browser = chromium();
+    require_node_and_puppeteer();
     let cluster = SentinelCluster::new();
     let admin = free_port();
     let kdir = temp_dir();
@@ -183,7 +203,8 @@ fn dashboard_shows_groups_traffic_and_a_failover() {
     writer.wait_progress(100, Duration::from_secs(10));
 
     let shot = kdir.path().join("dashboard.png");
-    let mut driver = Driver::start(&format!("http://127.0.0.1:{admin}/"), &shot, kdir.path());
+    let mut driver =
+        Driver::start(&browser, &format!("http://127.0.0.1:{admin}/"), &shot, kdir.path());
     let first = driver.until("the page polling twice", READY_BOUND, |v| v["phase"] == "ready");
     let mut names: Vec<&String> =
         first["groups"].as_object().map(|g| g.keys().collect()).unwrap_or_default();
@@ -209,9 +230,8 @@ fn dashboard_shows_groups_traffic_and_a_failover() {
     assert!(switched, "keyhop's /topology never showed g1 on {g1_replica}: {seen:?}");
 
     driver.send(&format!("wait-master g1 {g1_replica} 2000"));
-    let m = driver.until("the wait-master answer", Duration::from_secs(10), |v| {
-        v["phase"] == "master"
-    });
+    let m =
+        driver.until("the wait-master answer", Duration::from_secs(10), |v| v["phase"] == "master");
     assert_eq!(m["ok"], true, "page did not show g1 on {g1_replica} with a failover event: {m}");
     assert!(m["after_ms"].as_u64().is_some_and(|ms| ms <= 2000), "{m}");
     assert_eq!(m["groups"]["g2"]["master"], g2_master.as_str(), "g2 must not move: {m}");
@@ -221,8 +241,9 @@ fn dashboard_shows_groups_traffic_and_a_failover() {
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "{} is {size} bytes, expected a real page (> 10 KB)", shot.display());
     if let Some(dest) = std::env::var_os("KEYHOP_DASHBOARD_SCREENSHOT") {
-        std::fs::copy(&shot, &dest)
-            .unwrap_or_else(|e| panic!("copy the screenshot to {}: {e}", Path::new(&dest).display()));
+        std::fs::copy(&shot, &dest).unwrap_or_else(|e| {
+            panic!("copy the screenshot to {}: {e}", Path::new(&dest).display())
+        });
     }
     driver.quit();
     writer.finish();
