@@ -139,8 +139,8 @@ async function waitMaster(name, addr, ms) {
         const g = document.querySelector(`[data-group="${CSS.escape(name)}"]`);
         const m = g && g.querySelector('[data-role="master"]');
         if (!m || m.textContent.trim() !== addr) return false;
-        return [...document.querySelectorAll('#timeline li[data-kind="failover"]')].some((li) =>
-          li.textContent.includes(addr),
+        return [...document.querySelectorAll('#timeline li[data-kind="failover"]')].some(
+          (li) => li.textContent.includes(name) && li.textContent.includes(addr),
         );
       },
       { timeout: ms, polling: 50 },
