@@ -3,7 +3,9 @@
 # target/ (nothing global besides python3/pip and node/npm themselves):
 #   target/test-clients/python   redis-py (latest) and RQ (a job queue on redis-py), via `pip install --target`
 #   target/test-clients/node     node-redis (`redis` on npm), ioredis and BullMQ (a job queue on
-#                                ioredis), via `npm install --prefix`
+#                                ioredis), via `npm install --prefix`; puppeteer-core (pinned:
+#                                25.x needs Node 22) drives the system's chromium for
+#                                tests/dashboard.rs and downloads no browser
 # Idempotent: when both are already there it only prints what is installed (no network).
 # Pass --upgrade to fetch the registries' latest releases again.
 # Missing python3/pip or node/npm are installed with apt-get (Debian/Ubuntu; as root or through sudo).
@@ -86,6 +88,13 @@ if [ -z "$node_ver" ] || [ $upgrade = 1 ]; then
   mkdir -p "$node_dir"
   PATH="$dest/bin:$PATH" npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error redis@latest ioredis@latest bullmq@latest >&2
   node_ver="$(node_version)"
+fi
+
+# Added on its own so an existing install gains it without reinstalling the others.
+puppeteer_pin=24.43.1
+if [ ! -f "$node_dir/node_modules/puppeteer-core/package.json" ] || [ $upgrade = 1 ]; then
+  mkdir -p "$node_dir"
+  PATH="$dest/bin:$PATH" npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "puppeteer-core@$puppeteer_pin" >&2
 fi
 
 rq_ver="$(PYTHONPATH="$py_dir" python3 -c 'import rq; print(rq.__version__)' 2>/dev/null || echo '?')"

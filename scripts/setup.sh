@@ -3,12 +3,14 @@
 # README's two commands (`./dev demo`, `./dev test`) work on a machine that has only the Rust
 # toolchain. Used by ./dev; CI gets the same set-up through `./dev test`.
 #
-#   bash scripts/setup.sh [--dry-run] [build] [redis] [etcd] [clients] [bench]
+#   bash scripts/setup.sh [--dry-run] [build] [redis] [etcd] [chromium] [clients] [bench]
 #
 #   build    a C compiler and linker (cargo links with `cc`; rustup does not install one)
 #   redis    redis-server, redis-sentinel, redis-cli, redis-benchmark; openssl (the TLS tests
 #            make their certificates with it)
 #   etcd     etcd, the fleet's shared slot map (the fleet tests and `keyhop demo`)
+#   chromium a headless browser for the dashboard test (tests/dashboard.rs drives it through
+#            puppeteer-core); on macOS the brew cask, untested
 #   clients  python3 + node and the third-party clients the compatibility tests drive
 #            (scripts/install-test-clients.sh, into target/test-clients)
 #   bench    twemproxy's nutcracker, the load benchmark's comparison proxy
@@ -26,15 +28,22 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run=1 ;;
-    build | redis | etcd | clients | bench) wanted+=("$arg") ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "setup: unknown argument '$arg' (expected build, redis, etcd, clients, bench or --dry-run)" >&2; exit 2 ;;
+    build | redis | etcd | chromium | clients | bench) wanted+=("$arg") ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown argument '$arg' (expected build, redis, etcd, chromium, clients, bench or --dry-run)" >&2; exit 2 ;;
   esac
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(build redis etcd clients bench)
+[ ${#wanted[@]} -gt 0 ] || wanted=(build redis etcd chromium clients bench)
 
 say() { echo "setup: $*" >&2; }
 has() { command -v "$1" >/dev/null 2>&1; }
+# Fedora names the binary chromium-browser; the macOS cask puts no binary on PATH.
+has_program() {
+  case "$1" in
+    chromium) has chromium || has chromium-browser || [ -x /Applications/Chromium.app/Contents/MacOS/Chromium ] ;;
+    *) has "$1" ;;
+  esac
+}
 
 manager=""
 if has apt-get; then manager=apt-get
@@ -53,6 +62,8 @@ package_for() {
     apt-get:openssl | dnf:openssl | brew:openssl) echo openssl ;;
     apt-get:etcd) echo etcd-server ;;
     dnf:etcd | brew:etcd) echo etcd ;;
+    apt-get:chromium | dnf:chromium) echo chromium ;;
+    brew:chromium) echo chromium-cask ;; # installed with --cask below
     dnf:cc) echo gcc ;;
     dnf:redis-*) echo redis ;;
     dnf:nutcracker) echo "" ;; # not packaged there
@@ -69,6 +80,7 @@ for want in "${wanted[@]}"; do
     build) has cc || missing+=(cc) ;;
     redis) for bin in redis-server redis-sentinel redis-cli redis-benchmark openssl; do has "$bin" || missing+=("$bin"); done ;;
     etcd) has etcd || missing+=(etcd) ;;
+    chromium) has_program chromium || missing+=(chromium) ;;
     bench) has nutcracker || missing+=(nutcracker) ;;
   esac
 done
@@ -111,7 +123,13 @@ install_packages() {
       as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
       as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null ;;
     dnf) as_root dnf install -y -q "$@" ;;
-    brew) brew install "$@" ;;
+    brew)
+      for pkg in "$@"; do
+        case "$pkg" in
+          chromium-cask) brew install --cask chromium ;;
+          *) brew install "$pkg" ;;
+        esac
+      done ;;
   esac
 }
 
@@ -142,7 +160,7 @@ if [ ${#packages[@]} -gt 0 ]; then
     esac
     for bin in ${missing[@]+"${missing[@]}"}; do
       case " ${unpackaged[*]-} " in *" $bin "*) continue ;; esac
-      has "$bin" || { say "$bin is still missing after installing ${packages[*]}"; exit 1; }
+      has_program "$bin" || { say "$bin is still missing after installing ${packages[*]}"; exit 1; }
     done
   fi
 fi

@@ -85,6 +85,18 @@ fn a_machine_without_etcd_gets_etcd_server() {
 }
 
 #[test]
+fn a_machine_without_chromium_gets_chromium() {
+    let dir = common::temp_dir();
+    let bin = bare_path(dir.path(), &["apt-get"]);
+    let out = setup(&bin, &["--dry-run", "chromium"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "would run: apt-get install chromium", "{stderr}");
+    assert!(stderr.contains("missing: chromium"), "{stderr}");
+    assert!(!stderr.contains("ran "), "a dry run ran the package manager: {stderr}");
+}
+
+#[test]
 fn without_a_package_manager_it_says_what_to_install() {
     let dir = common::temp_dir();
     let bin = bare_path(dir.path(), &[]);
@@ -105,7 +117,7 @@ fn this_machine_needs_nothing_for_the_tests() {
     // The test suite runs after `./dev test` installed its needs, so on this PATH nothing is missing.
     let out = setup(
         Path::new(&std::env::var_os("PATH").expect("PATH")),
-        &["--dry-run", "build", "redis", "etcd"],
+        &["--dry-run", "build", "redis", "etcd", "chromium"],
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
