@@ -387,6 +387,8 @@ fn topology(ctx: &Ctx) -> Value {
             let slot_count: u32 = ranges.iter().map(|&(a, b)| u32::from(b - a) + 1).sum();
             let mut master = probe(&g.master);
             master["addr"] = json!(g.master);
+            let offset = |addr: &str| ctx.health.get(addr).and_then(|s| s.repl_offset);
+            let master_offset = offset(&g.master);
             let replicas: Vec<Value> = g
                 .replicas
                 .iter()
@@ -394,6 +396,11 @@ fn topology(ctx: &Ctx) -> Value {
                     let mut v = probe(&r.addr);
                     v["addr"] = json!(r.addr);
                     v["healthy"] = json!(r.healthy);
+                    // Bytes of the master's replication stream the replica has not processed,
+                    // from the same probe round (so about a second old at most).
+                    v["lag_bytes"] = json!(
+                        master_offset.zip(offset(&r.addr)).map(|(m, r)| (m - r).max(0))
+                    );
                     v
                 })
                 .collect();

@@ -34,6 +34,8 @@ const TABLE_POLL: Duration = Duration::from_millis(100);
 const STALE_AFTER: Duration = Duration::from_secs(5);
 /// Longest reply line accepted from a probed server.
 const MAX_LINE: usize = 512;
+/// Longest `INFO replication` reply read (a few hundred bytes in practice).
+const MAX_BULK: usize = 64 * 1024;
 
 /// What the latest probe of one address found.
 #[derive(Clone, Debug)]
@@ -46,6 +48,9 @@ pub struct ProbeState {
     pub checked_at: Instant,
     /// Round-trip time of the latest successful `PING`.
     pub rtt: Option<Duration>,
+    /// Replication offset from `INFO replication`: a master's `master_repl_offset`, a
+    /// replica's `slave_repl_offset` (how far it has processed its master's stream).
+    pub repl_offset: Option<i64>,
 }
 
 /// The prober's shared results. Clones share them.
@@ -181,17 +186,29 @@ impl Health {
         for (addr, result) in results {
             let was = states.get(&addr).map(|s| s.reachable);
             let state = match result {
-                Ok(rtt) => {
+                Ok((rtt, repl_offset)) => {
                     if was == Some(false) {
                         tracing::info!(backend = %addr, "backend reachable again");
                     }
-                    ProbeState { reachable: true, error: None, checked_at: now, rtt: Some(rtt) }
+                    ProbeState {
+                        reachable: true,
+                        error: None,
+                        checked_at: now,
+                        rtt: Some(rtt),
+                        repl_offset,
+                    }
                 }
                 Err(e) => {
                     if was != Some(false) {
                         tracing::warn!(backend = %addr, error = %e, "backend unreachable");
                     }
-                    ProbeState { reachable: false, error: Some(e), checked_at: now, rtt: None }
+                    ProbeState {
+                        reachable: false,
+                        error: Some(e),
+                        checked_at: now,
+                        rtt: None,
+                        repl_offset: None,
+                    }
                 }
             };
             states.insert(addr, state);
@@ -200,30 +217,77 @@ impl Health {
 }
 
 /// Probes `addr` on `conn` if given, else (or if that fails) on a new connection. Returns the
-/// round trip or why it failed, and the connection to keep for the next round.
+/// round trip and the replication offset, or why it failed, and the connection to keep.
 async fn probe(
     addr: &str,
     conn: Option<Stream>,
     password: Option<&str>,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> (Result<Duration, String>, Option<Stream>) {
+) -> (Result<(Duration, Option<i64>), String>, Option<Stream>) {
     let attempt = async {
-        if let Some(mut c) = conn
-            && let Ok(rtt) = ping(&mut c).await
-        {
-            return (Ok(rtt), Some(c));
-        }
-        match connect(addr, password, tls).await {
-            Ok(mut c) => match ping(&mut c).await {
-                Ok(rtt) => (Ok(rtt), Some(c)),
-                Err(e) => (Err(e), None),
-            },
-            Err(e) => (Err(e), None),
+        let (rtt, mut c) = 'alive: {
+            if let Some(mut c) = conn
+                && let Ok(rtt) = ping(&mut c).await
+            {
+                break 'alive (rtt, c);
+            }
+            match connect(addr, password, tls).await {
+                Ok(mut c) => match ping(&mut c).await {
+                    Ok(rtt) => (rtt, c),
+                    Err(e) => return (Err(e), None),
+                },
+                Err(e) => return (Err(e), None),
+            }
+        };
+        // Replication lag for the dashboard: one small INFO section per server per round. A
+        // failed read may leave the connection mid-reply, so it is not kept then.
+        match repl_offset(&mut c).await {
+            Ok(offset) => (Ok((rtt, offset)), Some(c)),
+            Err(_) => (Ok((rtt, None)), None),
         }
     };
     match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
         Ok(r) => r,
         Err(_) => (Err(format!("no reply within {} ms", PROBE_TIMEOUT.as_millis())), None),
+    }
+}
+
+/// `INFO replication`'s offset: `slave_repl_offset` on a replica, `master_repl_offset` on a master.
+async fn repl_offset(c: &mut Stream) -> Result<Option<i64>, String> {
+    c.write_all(b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n").await.map_err(|e| e.to_string())?;
+    c.flush().await.map_err(|e| e.to_string())?;
+    let text = read_bulk(c).await?;
+    let field = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<i64>().ok())
+    };
+    let replica = text.lines().any(|l| l.trim() == "role:slave");
+    Ok(if replica { field("slave_repl_offset") } else { field("master_repl_offset") })
+}
+
+/// Reads one bulk string reply (`$N` CRLF, N bytes, CRLF), at most [`MAX_BULK`] bytes.
+async fn read_bulk(c: &mut Stream) -> Result<String, String> {
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let Some(n) = head.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+                return Err(format!("unexpected reply to INFO: {}", reply_text(&head)));
+            };
+            if n > MAX_BULK {
+                return Err("INFO reply too long".into());
+            }
+            if buf.len() >= end + 2 + n + 2 {
+                return Ok(String::from_utf8_lossy(&buf[end + 2..end + 2 + n]).into_owned());
+            }
+        } else if buf.len() > MAX_LINE {
+            return Err("reply line too long".into());
+        }
+        let got = c.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if got == 0 {
+            return Err("connection closed by the server".into());
+        }
+        buf.extend_from_slice(&chunk[..got]);
     }
 }
 
@@ -332,7 +396,14 @@ mod tests {
 
     #[tokio::test]
     async fn classifies_replies() {
-        let good = fake(b"+PONG\r\n").await;
+        let good = fake_with(|req: &[u8]| -> &'static [u8] {
+            if req.windows(4).any(|w| w == b"INFO") {
+                b"$51\r\n# Replication\r\nrole:slave\r\nslave_repl_offset:1234\r\n\r\n"
+            } else {
+                b"+PONG\r\n"
+            }
+        })
+        .await;
         let loading = fake(b"-LOADING Redis is loading the dataset in memory\r\n").await;
         let noauth = fake(b"-NOAUTH Authentication required.\r\n").await;
         let closed = {
@@ -344,6 +415,8 @@ mod tests {
         let mut conns = HashMap::new();
         h.round(&t, &mut conns).await;
         assert!(h.get(&good).expect("probed").reachable);
+        // A replica's offset is its slave_repl_offset.
+        assert_eq!(h.get(&good).and_then(|s| s.repl_offset), Some(1234));
         let err = |a: &str| h.get(a).and_then(|s| s.error).unwrap_or_default();
         assert!(err(&loading).contains("loading"), "{}", err(&loading));
         assert!(err(&noauth).contains("backend_password"), "{}", err(&noauth));

@@ -66,6 +66,10 @@ fn failover_is_counted_and_shown() {
     assert_eq!(t["groups"][0]["master"]["addr"], master.addr());
     assert_eq!(t["groups"][0]["last_failover"], serde_json::Value::Null);
     assert_eq!(t["sentinel"]["connected"], 1);
+    // The replica's replication lag, from the prober's INFO replication of both servers.
+    let lag = || topology(admin)["groups"][0]["replicas"][0]["lag_bytes"].as_i64();
+    assert!(wait_until(Duration::from_secs(10), || lag().is_some()), "no lag: {}", topology(admin));
+    assert!(lag().is_some_and(|l| (0..1_000_000).contains(&l)), "{:?}", lag());
 
     // Sentinel refuses a failover until it has seen the replica; retry for a while.
     let mut last = String::new();
