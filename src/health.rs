@@ -258,7 +258,8 @@ async fn repl_offset(c: &mut Stream) -> Result<Option<i64>, String> {
     c.flush().await.map_err(|e| e.to_string())?;
     let text = read_bulk(c).await?;
     let field = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<i64>().ok())
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<i64>().ok())
     };
     let replica = text.lines().any(|l| l.trim() == "role:slave");
     Ok(if replica { field("slave_repl_offset") } else { field("master_repl_offset") })

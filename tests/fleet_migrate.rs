@@ -63,18 +63,25 @@ fn half_the_slots_move_to_a_new_group_under_load() {
             .contains("keyhop_fleet_revision ")),
         "no fleet gauges in /metrics"
     );
+    // /topology's body.
+    let topology = || -> serde_json::Value {
+        let body = http_get(admin_a, "/topology");
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or_default()
+    };
     let topo: serde_json::Value =
         serde_json::from_str(http_get(admin_a, "/topology").split("\r\n\r\n").nth(1).unwrap_or(""))
             .expect("topology json");
     assert_eq!(topo["mode"], "static+etcd");
     assert_eq!(topo["fleet"]["prefix"], "/keyhop/test");
     assert_eq!(topo["fleet"]["fence_level"], 0);
-    assert_eq!(topo["groups"][2]["slot_count"], 8192);
-    // The job's progress as every instance reports it.
-    let topology = || -> serde_json::Value {
-        let body = http_get(admin_a, "/topology");
-        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap_or_default()
+    // The other instances, as the dashboard lists them (read from etcd every 5 s).
+    let live = || {
+        topology()["fleet"]["instances"]
+            .as_array()
+            .map(|l| l.iter().filter(|i| i["live"] == true).count())
     };
+    assert!(wait_until(Duration::from_secs(10), || live() == Some(2)), "{}", topology());
+    assert_eq!(topo["groups"][2]["slot_count"], 8192);
     assert!(
         wait_until(Duration::from_secs(10), || topology()["fleet"]["migrations"][0]["state"]
             == "done"),

@@ -129,5 +129,14 @@ pub fn topology(member: &Member, proxy: &Proxy, table: &RoutingTable) -> Value {
         "slots_in_flux": { "locked": locked, "migrating": migrating },
         "flux": flux,
         "migrations": migrations,
+        "instances": member.instances().iter().map(|i| json!({
+            "id": i.id,
+            "addr": i.record.addr,
+            "host": i.record.host,
+            "version": i.record.version,
+            "acked_revision": i.record.ack,
+            "live": i.live,
+            "this": i.id == member.id(),
+        })).collect::<Vec<_>>(),
     })
 }

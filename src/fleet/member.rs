@@ -14,7 +14,7 @@ use keyhop_control::EtcdConfig;
 use keyhop_control::etcd::{Etcd, EventKind, Op, WatchMsg};
 use keyhop_control::fleet::coordinator::JobRecord;
 use keyhop_control::fleet::state::static_group;
-use keyhop_control::fleet::{Fleet, FleetState, GroupDef, InstanceRecord};
+use keyhop_control::fleet::{Fleet, FleetState, GroupDef, InstanceInfo, InstanceRecord};
 use keyhop_proxy::Proxy;
 use keyhop_router::{Group, RoutingTable};
 use tokio::sync::watch;
@@ -51,6 +51,8 @@ struct Inner {
     asked: std::sync::Mutex<Vec<String>>,
     /// Migration jobs as last read from etcd (for `/topology` and the metrics).
     jobs: std::sync::Mutex<Vec<(String, JobRecord)>>,
+    /// The fleet's instances as last read (for `/topology` and the dashboard).
+    instances: std::sync::Mutex<Vec<InstanceInfo>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,6 +78,11 @@ impl Member {
     /// Migration jobs as last read (refreshed every second while one runs).
     pub fn jobs(&self) -> Vec<(String, JobRecord)> {
         lock(&self.inner.jobs).clone()
+    }
+
+    /// The fleet's instances as last read (every 5 s).
+    pub fn instances(&self) -> Vec<InstanceInfo> {
+        lock(&self.inner.instances).clone()
     }
 
     /// The fleet's prefix.
@@ -129,6 +136,7 @@ pub async fn join(cfg: &EtcdConfig, listen: &str) -> Result<(Member, Instant), S
         on_groups: std::sync::Mutex::new(None),
         asked: std::sync::Mutex::new(Vec::new()),
         jobs: std::sync::Mutex::new(Vec::new()),
+        instances: std::sync::Mutex::new(Vec::new()),
     };
     let member = Member { inner: Arc::new(inner) };
     let (state, rev, deadline) = member.register().await?;
@@ -366,10 +374,16 @@ impl Member {
     }
 
     /// Reads the migration jobs once a second while slots are in flux or a job is recorded as
-    /// running, and once more after, so `/topology` shows progress without asking etcd per request.
+    /// running, and once more after, and the instances every 5 s, so `/topology` and the
+    /// dashboard show them without asking etcd per request.
     async fn jobs_loop(self) {
         let mut was_busy = true;
-        loop {
+        for round in 0u64.. {
+            if round % 5 == 0
+                && let Ok(list) = self.inner.fleet.instances().await
+            {
+                *lock(&self.inner.instances) = list;
+            }
             let in_flux =
                 lock(&self.inner.latest).as_ref().is_some_and(|(s, _)| !s.flux.is_empty());
             let running = lock(&self.inner.jobs).iter().any(|(_, j)| j.state == "running");
