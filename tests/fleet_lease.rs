@@ -68,7 +68,9 @@ fn a_frozen_instance_is_left_behind_and_fences_itself() {
     );
     writer.wait_progress(300, Duration::from_secs(30));
     let seen = writer.finish();
-    seen.assert_consistent(None);
+    // A request B had forwarded just before it froze times out when it wakes (its timer ran
+    // while it slept): that one may fail; nothing else may.
+    seen.assert_consistent(Some("did not answer within"));
     assert_all_readable(a.port, PRELOAD, &seen);
     assert_all_readable(b.port, PRELOAD, &seen);
     rig.assert_single_home(owner_after_half);

@@ -252,7 +252,12 @@ impl Writer {
                         seen.writes += 1;
                         seen.acked.insert(key.clone(), value.clone());
                     }
-                    other => seen.errors.push(format!("SET {key}: {other:?}")),
+                    other => {
+                        // A failed write may still have been applied (a timeout): the key's value
+                        // is unknown until its next acknowledged write.
+                        seen.acked.remove(&key);
+                        seen.errors.push(format!("SET {key}: {other:?}"));
+                    }
                 }
                 if let Some(want) = seen.acked.get(&key).cloned() {
                     seen.reads += 1;
